@@ -1,0 +1,36 @@
+"""agentsd: skill-conditioned on-policy self-distillation for LLM agents.
+
+The env registry API lives at the top level::
+
+    import agentsd
+    agentsd.pprint_registry()
+    env = agentsd.make("Sokoban-v0", seed=0)
+    obs, info = env.reset()
+    obs, reward, terminated, truncated, info = env.step("<answer>Up Left</answer>")
+
+Everything heavy (torch, transformers, docker) is imported inside the functions that need it, so
+``import agentsd`` stays fast.
+"""
+
+from agentsd.checker import EnvCheckError, check_env
+from agentsd.env import TextEnv
+from agentsd.registry import (
+    EnvSpec,
+    Split,
+    make,
+    pprint_registry,
+    register,
+    registry,
+    spec,
+    split_seeds,
+)
+from agentsd.tools import ParsedAction, Tool, ToolCall, parse_action
+from agentsd.types import ParseStatus, Privileged, StopReason
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EnvCheckError", "EnvSpec", "ParseStatus", "ParsedAction", "Privileged", "Split",
+    "StopReason", "TextEnv", "Tool", "ToolCall", "check_env", "make", "parse_action",
+    "pprint_registry", "register", "registry", "spec", "split_seeds", "__version__",
+]

@@ -1,0 +1,152 @@
+"""The text-agent env base class: a :class:`gymnasium.Env` whose observations are chat messages.
+
+``reset(seed=…, options=…) -> (messages, info)`` and ``step(action) -> (messages, reward,
+terminated, truncated, info)``, where ``messages`` are the *new* OpenAI-format messages this call
+produced (the rollout engine appends them to the conversation) and ``action`` is the model's raw
+text or an assistant message dict with ``tool_calls``.
+
+Contract for subclasses (``check_env`` verifies it):
+
+- randomness comes only from ``self.np_random`` (seeded by ``super().reset(seed=seed)``);
+- a bad action never raises: it yields a feedback message, ``info["parse"]`` and, if the env
+  charges one, a ``"format"`` term in ``info["reward_terms"]``;
+- ``info`` always holds ``"parse"`` (a :class:`ParseStatus` value), ``"reward_terms"`` (floats
+  summing to the reward) and, at the end of an episode, ``"success"`` (bool);
+- :meth:`privileged` returns views that never appear in an observation.
+
+A minimal env::
+
+    class Guess(TextEnv):
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.target = int(self.np_random.integers(10))
+            return [self.user("Guess a digit: <answer>d</answer>")], {"task_id": "guess"}
+
+        def step(self, action):
+            p = self.parse(action)
+            if not p.ok:
+                return [self.user(p.error)], -0.1, False, False, self.info(p, format=-0.1)
+            win = p.answer == str(self.target)
+            return [self.user("right" if win else "wrong")], float(win), True, False, \\
+                self.info(p, success=win, solved=float(win))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+from gymnasium import spaces
+
+from agentsd.tools import ParsedAction, Tool, parse_action
+from agentsd.types import Action, Message, ParseStatus, Privileged
+
+__all__ = ["TextEnv", "ChatSpace"]
+
+
+class ChatSpace(spaces.Space):
+    """The observation space of text envs: a list of chat-message dicts."""
+
+    def __init__(self) -> None:
+        super().__init__(shape=None, dtype=None)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, list) and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content", ""), str)
+            for m in x
+        )
+
+    def sample(self, mask: Any = None, probability: Any = None) -> list[Message]:
+        return [{"role": "user", "content": ""}]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChatSpace)
+
+
+class TextEnv(gymnasium.Env):
+    """Base class for multi-turn text envs (see the module docstring for the contract)."""
+
+    metadata = {"render_modes": ["ansi"]}
+    #: tools this env offers (empty for envs that take plain-text answers)
+    tools: tuple[Tool, ...] = ()
+    #: actions longer than this are rejected with ``ParseStatus.TOO_LONG``
+    max_action_chars: int = 20_000
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
+        self.observation_space = ChatSpace()
+        self.action_space = spaces.Text(max_length=self.max_action_chars)
+        self._pending_seed: int | None = None
+        #: the seed of the current episode (``None`` when reset without one)
+        self.episode_seed: int | None = None
+
+    # ---- helpers for subclasses -------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Seed ``self.np_random``. A seed given to ``make(id, seed=…)`` applies to the first
+        reset that passes none."""
+        if seed is None and self._pending_seed is not None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        self.episode_seed = seed
+        super().reset(seed=seed)
+        return [], {}
+
+    def parse(self, action: Action) -> ParsedAction:
+        """Parse ``action`` with the shared parser against this env's tools."""
+        return parse_action(
+            action, list(self.tools) if self.tools else None, max_chars=self.max_action_chars
+        )
+
+    @staticmethod
+    def user(content: str) -> Message:
+        return {"role": "user", "content": content}
+
+    @staticmethod
+    def system(content: str) -> Message:
+        return {"role": "system", "content": content}
+
+    @staticmethod
+    def tool_result(content: str, call_id: str | None = None, name: str | None = None) -> Message:
+        msg: Message = {"role": "tool", "content": content}
+        if call_id:
+            msg["tool_call_id"] = call_id
+        if name:
+            msg["name"] = name
+        return msg
+
+    @staticmethod
+    def info(parsed: ParsedAction | ParseStatus, success: bool | None = None,
+             **reward_terms: float) -> dict[str, Any]:
+        """The standard ``info`` dict: parse status, reward terms and (at the end) success."""
+        status = parsed.status if isinstance(parsed, ParsedAction) else parsed
+        out: dict[str, Any] = {
+            "parse": status.value,
+            "reward_terms": {k: float(v) for k, v in reward_terms.items()},
+        }
+        if success is not None:
+            out["success"] = bool(success)
+        return out
+
+    # ---- to override ------------------------------------------------------------------------
+    def privileged(self) -> Privileged:
+        """Privileged views for the current episode (teacher-only)."""
+        return Privileged()
+
+    def example_actions(self) -> list[Action]:
+        """A few well-formed actions for this env (``check_env`` plays them)."""
+        return []
+
+    def oracle_action(self) -> Action | None:
+        """An action that follows the privileged plan from the current state, or ``None`` when
+        the env has no oracle. Demos and tests use it; it never reaches a student."""
+        return None
+
+    @property
+    def task_id(self) -> str | None:
+        """An id of the current task (for grouping trajectories), or ``None``."""
+        return None
+
+    def openai_tools(self) -> list[dict[str, Any]]:
+        """This env's tools as OpenAI ``tools=[...]`` schemas."""
+        return [t.to_openai() for t in self.tools]

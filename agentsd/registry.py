@@ -1,0 +1,284 @@
+"""The env registry: versioned ids, lazy entry points, third-party plugins.
+
+Ids look like ``[namespace/]Name-vN``. Envs register by string entry point
+(``"envs.sokoban:SokobanEnv"``) so nothing heavy is imported until :func:`make`::
+
+    >>> import agentsd
+    >>> env = agentsd.make("Sokoban-v0", seed=3)
+    >>> obs, info = env.reset()
+
+Third-party packages expose a function or module under the entry-point group ``agentsd.envs``
+(``[project.entry-points."agentsd.envs"] mypkg = "mypkg.envs:register_all"``); the group is
+loaded on the first registry miss. ``make("mypkg.envs:Foo-v0")`` imports ``mypkg.envs`` first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "EnvSpec", "Split", "register", "make", "spec", "registry", "pprint_registry",
+    "RegistryError", "UnknownEnvError", "DuplicateEnvError", "EntryPointError",
+    "split_seeds", "ENTRY_POINT_GROUP",
+]
+
+ENTRY_POINT_GROUP = "agentsd.envs"
+_ID_RE = re.compile(r"^(?:(?P<namespace>[\w.\-]+)/)?(?P<name>[\w.\-]+?)-v(?P<version>\d+)$")
+
+
+class RegistryError(Exception):
+    """Base class of registry errors."""
+
+
+class UnknownEnvError(RegistryError, KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateEnvError(RegistryError):
+    pass
+
+
+class EntryPointError(RegistryError, ImportError):
+    pass
+
+
+@dataclass(frozen=True)
+class Split:
+    """A named slice of an env's task space: the seeds that belong to it (``[start, stop)``)
+    and kwargs that select it (for example held-out task templates). Splits of one env never
+    share seeds (checked at registration)."""
+
+    seeds: tuple[int, int]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.seeds
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo < hi):
+            raise ValueError(f"Split.seeds must be (start, stop) with 0 <= start < stop, got {self.seeds}")
+
+    def seed_list(self, n: int, offset: int = 0) -> list[int]:
+        lo, hi = self.seeds
+        if offset + n > hi - lo:
+            raise ValueError(f"split has {hi - lo} seeds; asked for {n} from offset {offset}")
+        return list(range(lo + offset, lo + offset + n))
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to build an env from its id."""
+
+    id: str
+    entry_point: str | Callable[..., Any]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    max_turns: int | None = None
+    tags: tuple[str, ...] = ()
+    splits: Mapping[str, Split] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _ID_RE.match(self.id):
+            raise RegistryError(
+                f"malformed env id {self.id!r}: expected '[namespace/]Name-vN', e.g. 'Sokoban-v0'"
+            )
+        if isinstance(self.entry_point, str) and ":" not in self.entry_point:
+            raise RegistryError(
+                f"entry point {self.entry_point!r} of {self.id} must look like 'module:Attr'"
+            )
+        if self.max_turns is not None and (not isinstance(self.max_turns, int) or self.max_turns < 1):
+            raise RegistryError(f"max_turns of {self.id} must be a positive int, got {self.max_turns!r}")
+        ranges = sorted((s.seeds, name) for name, s in self.splits.items())
+        for (a, na), (b, nb) in zip(ranges, ranges[1:]):
+            if b[0] < a[1]:
+                raise RegistryError(f"splits {na!r} and {nb!r} of {self.id} share seeds {b[0]}..")
+
+    @property
+    def namespace(self) -> str | None:
+        return _ID_RE.match(self.id)["namespace"]
+
+    @property
+    def name(self) -> str:
+        return _ID_RE.match(self.id)["name"]
+
+    @property
+    def version(self) -> int:
+        return int(_ID_RE.match(self.id)["version"])
+
+    def load(self) -> Callable[..., Any]:
+        """Import and return the env constructor."""
+        if callable(self.entry_point):
+            return self.entry_point
+        mod_name, _, attr = self.entry_point.partition(":")
+        try:
+            module = importlib.import_module(mod_name)
+        except Exception as e:  # noqa: BLE001 - report any import failure with its cause
+            raise EntryPointError(
+                f"cannot import module {mod_name!r} for env {self.id}: {type(e).__name__}: {e}"
+            ) from e
+        try:
+            obj: Any = module
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except AttributeError as e:
+            raise EntryPointError(
+                f"module {mod_name!r} has no attribute {attr!r} (entry point of env {self.id})"
+            ) from e
+        return obj
+
+    def make(self, seed: int | None = None, split: str | None = None, **kwargs: Any):
+        """Build the env with kwargs merged over the spec's (see :func:`make`)."""
+        from agentsd.wrappers import OrderEnforcing, TurnLimit
+
+        merged = dict(self.kwargs)
+        if split is not None:
+            if split not in self.splits:
+                raise RegistryError(
+                    f"env {self.id} has no split {split!r}; it has: {sorted(self.splits) or 'none'}"
+                )
+            merged.update(self.splits[split].kwargs)
+        max_turns = kwargs.pop("max_turns", self.max_turns)
+        merged.update(kwargs)
+        env = self.load()(**merged)
+        env_spec = dataclasses.replace(self, kwargs=merged, max_turns=max_turns)
+        base = getattr(env, "unwrapped", env)
+        base.spec = env_spec  # type: ignore[attr-defined]
+        if seed is not None:
+            base._pending_seed = int(seed)
+        if max_turns is not None:
+            env = TurnLimit(env, max_turns)
+        return OrderEnforcing(env)  # outermost, so it sees turn-limit truncation too
+
+
+_REGISTRY: dict[str, EnvSpec] = {}
+_PLUGINS_LOADED = False
+_BUILTINS_LOADED = False
+
+
+def register(
+    id: str,
+    entry_point: str | Callable[..., Any],
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    max_turns: int | None = None,
+    tags: tuple[str, ...] | list[str] = (),
+    splits: Mapping[str, Split] | None = None,
+    description: str = "",
+    on_duplicate: str = "warn",
+) -> EnvSpec:
+    """Register an env. ``on_duplicate`` is ``"warn"`` (replace, with a warning), ``"raise"``
+    or ``"ignore"`` (keep the existing spec silently)."""
+    if on_duplicate not in ("warn", "raise", "ignore"):
+        raise ValueError(f"on_duplicate must be 'warn', 'raise' or 'ignore', got {on_duplicate!r}")
+    new = EnvSpec(id, entry_point, dict(kwargs or {}), max_turns, tuple(tags),
+                  dict(splits or {}), description)
+    if id in _REGISTRY:
+        if on_duplicate == "raise":
+            raise DuplicateEnvError(f"env {id!r} is already registered (entry point "
+                                    f"{_REGISTRY[id].entry_point!r}); pass on_duplicate='warn' to replace it")
+        if on_duplicate == "ignore":
+            return _REGISTRY[id]
+        warnings.warn(f"overriding the already registered env {id!r}", stacklevel=2)
+    _REGISTRY[id] = new
+    return new
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module("envs")
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as e:  # noqa: BLE001
+            warnings.warn(f"agentsd.envs plugin {ep.name!r} ({ep.value}) failed to load: "
+                          f"{type(e).__name__}: {e}", stacklevel=3)
+            continue
+        if callable(obj):
+            obj()
+
+
+def registry() -> dict[str, EnvSpec]:
+    """All registered specs by id (built-ins and plugins loaded)."""
+    _load_builtins()
+    _load_plugins()
+    return dict(_REGISTRY)
+
+
+def spec(id: str) -> EnvSpec:
+    """The spec of ``id`` (``"module:Name-vN"`` imports ``module`` first)."""
+    _load_builtins()
+    if ":" in id:
+        mod, _, id = id.partition(":")
+        try:
+            importlib.import_module(mod)
+        except Exception as e:  # noqa: BLE001
+            raise EntryPointError(f"cannot import module {mod!r} named in env id: "
+                                  f"{type(e).__name__}: {e}") from e
+    if id not in _REGISTRY:
+        _load_plugins()
+    if id in _REGISTRY:
+        return _REGISTRY[id]
+    raise UnknownEnvError(_unknown_message(id))
+
+
+def _unknown_message(id: str) -> str:
+    m = _ID_RE.match(id)
+    if m:
+        base = (f"{m['namespace']}/" if m["namespace"] else "") + m["name"]
+        versions = sorted(s.version for s in _REGISTRY.values()
+                          if (f"{s.namespace}/" if s.namespace else "") + s.name == base)
+        if versions:
+            return (f"env {id!r} has no version v{m['version']}; registered versions: "
+                    + ", ".join(f"{base}-v{v}" for v in versions))
+    close = difflib.get_close_matches(id, list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown env id {id!r}.{hint} See agentsd.pprint_registry() for all ids."
+
+
+def make(id: str, seed: int | None = None, split: str | None = None, **kwargs: Any):
+    """Build a registered env, wrapped in order enforcing and its turn limit.
+
+    ``kwargs`` override the spec's kwargs (``max_turns=`` overrides the turn limit); ``split``
+    selects a named split's kwargs; ``seed`` applies to the first ``reset()`` that passes none.
+    """
+    return spec(id).make(seed=seed, split=split, **kwargs)
+
+
+def split_seeds(id: str, split: str, n: int, offset: int = 0) -> list[int]:
+    """``n`` seeds of a named split of ``id``."""
+    s = spec(id)
+    if split not in s.splits:
+        raise RegistryError(f"env {id} has no split {split!r}; it has: {sorted(s.splits) or 'none'}")
+    return s.splits[split].seed_list(n, offset)
+
+
+def pprint_registry(file: Any = None) -> str:
+    """Print (and return) a table of registered envs."""
+    rows = [(s.id, ",".join(s.tags), str(s.max_turns or "-"), ",".join(s.splits),
+             s.description) for s in registry().values()]
+    rows.sort()
+    heads = ("id", "tags", "max_turns", "splits", "description")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    text = "\n".join(lines)
+    print(text, file=file)
+    return text
