@@ -1,0 +1,213 @@
+"""The in-namespace launcher of the ``local`` sandbox (stdlib only; run as ``python -I -S``).
+
+``local.py`` starts it as ``unshare --fork --pid --net --mount --ipc --uts --kill-child python
+-I -S _launcher.py CONFIG_FD STATUS_FD``, so this process is pid 1 of fresh pid, network, mount,
+IPC and UTS namespaces and still root. It:
+
+1. reads its JSON config (files, argv, limits, uid, cgroup dirs) from ``CONFIG_FD``;
+2. joins the slot's cgroups (memory, pids) when the harness prepared them;
+3. builds a new root on a size-capped tmpfs: read-only binds of the system and Python trees, a
+   fresh ``/proc`` of the new pid namespace, a minimal ``/dev``, writable ``/tmp`` ``/work``
+   ``/dev/shm`` (all inside the one capped tmpfs), then ``pivot_root`` and detach the old root;
+4. forks the program: rlimits, no groups, the slot's unprivileged uid/gid, no-new-privileges,
+   ``/work`` as cwd, a clean environment, ``exec``;
+5. as pid 1, reaps everything until the program exits, SIGKILLs whatever it left, reaps that,
+   and reports exit status and CPU seconds on ``STATUS_FD`` as one JSON line. Its own exit then
+   tears the pid namespace down, so nothing can outlive the run.
+
+Any failure before ``exec`` is reported as ``{"error": ...}`` (a sandbox error, not the code's).
+"""
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import signal
+import sys
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = 155  # x86_64
+PR_SET_NO_NEW_PRIVS = 38
+NEWROOT = "/tmp"  # any existing dir works: the mount is private to this namespace
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret, what):
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def mount(src, target, fstype, flags, data=None):
+    _check(_libc.mount(src.encode() if src else None, target.encode(),
+                       fstype.encode() if fstype else None, ctypes.c_ulong(flags),
+                       data.encode() if data else None), f"mount {src} on {target}")
+
+
+def bind_ro(src, target):
+    if os.path.isdir(src):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    mount(src, target, None, MS_BIND | MS_REC)
+    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def build_root(cfg):
+    size_mb = int(cfg["tmpfs_mb"])
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # never propagate anything back to the host
+    mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={size_mb}m,nr_inodes=16384,mode=755")
+    r = NEWROOT
+    for src in cfg["ro_binds"]:
+        if os.path.islink(src):  # merged-/usr symlinks such as /bin -> usr/bin
+            os.makedirs(os.path.dirname(r + src), exist_ok=True)
+            os.symlink(os.readlink(src), r + src)
+        elif os.path.exists(src):
+            bind_ro(src, r + src)
+    os.makedirs(r + "/proc", exist_ok=True)
+    mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.makedirs(r + "/dev/shm")
+    os.chmod(r + "/dev/shm", 0o1777)
+    for dev in ("null", "zero", "full", "random", "urandom"):
+        bind_dev("/dev/" + dev, r + "/dev/" + dev)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, r + "/dev/" + name)
+    os.makedirs(r + "/tmp")
+    os.chmod(r + "/tmp", 0o1777)
+    uid = int(cfg["uid"])
+    work = r + "/work"
+    os.makedirs(work)
+    for rel, data in cfg["files"].items():
+        path = os.path.join(work, rel)
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            os.makedirs(parent)
+            _chown_up(parent, work, uid)
+        with open(path, "wb") as f:
+            f.write(bytes.fromhex(data))
+        os.chown(path, uid, uid)
+    os.chown(work, uid, uid)
+    os.chmod(work, 0o700)
+    os.chdir(r)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "detach old root")
+    os.chdir("/")
+
+
+def bind_dev(src, target):
+    open(target, "a").close()
+    mount(src, target, None, MS_BIND)
+    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC)
+
+
+def _chown_up(path, stop, uid):
+    while path != stop and path.startswith(stop):
+        os.chown(path, uid, uid)
+        path = os.path.dirname(path)
+
+
+def join_cgroups(cfg):
+    for d in cfg.get("cgroups", []):
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+
+def child(cfg):
+    """In the forked program process: drop everything, then exec (never returns)."""
+    lim = cfg["limits"]
+    mb = 1024 * 1024
+    os.setsid()
+    for res, val in ((resource.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1)),
+                     (resource.RLIMIT_AS, (lim["memory_mb"] * mb,) * 2),
+                     (resource.RLIMIT_FSIZE, (lim["file_mb"] * mb,) * 2),
+                     (resource.RLIMIT_NOFILE, (lim["open_files"],) * 2),
+                     (resource.RLIMIT_NPROC, (lim["processes"],) * 2),
+                     (resource.RLIMIT_CORE, (0, 0)),
+                     (resource.RLIMIT_MEMLOCK, (0, 0)),
+                     (resource.RLIMIT_MSGQUEUE, (0, 0))):
+        resource.setrlimit(res, val)
+    uid = int(cfg["uid"])
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    os.chdir("/work")
+    os.umask(0o077)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
+
+
+def main():
+    cfg_fd, status_fd = int(sys.argv[1]), int(sys.argv[2])
+    status = os.fdopen(status_fd, "w")
+
+    def report(obj):
+        status.write(json.dumps(obj) + "\n")
+        status.flush()
+
+    try:
+        with os.fdopen(cfg_fd, "rb") as f:
+            cfg = json.loads(f.read())
+        join_cgroups(cfg)
+        build_root(cfg)
+        _check(_libc.sethostname(b"sandbox", 7), "sethostname")
+        err_r, err_w = os.pipe()  # the child reports a failed exec through it (CLOEXEC)
+        pid = os.fork()
+    except Exception as e:  # noqa: BLE001 - everything here is an infrastructure failure
+        report({"error": f"{type(e).__name__}: {e}"})
+        return 0
+    if pid == 0:
+        try:
+            os.close(err_r)
+            status.close()
+            child(cfg)
+        except BaseException as e:  # noqa: BLE001
+            os.write(err_w, f"{type(e).__name__}: {e}".encode()[:2000])
+        os._exit(127)
+    os.close(err_w)
+    main_status = None
+    while main_status is None:  # pid 1 reaps orphans too, until the program itself exits
+        try:
+            got, st, _ = os.wait4(-1, 0)
+        except InterruptedError:
+            continue
+        if got == pid:
+            main_status = st
+    exec_error = os.read(err_r, 4096).decode(errors="replace")
+    try:
+        os.kill(-1, signal.SIGKILL)  # everything left in this pid namespace (never pid 1)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.wait4(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if exec_error:
+        report({"error": f"could not start the program: {exec_error}"})
+        return 0
+    report({
+        "exit_code": os.WEXITSTATUS(main_status) if os.WIFEXITED(main_status) else None,
+        "signal": os.WTERMSIG(main_status) if os.WIFSIGNALED(main_status) else None,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "maxrss_kb": ru.ru_maxrss,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except OSError as e:
+        if e.errno != errno.EPIPE:
+            raise

@@ -1,0 +1,534 @@
+"""The ``local`` sandbox backend: untrusted code on a plain Linux machine, no Docker needed.
+
+Each run starts a fresh interpreter through ``unshare`` and ``_launcher.py`` (pid 1 of its own
+namespaces). What **is** isolated (``isolation="namespaces"``, the default; needs root):
+
+- **network**: a new network namespace with no interfaces up — no loopback, no outside network;
+- **filesystem**: a new mount namespace whose root is a size-capped tmpfs holding read-only binds
+  of the system and Python trees (``/usr``, ``/etc``, the interpreter prefix); the host's ``/root``,
+  ``/home``, ``/work``, ``/tmp`` … are not there at all; writable are only ``/work`` (cwd),
+  ``/tmp`` and ``/dev/shm``, all inside that tmpfs (``Limits.file_mb``);
+- **processes**: a new pid namespace (the program cannot see or signal host processes; when the
+  run ends pid 1 exits and the kernel kills everything left, double-forked daemons included);
+  IPC and UTS namespaces too;
+- **identity**: a dedicated unprivileged uid/gid per concurrent slot (``uid_base + slot``, no
+  supplementary groups), no-new-privileges, no capabilities, a clean environment;
+- **resources**: rlimits (CPU seconds, address space, file size, processes, open files, no core
+  dumps) and, where cgroup v1/v2 controllers are writable, a per-slot memory and pids cgroup;
+  wall clock and output size are enforced by this harness, which kills the namespace's pid 1.
+
+What is **not** isolated: the kernel is shared (a kernel exploit escapes, as with Docker); CPU
+time is limited per process but not shared fairly between slots; the read-only system tree is
+visible (world-readable files under ``/usr`` and ``/etc``, including installed Python packages);
+``/proc`` shows only the sandbox's processes but the machine's CPU/memory totals; timing side
+channels are open.
+
+Without root or namespaces the backend refuses (:class:`SandboxUnavailable`) unless the caller
+passes ``isolation="weak"``: then runs are plain subprocesses in their own session with rlimits and
+a private temp dir — **no network, filesystem or user isolation**.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from agentsd.sandbox.types import ExecRequest, ExecResult, Limits, SandboxUnavailable, Status
+
+__all__ = ["LocalSandbox", "probe", "LAUNCHER"]
+
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
+LOCK_DIR = "/run/agentsd-sandbox"
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_NAME = "agentsd-sandbox"
+_ENV = {"PATH": "", "HOME": "/work", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": "/tmp"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What this machine allows: ``ok`` and, if not, ``reason`` (a sentence with the fix)."""
+
+    ok: bool
+    reason: str = ""
+    cgroups: str = "none"  # "v1", "v2" or "none"
+
+
+def probe() -> Probe:
+    """Check root, the ``unshare`` tool and Linux; cheap, no run."""
+    if not sys.platform.startswith("linux"):
+        return Probe(False, "the local sandbox needs Linux namespaces; use the docker or http backend")
+    if os.geteuid() != 0:
+        return Probe(False, "the local sandbox needs root to create namespaces and switch to "
+                     "unprivileged uids; run as root, use the docker/http backend, or pass "
+                     "isolation='weak' to accept no network/filesystem/user isolation")
+    if shutil.which("unshare") is None:
+        return Probe(False, "the 'unshare' tool (util-linux) is missing; install util-linux")
+    return Probe(True, cgroups=_cgroup_kind())
+
+
+def _cgroup_kind() -> str:
+    if os.path.isdir(f"{CGROUP_ROOT}/memory") and os.path.isdir(f"{CGROUP_ROOT}/pids"):
+        return "v1"
+    if os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):
+        return "v2"
+    return "none"
+
+
+def _ro_binds() -> list[str]:
+    """System and interpreter trees the sandbox sees read-only."""
+    paths = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
+    for p in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
+        if not any(p == q or p.startswith(q + "/") for q in ("/usr",)):
+            paths.append(p)
+    return paths
+
+
+class _Slots:
+    """Slot numbers 0..n-1, exclusive across threads *and* processes (flock on a lock file), so
+    two harnesses on one machine never share a uid."""
+
+    def __init__(self, n: int, lock_dir: str) -> None:
+        self.n, self.lock_dir = n, lock_dir
+        self._cv = threading.Condition()
+        self._free = list(range(n))
+
+    @contextlib.contextmanager
+    def acquire(self):
+        with self._cv:
+            while not self._free:
+                self._cv.wait()
+            cands = list(self._free)
+            self._free.clear()
+        held, fd = None, None
+        try:
+            while held is None:
+                for s in cands:  # another process may hold some of them
+                    f = os.open(os.path.join(self.lock_dir, f"slot-{s}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        held, fd = s, f
+                        break
+                    except BlockingIOError:
+                        os.close(f)
+                if held is None:
+                    time.sleep(0.01)
+            with self._cv:  # give back the candidates we did not take
+                self._free.extend(c for c in cands if c != held)
+                self._cv.notify_all()
+            yield held
+        finally:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            with self._cv:
+                if held is not None:
+                    self._free.append(held)
+                else:
+                    self._free.extend(c for c in cands if c not in self._free)
+                self._cv.notify_all()
+
+
+class LocalSandbox:
+    """The embedded sandbox (see the module docstring for exactly what it isolates).
+
+    ``slots`` bounds concurrent runs of this object (each slot has its own uid ``uid_base+slot``
+    and cgroup); ``python`` is the interpreter ``cmd=None`` runs (``-I -S``: no site-packages,
+    for speed; pass ``cmd`` to use site-packages).
+    """
+
+    name = "local"
+
+    def __init__(self, slots: int | None = None, *, uid_base: int = 60000,
+                 isolation: str = "namespaces", python: str | None = None,
+                 use_cgroups: bool = True) -> None:
+        if isolation not in ("namespaces", "weak"):
+            raise ValueError(f"isolation must be 'namespaces' or 'weak', got {isolation!r}")
+        slots = slots or max(1, os.cpu_count() or 1)
+        if not isinstance(slots, int) or not 1 <= slots <= 1024:
+            raise ValueError(f"slots must be an int in [1, 1024], got {slots!r}")
+        if not isinstance(uid_base, int) or not 1000 <= uid_base <= 2**31 - 2048:
+            raise ValueError(f"uid_base must be an int >= 1000 (unprivileged), got {uid_base!r}")
+        self.isolation, self.uid_base, self.slots = isolation, uid_base, slots
+        self.python = python or os.path.realpath(sys.executable)
+        if isolation == "namespaces":
+            p = probe()
+            if not p.ok:
+                raise SandboxUnavailable(p.reason)
+            os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+            self._cgroups = p.cgroups if use_cgroups else "none"
+            lock_dir = LOCK_DIR
+        else:
+            self._cgroups = "none"
+            lock_dir = tempfile.gettempdir()
+        self._slots = _Slots(slots, lock_dir)
+        self._cg_ready: set[int] = set()
+        self._cg_lock = threading.Lock()
+        self._closed = False
+
+    # -- public -------------------------------------------------------------------------------
+    def run(self, request: ExecRequest) -> ExecResult:
+        """Run one request; never raises for anything the code does."""
+        if not isinstance(request, ExecRequest):
+            raise TypeError(f"run() takes an ExecRequest, got {type(request).__name__}")
+        if self._closed:
+            raise RuntimeError("this LocalSandbox is closed")
+        with self._slots.acquire() as slot:
+            try:
+                if self.isolation == "weak":
+                    return self._run_weak(request)
+                return self._run_ns(request, slot)
+            except Exception as e:  # noqa: BLE001 - harness failure, not the code's
+                return ExecResult(Status.SANDBOX_ERROR, detail=f"{type(e).__name__}: {e}",
+                                  backend=self.name)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "isolation": self.isolation, "slots": self.slots,
+                "uid_base": self.uid_base, "cgroups": self._cgroups}
+
+    def close(self) -> None:
+        """Remove this object's cgroups (idempotent)."""
+        self._closed = True
+        for slot in list(self._cg_ready):
+            for d in self._cgroup_dirs(slot):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+        self._cg_ready.clear()
+
+    def __enter__(self) -> LocalSandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):  # configuration travels, locks and cgroups do not
+        return {"slots": self.slots, "uid_base": self.uid_base, "isolation": self.isolation,
+                "python": self.python, "use_cgroups": self._cgroups != "none"}
+
+    def __setstate__(self, state) -> None:
+        self.__init__(**state)
+
+    # -- cgroups ------------------------------------------------------------------------------
+    def _cgroup_dirs(self, slot: int) -> list[str]:
+        if self._cgroups == "v1":
+            return [f"{CGROUP_ROOT}/{c}/{CGROUP_NAME}/slot-{slot}" for c in ("memory", "pids")]
+        if self._cgroups == "v2":
+            return [f"{CGROUP_ROOT}/{CGROUP_NAME}/slot-{slot}"]
+        return []
+
+    def _prepare_cgroups(self, slot: int, limits: Limits) -> tuple[list[str], int]:
+        """Create/limit the slot's cgroups; returns the dirs and the OOM-kill count before the
+        run. Falls back to rlimits only (``_cgroups='none'``) if the hierarchy is not writable."""
+        dirs = self._cgroup_dirs(slot)
+        if not dirs:
+            return [], 0
+        mem = (limits.memory_mb + limits.file_mb + 64) * 1024 * 1024
+        try:
+            for d in dirs:
+                os.makedirs(d, exist_ok=True)
+            if self._cgroups == "v1":
+                md, pd = dirs
+                _write(f"{md}/memory.limit_in_bytes", str(mem))
+                with contextlib.suppress(OSError):
+                    _write(f"{md}/memory.memsw.limit_in_bytes", str(mem))
+                _write(f"{pd}/pids.max", str(limits.processes + 2))
+            else:
+                if not os.path.exists(f"{CGROUP_ROOT}/{CGROUP_NAME}/cgroup.subtree_control.done"):
+                    with contextlib.suppress(OSError):
+                        _write(f"{CGROUP_ROOT}/{CGROUP_NAME}/cgroup.subtree_control", "+memory +pids")
+                _write(f"{dirs[0]}/memory.max", str(mem))
+                with contextlib.suppress(OSError):
+                    _write(f"{dirs[0]}/memory.swap.max", "0")
+                _write(f"{dirs[0]}/pids.max", str(limits.processes + 2))
+        except OSError:
+            with self._cg_lock:
+                self._cgroups = "none"  # not writable here: rlimits still apply
+            return [], 0
+        self._cg_ready.add(slot)
+        return dirs, self._oom_kills(dirs)
+
+    def _oom_kills(self, dirs: list[str]) -> int:
+        if not dirs:
+            return 0
+        path = f"{dirs[0]}/memory.oom_control" if self._cgroups == "v1" else f"{dirs[0]}/memory.events"
+        try:
+            with open(path) as f:
+                for line in f:
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill":
+                        return int(v)
+        except OSError:
+            pass
+        return 0
+
+    # -- the namespaced run ---------------------------------------------------------------------
+    def _run_ns(self, req: ExecRequest, slot: int) -> ExecResult:
+        lim = req.limits
+        cg_dirs, oom_before = self._prepare_cgroups(slot, lim)
+        cmd = list(req.cmd) if req.cmd else [self.python, "-I", "-S", "main.py"]
+        if not os.path.isabs(cmd[0]):
+            cmd[0] = _resolve(cmd[0], self.python)
+        env = dict(_ENV, PATH=f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin")
+        cfg = {
+            "files": {k: v.hex() for k, v in req.all_files().items()},
+            "argv": cmd, "env": env, "uid": self.uid_base + slot,
+            "tmpfs_mb": lim.file_mb, "ro_binds": _ro_binds(), "cgroups": cg_dirs,
+            "limits": {"cpu": lim.cpu_seconds, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
+                       "open_files": lim.open_files, "processes": lim.processes},
+        }
+        cfg_fd = os.memfd_create("agentsd-sandbox-cfg", 0)  # no temp file, no pipe deadlock
+        status_r, status_w = os.pipe()
+        try:
+            os.write(cfg_fd, json.dumps(cfg).encode())
+            os.lseek(cfg_fd, 0, os.SEEK_SET)
+            argv = ["unshare", "--fork", "--pid", "--net", "--mount", "--ipc", "--uts",
+                    "--kill-child", sys.executable, "-I", "-S", LAUNCHER, str(cfg_fd), str(status_w)]
+            t0 = time.monotonic()
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, pass_fds=(cfg_fd, status_w),
+                                    env={"PATH": "/usr/bin:/bin"}, start_new_session=True)
+        finally:
+            os.close(cfg_fd)
+            os.close(status_w)
+        try:
+            io = _pump(proc, req.stdin_bytes(), lim, t0, status_r, kill=lambda: _kill_ns(proc))
+        finally:
+            os.close(status_r)
+        res = _classify(io, lim, self._oom_kills(cg_dirs) > oom_before)
+        res.backend = self.name
+        return res
+
+    # -- weak isolation (explicit opt-in) -------------------------------------------------------
+    def _run_weak(self, req: ExecRequest) -> ExecResult:
+        lim = req.limits
+        with tempfile.TemporaryDirectory(prefix="agentsd-weak-") as work:
+            for rel, data in req.all_files().items():
+                path = os.path.join(work, rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(data)
+            cmd = list(req.cmd) if req.cmd else [self.python, "-I", "-S", "main.py"]
+
+            def limit() -> None:
+                import resource
+
+                mb = 1024 * 1024
+                resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_seconds, lim.cpu_seconds + 1))
+                resource.setrlimit(resource.RLIMIT_AS, (lim.memory_mb * mb,) * 2)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_mb * mb,) * 2)
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+            t0 = time.monotonic()
+            proc = subprocess.Popen(cmd, cwd=work, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=dict(_ENV, HOME=work, TMPDIR=work,
+                                                                     PATH="/usr/bin:/bin"),
+                                    start_new_session=True, preexec_fn=limit)
+
+            def kill() -> None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+            io = _pump(proc, req.stdin_bytes(), lim, t0, None, kill=kill)
+            kill()  # leftovers of the session; setsid'd grandchildren can escape weak mode
+        res = _classify(io, lim, False)
+        res.backend = self.name + "-weak"
+        return res
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _resolve(prog: str, python: str) -> str:
+    if prog in ("python", "python3"):
+        return python
+    found = shutil.which(prog, path=f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin")
+    if found is None:
+        raise FileNotFoundError(f"program {prog!r} not found on the sandbox PATH")
+    return found
+
+
+def _kill_ns(proc: subprocess.Popen) -> None:
+    """SIGKILL the namespace's pid 1 (the kernel then kills the rest of the namespace; reaping
+    the ``unshare`` parent afterwards waits for that teardown). Falls back to ``unshare``
+    itself, whose ``--kill-child`` forwards the kill."""
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        kids = []
+    for k in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+@dataclass
+class _IO:
+    stdout: bytes = b""
+    stderr: bytes = b""
+    out_trunc: bool = False
+    err_trunc: bool = False
+    timed_out: bool = False
+    flooded: bool = False
+    status: dict | None = None
+    returncode: int | None = None
+    wall_s: float = 0.0
+    harness_stderr: str = ""
+
+
+def _pump(proc: subprocess.Popen, stdin: bytes, lim: Limits, t0: float, status_fd: int | None,
+          kill) -> _IO:
+    """Feed stdin, collect capped stdout/stderr and the launcher's status line, enforce the wall
+    clock and the output cap (killing the run), then reap."""
+    io = _IO()
+    cap = lim.output_kb * 1024
+    bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    status_buf = bytearray()
+    sel = selectors.DefaultSelector()
+    for f in (proc.stdout, proc.stderr):
+        os.set_blocking(f.fileno(), False)
+        sel.register(f.fileno(), selectors.EVENT_READ)
+    if status_fd is not None:
+        sel.register(status_fd, selectors.EVENT_READ)
+    stdin_fd = proc.stdin.fileno()
+    if stdin:
+        os.set_blocking(stdin_fd, False)
+        sel.register(stdin_fd, selectors.EVENT_WRITE)
+    else:
+        proc.stdin.close()
+    pending = memoryview(stdin)
+    deadline = t0 + lim.wall_s
+    total = 0
+    try:
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                io.timed_out = True
+                break
+            for key, _ in sel.select(timeout=min(left, 0.5)):
+                fd = key.fd
+                if fd == stdin_fd:
+                    try:
+                        pending = pending[os.write(fd, pending[:65536]):]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # the program closed stdin: drop the rest
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(fd)
+                        proc.stdin.close()
+                    continue
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(fd)
+                    continue
+                if fd == status_fd:
+                    status_buf += chunk
+                    continue
+                total += len(chunk)
+                buf = bufs[fd]
+                room = cap - len(bufs[proc.stdout.fileno()]) - len(bufs[proc.stderr.fileno()])
+                buf += chunk[:max(0, room)]
+                if total > cap:
+                    io.flooded = True
+                    if fd == proc.stdout.fileno():
+                        io.out_trunc = True
+                    else:
+                        io.err_trunc = True
+            if io.flooded:
+                break
+    finally:
+        if io.timed_out or io.flooded:
+            kill()
+        try:
+            io.returncode = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill()
+            io.returncode = proc.wait()
+        io.wall_s = time.monotonic() - t0
+        if status_fd is not None and not io.timed_out and not io.flooded:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.set_blocking(status_fd, True)
+                status_buf += os.read(status_fd, 65536)
+        sel.close()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                f.close()
+    return _finish(io, bufs, status_buf)
+
+
+def _finish(io: _IO, bufs: dict, status_buf: bytearray) -> _IO:
+    io.stdout, io.stderr = (bytes(b) for b in bufs.values())  # insertion order: stdout, stderr
+    line = bytes(status_buf).strip().splitlines()
+    if line:
+        try:
+            io.status = json.loads(line[-1])
+        except ValueError:
+            io.status = {"error": f"unreadable launcher status {line[-1][:200]!r}"}
+    return io
+
+
+_MEM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+_FILE_MARKERS = ("[Errno 27]", "[Errno 28]", "File too large", "No space left on device")
+
+
+def _classify(io: _IO, lim: Limits, oom_killed: bool) -> ExecResult:
+    """Turn raw I/O and the launcher's report into an :class:`ExecResult`."""
+    st = io.status or {}
+    res = ExecResult(
+        Status.OK, exit_code=st.get("exit_code"), signal=st.get("signal"),
+        stdout=io.stdout.decode("utf-8", errors="replace"),
+        stderr=io.stderr.decode("utf-8", errors="replace"),
+        stdout_truncated=io.out_trunc, stderr_truncated=io.err_trunc,
+        wall_s=round(io.wall_s, 4), cpu_s=round(float(st.get("cpu_s") or 0.0), 4),
+    )
+    tail = res.stderr[-2000:]
+    if io.timed_out:
+        res.status, res.detail = Status.TIMEOUT, f"wall-clock limit of {lim.wall_s:g}s reached"
+    elif io.flooded:
+        res.status, res.detail = Status.OUTPUT_LIMIT, f"output exceeded {lim.output_kb} KiB"
+    elif "error" in st:
+        res.status, res.detail = Status.SANDBOX_ERROR, st["error"]
+    elif io.status is None and io.returncode is not None:
+        # weak mode has no launcher: the process's own return code is the status
+        if io.returncode >= 0:
+            res.exit_code = io.returncode
+        else:
+            res.signal = -io.returncode
+        if res.exit_code is None and res.signal is None:
+            res.status, res.detail = Status.SANDBOX_ERROR, "no status from the sandbox"
+    if res.status is not Status.OK:
+        return res
+    if res.exit_code is None and res.signal is None:
+        return ExecResult(Status.SANDBOX_ERROR, detail="the launcher died without a status report",
+                          stderr=res.stderr, wall_s=res.wall_s)
+    if oom_killed:
+        res.status, res.detail = Status.MEMORY, f"memory limit of {lim.memory_mb} MiB reached"
+    elif res.signal in (signal.SIGXCPU, signal.SIGKILL) and res.cpu_s >= lim.cpu_seconds - 0.05:
+        res.status, res.detail = Status.TIMEOUT, f"CPU-time limit of {lim.cpu_seconds}s reached"
+    elif res.signal == signal.SIGXFSZ or (res.exit_code and any(m in tail for m in _FILE_MARKERS)):
+        res.status, res.detail = Status.FILE_LIMIT, f"file-size/disk limit of {lim.file_mb} MiB reached"
+    elif res.exit_code and any(m in tail for m in _MEM_MARKERS):
+        res.status, res.detail = Status.MEMORY, f"memory limit of {lim.memory_mb} MiB reached"
+    elif res.exit_code != 0:
+        res.status = Status.RUNTIME_ERROR
+        res.detail = (f"killed by signal {res.signal}" if res.signal is not None
+                      else f"exit code {res.exit_code}")
+    return res
