@@ -1,0 +1,386 @@
+"""The teacher-context builder: skills and privileged views composed into the teacher's prompt.
+
+The student sees only the task (the env's observations). The teacher is the same model prompted
+with the same task *plus* a guidance block built here from retrieved skills and the views of
+``env.privileged()`` (answer, solution, plan, next_step, hidden_tests, notes, and ``extra``
+entries such as a failed attempt's ``feedback``). Nothing built here may reach the student;
+:func:`leaks` finds it if it does, and ``tests/test_hints.py`` proves it for every env.
+
+The API (pure functions; the trainer calls them)::
+
+    from agentsd.hints import TeacherContextConfig, build_teacher_messages, per_turn_hint
+
+    cfg = TeacherContextConfig(views=("skills", "plan", "notes"), exposure=0.5)
+    teacher_msgs = build_teacher_messages(task_messages, privileged, skills, cfg)
+    # task_messages: the student's first observation (``trajectory.turns[0].observation``)
+    # privileged:    env.privileged() at reset (``replay_privileged(traj)[0]``)
+    # skills:        Skill objects (or plain strings), already retrieved; the first
+    #                ``cfg.max_skills`` are used (``select_skills`` does retrieval)
+
+- **Placement.** ``placement="system"`` appends the guidance block to the task's system message
+  (or prepends a system message when the task has none); ``"before_task"`` inserts it as a user
+  message before the first user message. Every other message is returned unchanged, so the task
+  text is identical to the student's.
+- **Episode mode** (``exposure_mode="episode"``, the default): one teacher prefix per trajectory.
+  Teacher tokens = ``render(teacher_msgs, add_generation_prompt=True)`` followed by
+  ``trajectory.response_ids()``; score the action tokens (one teacher forward).
+- **Step mode** (``exposure_mode="step"``): the context changes turn by turn. For turn ``t``,
+  call ``build_teacher_messages(task_messages, privileged_t, skills, cfg, turn=t)`` with
+  ``privileged_t = replay_privileged(traj)[t]``: its block also holds
+  ``per_turn_hint(privileged_t, t, cfg)`` (the gold continuation from the state reached). Score
+  only turn ``t``'s action tokens in that context. ``per_turn_hint`` alone gives the hint text
+  for callers that place it elsewhere (e.g. as a message right before turn ``t``).
+- **Exposure** (0..1, ATESD's reveal ratio) is how much of a gold reference is shown: the first
+  ``ceil(exposure * n)`` items of a list (plan), of the lines of a multi-line text (a code
+  solution) or of the words of a one-line text (a move sequence); 0 hides the view. In episode
+  mode it applies to ``solution`` and ``plan``; in step mode also to the per-turn continuation.
+  ``answer``, ``hidden_tests``, ``notes`` and ``extra`` views are shown whole (or not at all).
+
+>>> from agentsd.types import Privileged
+>>> task = [{"role": "system", "content": "Play."}, {"role": "user", "content": "Board"}]
+>>> p = Privileged(plan=["Up", "Up", "Left", "Down"], notes="4 moves")
+>>> msgs = build_teacher_messages(task, p, [], TeacherContextConfig(views=("plan",), exposure=0.5))
+>>> msgs[1] == task[1], "Up Up" in msgs[0]["content"], "Left" in msgs[0]["content"]
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentsd.types import Message, Privileged
+
+if TYPE_CHECKING:
+    from agentsd.skills.library import Skill
+    from agentsd.trajectory import Trajectory
+
+__all__ = [
+    "VIEW_NAMES", "TeacherContextConfig", "TeacherContext", "build_teacher_messages",
+    "per_turn_hint", "render_views", "render_skills", "reveal", "leaks", "replay_privileged",
+    "compose_teacher_context", "task_query", "with_feedback", "failure_feedback",
+]
+
+#: views the builder knows; ``extra:<key>`` names an entry of ``Privileged.extra``
+VIEW_NAMES = ("skills", "answer", "solution", "plan", "next_step", "hidden_tests", "notes",
+              "feedback")
+_EXPOSED = ("solution", "plan")
+_TITLES = {
+    "skills": "Skills learned from earlier episodes",
+    "answer": "The correct final answer",
+    "solution": "A reference solution",
+    "plan": "A gold plan (the steps that solve it)",
+    "next_step": "The next gold step from the current state",
+    "hidden_tests": "Tests the solution will be graded on",
+    "notes": "Notes about this task",
+    "feedback": "Feedback from a failed attempt at this task",
+}
+DEFAULT_HEADER = ("Privileged guidance for this task. Use it to act well; the task itself "
+                  "follows unchanged.")
+
+
+@dataclass(frozen=True)
+class TeacherContextConfig:
+    """What the teacher sees beyond the task. Validated on construction.
+
+    ``views`` lists view names in prompt order (see :data:`VIEW_NAMES`; ``extra:<key>`` for an
+    entry of ``Privileged.extra``); missing views are skipped silently (not every env has every
+    view). ``exposure`` and ``exposure_mode`` are described in the module docstring.
+    ``max_skills`` caps the skills shown; ``retrieval`` picks them (``bm25``, ``embedding`` or
+    ``none`` = library order) and ``usefulness`` weights the bandit's UCB term in the ranking.
+    """
+
+    views: tuple[str, ...] = ("skills", "plan", "notes")
+    exposure: float = 1.0
+    exposure_mode: str = "episode"
+    max_skills: int = 3
+    retrieval: str = "bm25"
+    usefulness: float = 0.0
+    placement: str = "system"
+    header: str = DEFAULT_HEADER
+    #: each rendered view is cut to this many characters (a long hidden-test file or solution
+    #: must not crowd the task out of the context)
+    max_view_chars: int = 3000
+
+    def __post_init__(self) -> None:
+        views = tuple(self.views) if not isinstance(self.views, str) else (self.views,)
+        object.__setattr__(self, "views", views)
+        for v in views:
+            if v not in VIEW_NAMES and not (v.startswith("extra:") and len(v) > 6):
+                raise ValueError(f"TeacherContextConfig.views: unknown view {v!r}; allowed: "
+                                 f"{', '.join(VIEW_NAMES)} or 'extra:<key>'")
+        if len(set(views)) != len(views):
+            raise ValueError(f"TeacherContextConfig.views lists a view twice: {views}")
+        if not isinstance(self.exposure, int | float) or not 0.0 <= float(self.exposure) <= 1.0:
+            raise ValueError(f"TeacherContextConfig.exposure must be in [0, 1], got {self.exposure!r}")
+        if self.exposure_mode not in ("episode", "step"):
+            raise ValueError("TeacherContextConfig.exposure_mode must be 'episode' or 'step', "
+                             f"got {self.exposure_mode!r}")
+        if not isinstance(self.max_skills, int) or self.max_skills < 0:
+            raise ValueError(f"TeacherContextConfig.max_skills must be an int >= 0, got {self.max_skills!r}")
+        if self.retrieval not in ("bm25", "embedding", "none"):
+            raise ValueError("TeacherContextConfig.retrieval must be 'bm25', 'embedding' or "
+                             f"'none', got {self.retrieval!r}")
+        if not isinstance(self.usefulness, int | float) or self.usefulness < 0:
+            raise ValueError(f"TeacherContextConfig.usefulness must be >= 0, got {self.usefulness!r}")
+        if self.placement not in ("system", "before_task"):
+            raise ValueError("TeacherContextConfig.placement must be 'system' or 'before_task', "
+                             f"got {self.placement!r}")
+        if not isinstance(self.max_view_chars, int) or self.max_view_chars < 100:
+            raise ValueError(f"TeacherContextConfig.max_view_chars must be an int >= 100, "
+                             f"got {self.max_view_chars!r}")
+
+
+@dataclass
+class TeacherContext:
+    """A built teacher prompt and the names of the skills it shows (record them in
+    ``Trajectory.skills``)."""
+
+    messages: list[Message]
+    skills: list[str]
+
+
+# ---------------------------------------------------------------------------------------------
+# pure pieces
+
+def reveal(value: Any, exposure: float) -> Any:
+    """The first ``ceil(exposure * n)`` items of a list, lines of a multi-line text or words of
+    a one-line text (``None`` at exposure 0 or for an empty value).
+
+    >>> reveal(["a", "b", "c"], 0.5), reveal("Up Down Left Right", 0.25), reveal("x", 0.0)
+    (['a', 'b'], 'Up', None)
+    """
+    if exposure <= 0 or value in (None, "", [], ()):
+        return None
+    if isinstance(value, list | tuple):
+        return list(value[: math.ceil(exposure * len(value))])
+    if not isinstance(value, str):
+        return value
+    lines = value.splitlines()
+    if len(lines) > 1:
+        return "\n".join(lines[: math.ceil(exposure * len(lines))])
+    words = value.split()
+    return " ".join(words[: math.ceil(exposure * len(words))])
+
+
+def _fmt(value: Any, limit: int) -> str:
+    if isinstance(value, list | tuple):
+        short = all(isinstance(v, str) and len(v) < 30 and "\n" not in v for v in value)
+        text = " ".join(value) if short else "\n".join(f"{i + 1}. {v}" for i, v in enumerate(value))
+    elif isinstance(value, dict):
+        import json
+
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = str(value)
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 20].rstrip() + "\n[... cut ...]"
+
+
+def render_skills(skills: Sequence[Skill | str]) -> str:
+    """Skills as the teacher reads them: a heading per skill, when it applies, its body."""
+    parts = []
+    for s in skills:
+        if isinstance(s, str):
+            parts.append(f"- {s.strip()}")
+        else:
+            parts.append(f"### {s.name} ({s.kind})\nWhen: {s.description}\n{s.body}")
+    return "\n\n".join(parts)
+
+
+def _view_value(privileged: Privileged, name: str) -> Any:
+    if name.startswith("extra:"):
+        return privileged.extra.get(name[6:])
+    if name == "feedback":
+        return privileged.extra.get("feedback")
+    return getattr(privileged, name)
+
+
+def per_turn_hint(privileged: Privileged, turn: int, config: TeacherContextConfig) -> str | None:
+    """The step-wise hint for turn ``turn`` (0-based): the gold continuation from the state
+    reached, revealed at ``config.exposure``. ``privileged`` must be the one observed *at*
+    that turn (``replay_privileged(traj)[turn]``). Uses ``next_step`` when the env fills it,
+    else the gold plan from item ``turn`` on. ``None`` in episode mode, at exposure 0, or when
+    the env has no such view.
+
+    >>> cfg = TeacherContextConfig(exposure_mode="step", exposure=0.5)
+    >>> per_turn_hint(Privileged(next_step="Up Up Left Down"), 3, cfg)
+    'Next gold step from the current state: Up Up'
+    """
+    if turn < 0:
+        raise ValueError(f"turn must be >= 0, got {turn}")
+    if config.exposure_mode != "step":
+        return None
+    cont: Any = privileged.next_step
+    if cont in (None, "") and privileged.plan:
+        cont = list(privileged.plan[turn:]) or None
+    shown = reveal(cont, config.exposure)
+    if shown in (None, "", []):
+        return None
+    return f"Next gold step from the current state: {_fmt(shown, config.max_view_chars)}"
+
+
+def render_views(privileged: Privileged, skills: Sequence[Skill | str], config: TeacherContextConfig,
+                 turn: int | None = None) -> str:
+    """The guidance block (header + one titled section per present view), or ``""`` when there
+    is nothing to show."""
+    sections = []
+    for name in config.views:
+        if name == "skills":
+            chosen = list(skills)[: config.max_skills]
+            if chosen:
+                sections.append(f"## {_TITLES['skills']}\n{render_skills(chosen)}")
+            continue
+        if name == "next_step" and config.exposure_mode == "step":
+            continue  # the per-turn hint below carries it, revealed at the exposure ratio
+        value = _view_value(privileged, name)
+        if name in _EXPOSED:
+            value = reveal(value, config.exposure)
+        if value in (None, "", [], {}):
+            continue
+        title = _TITLES.get(name, name.split(":", 1)[-1].replace("_", " ").capitalize())
+        if name in _EXPOSED and config.exposure < 1:
+            title += f" (first {round(100 * config.exposure)}% shown)"
+        sections.append(f"## {title}\n{_fmt(value, config.max_view_chars)}")
+    if turn is not None:
+        hint = per_turn_hint(privileged, turn, config)
+        if hint:
+            sections.append(f"## Turn {turn + 1}\n{hint}")
+    if not sections:
+        return ""
+    return config.header.strip() + "\n\n" + "\n\n".join(sections)
+
+
+def build_teacher_messages(task_messages: Sequence[Message], privileged: Privileged | None,
+                           skills: Sequence[Skill | str], config: TeacherContextConfig,
+                           turn: int | None = None) -> list[Message]:
+    """The teacher's chat messages: ``task_messages`` with the guidance block placed per
+    ``config.placement`` (see the module docstring). Pure: the inputs are not modified. With
+    nothing to show, the result equals ``task_messages``. ``turn`` (step mode) adds the
+    per-turn hint for that turn."""
+    if not task_messages:
+        raise ValueError("task_messages is empty; pass the student's first observation "
+                         "(trajectory.turns[0].observation)")
+    msgs = [dict(m) for m in task_messages]
+    block = render_views(privileged or Privileged(), skills, config, turn)
+    if not block:
+        return msgs  # type: ignore[return-value]
+    if config.placement == "system":
+        if msgs[0].get("role") == "system":
+            msgs[0]["content"] = (msgs[0].get("content") or "").rstrip() + "\n\n" + block
+        else:
+            msgs.insert(0, {"role": "system", "content": block})
+    else:
+        first_user = next((i for i, m in enumerate(msgs) if m.get("role") == "user"), len(msgs))
+        msgs.insert(first_user, {"role": "user", "content": block})
+    return msgs  # type: ignore[return-value]
+
+
+def task_query(task_messages: Sequence[Message]) -> str:
+    """The text retrieval matches skills against: the task's user and system content."""
+    return "\n".join(str(m.get("content") or "") for m in task_messages
+                     if m.get("role") in ("user", "system"))
+
+
+_NORM_RE = re.compile(r"\s+")
+
+
+def leaks(student_messages: Sequence[Message], privileged: Privileged | None = None,
+          skills: Sequence[Skill | str] = (), min_len: int = 8) -> list[str]:
+    """Teacher-only strings found in the student's messages: privileged secrets
+    (``Privileged.secrets``), skill bodies and descriptions, and the guidance header. Empty
+    when the student context is clean."""
+    text = _NORM_RE.sub(" ", "\n".join(str(m.get("content") or "") for m in student_messages))
+    needles = list(privileged.secrets(min_len)) if privileged is not None else []
+    for s in skills:
+        if isinstance(s, str):
+            needles.append(s.strip())
+        else:
+            needles += [s.description, s.body]
+    needles.append(DEFAULT_HEADER)
+    found = []
+    for n in needles:
+        n = _NORM_RE.sub(" ", n).strip()
+        if len(n) >= min_len and n in text:
+            found.append(n[:80])
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers that touch envs or the library (not pure)
+
+def replay_privileged(traj: Trajectory, env: Any = None, check: bool = True) -> list[Privileged]:
+    """``env.privileged()`` before each turn of ``traj``, by replaying its actions on a fresh env
+    made from ``traj.env_id`` / ``spec_kwargs`` / ``seed`` (envs are deterministic per seed;
+    the first observation is checked against the recorded one when ``check``). Index ``t`` is
+    the privileged view the teacher may use for turn ``t``."""
+    import agentsd
+
+    if traj.seed is None:
+        raise ValueError(f"trajectory {traj.id} has no seed; cannot replay it to recover the "
+                         "privileged views (record the seed in the rollout)")
+    own = env is None
+    if own:
+        kw = {k: v for k, v in (traj.spec_kwargs or {}).items() if k != "max_turns"}
+        env = agentsd.make(traj.env_id, max_turns=max(1, len(traj.turns) + 1), **kw)
+    try:
+        obs, _ = env.reset(seed=traj.seed)
+        if check and traj.turns and traj.turns[0].observation and \
+                _contents(obs) != _contents(traj.turns[0].observation):
+            raise ValueError(f"replaying {traj.env_id} seed {traj.seed} gives another first "
+                             f"observation than trajectory {traj.id} recorded; were spec_kwargs "
+                             "recorded correctly?")
+        out = []
+        for i, turn in enumerate(traj.turns):
+            out.append(env.privileged())
+            if i + 1 < len(traj.turns):
+                _, _, term, trunc, _ = env.step(turn.action_text)
+                if term or trunc:
+                    raise ValueError(f"replay of trajectory {traj.id} ended at turn {i + 1} of "
+                                     f"{len(traj.turns)}")
+        return out
+    finally:
+        if own:
+            env.close()
+
+
+def _contents(msgs: Sequence[Message]) -> list[tuple[str, str]]:
+    return [(str(m.get("role")), str(m.get("content") or "")) for m in msgs]
+
+
+def failure_feedback(traj: Trajectory, max_chars: int = 600) -> str:
+    """A short account of a failed attempt (its actions and the env's last replies), for the
+    ``feedback`` view (SD-Zero / reviser-style teachers)."""
+    lines = [f"A previous attempt {'succeeded' if traj.success else 'failed'} "
+             f"(reward {traj.total_reward:.2f}, ended by {traj.stop_reason or 'unknown'})."]
+    replies = [t.observation for t in traj.turns[1:]] + [traj.final_observation]
+    for turn, reply in list(zip(traj.turns, replies, strict=True))[-3:]:
+        said = " ".join(str(m.get("content") or "") for m in reply).strip()
+        lines.append(f"Action: {turn.action_text.strip()[:150]}\nReply: {said[:150]}")
+    text = "\n".join(lines)
+    return text[:max_chars]
+
+
+def with_feedback(privileged: Privileged, feedback: str) -> Privileged:
+    """A copy of ``privileged`` with ``extra["feedback"]`` set (the ``feedback`` view)."""
+    return dataclasses.replace(privileged, extra={**privileged.extra, "feedback": feedback})
+
+
+def compose_teacher_context(task_messages: Sequence[Message], privileged: Privileged | None,
+                            library: Any, env_id: str, config: TeacherContextConfig,
+                            bandit: Any = None, turn: int | None = None) -> TeacherContext:
+    """Retrieve skills for this task from ``library`` (a :class:`SkillLibrary`) per ``config``
+    and build the teacher messages; returns the names shown (for ``Trajectory.skills``)."""
+    chosen: list[Any] = []
+    if "skills" in config.views and config.max_skills > 0 and library is not None:
+        from agentsd.skills.retrieve import select_skills
+
+        chosen = select_skills(library.for_env(env_id), task_query(task_messages),
+                               k=config.max_skills, mode=config.retrieval, bandit=bandit,
+                               usefulness=config.usefulness)
+    msgs = build_teacher_messages(task_messages, privileged, chosen, config, turn)
+    return TeacherContext(msgs, [s.name for s in chosen])
