@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: subcommand name -> "module:function" adding its parser (one line per command)
@@ -39,11 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from agentsd.registry import RegistryError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (RegistryError, ValueError, FileNotFoundError) as e:
+        # user errors (bad id, bad config, missing file): the message says what to do;
+        # AGENTSD_DEBUG=1 shows the traceback
+        if os.environ.get("AGENTSD_DEBUG"):
+            raise
+        print(f"agentsd {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -94,9 +94,8 @@ class TextEnv(gymnasium.Env):
 
     def parse(self, action: Action) -> ParsedAction:
         """Parse ``action`` with the shared parser against this env's tools."""
-        return parse_action(
-            action, list(self.tools) if self.tools else None, max_chars=self.max_action_chars
-        )
+        # an env without tools still rejects tool calls (as unknown tools)
+        return parse_action(action, list(self.tools), max_chars=self.max_action_chars)
 
     @staticmethod
     def user(content: str) -> Message:

@@ -356,6 +356,7 @@ class SokobanEnv(TextEnv):
         self.start, self.plan = generate_level(self.np_random, **self.params)
         self.level = self.start
         self._next_cache = {}
+        self._live = live_squares(self.start)  # walls and targets never change in an episode
         intro = (f"{self.board()}\n{LEGEND}\nReply with moves inside <answer>…</answer>, for "
                  f"example <answer>Left Up</answer> (at most {self.max_moves_per_turn} moves "
                  "per turn).")
@@ -411,8 +412,7 @@ class SokobanEnv(TextEnv):
 
     def deadlocked(self) -> bool:
         """True when some box sits on a dead square (the level can no longer be solved)."""
-        live = live_squares(self.level)
-        return any(b not in live for b in self.level.boxes)
+        return any(b not in self._live for b in self.level.boxes)
 
     def privileged(self) -> Privileged:
         if self.level is None:
