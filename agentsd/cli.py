@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "envs": "agentsd.cli_basic:register_envs",
     "play": "agentsd.cli_basic:register_play",
     "quickstart": "agentsd.cli_basic:register_quickstart",
+    "skills": "agentsd.skills.cli:register",
 }
 
 

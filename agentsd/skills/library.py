@@ -50,7 +50,7 @@ MAX_NAME = 64
 MAX_DESCRIPTION = 1024
 MAX_BODY = 4000
 #: provenance keeps at most this many trajectory ids (the count is kept in full)
-MAX_SOURCE_IDS = 50
+MAX_SOURCE_IDS = 20
 _WORD_RE = re.compile(r"[a-z0-9_]+")
 
 

@@ -1,0 +1,182 @@
+"""``agentsd skills list | show | build``: inspect and grow a skill library from trajectories.
+
+    agentsd skills list [--root DIR] [--env ID]
+    agentsd skills show NAME [--env ID] [--root DIR]
+    agentsd skills build --env ID --from runs/rollouts.jsonl [--out DIR] [--summarizer deterministic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "build", "LEDGER"]
+
+#: per-env file listing the trajectory ids already summarized into the library
+LEDGER = "ingested.txt"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("skills", help="list, show and build skill libraries (skills/<env>/<skill>/SKILL.md)")
+    ss = p.add_subparsers(dest="skills_command", metavar="ACTION")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    ls = ss.add_parser("list", help="list the skills of a library")
+    ls.add_argument("--root", default=None, help="library folder (default: the shipped skills/)")
+    ls.add_argument("--env", default=None, help="only this env id")
+    ls.add_argument("--json", action="store_true", help="one JSON object per skill")
+    ls.set_defaults(func=_cmd_list)
+
+    sh = ss.add_parser("show", help="print one skill's SKILL.md")
+    sh.add_argument("name", help="skill name (folder name)")
+    sh.add_argument("--env", default=None, help="env id, when several envs have a skill of that name")
+    sh.add_argument("--root", default=None, help="library folder (default: the shipped skills/)")
+    sh.set_defaults(func=_cmd_show)
+
+    b = ss.add_parser("build", help="summarize trajectories into skills and merge them into a library")
+    b.add_argument("--env", required=True, help="env id whose trajectories to summarize")
+    b.add_argument("--from", dest="sources", nargs="+", required=True, metavar="FILE",
+                   help="trajectory JSONL file(s) (from `agentsd rollout` or the store)")
+    b.add_argument("--out", default=None, help="library folder to update (default: the shipped skills/)")
+    b.add_argument("--summarizer", choices=["deterministic", "llm", "both"], default="deterministic",
+                   help="deterministic: statistics + privileged data (no model); llm: a policy "
+                        "writes skills from a versioned prompt; both: union, deduplicated")
+    b.add_argument("--model", default="smollm2",
+                   help="policy for --summarizer llm: a model name the policy backends resolve "
+                        "(default: the embedded SmolLM2), a local path, or openai:URL#MODEL")
+    b.add_argument("--prompt-version", type=int, default=None, help="summarizer prompt version (default: newest)")
+    b.add_argument("--max-skills", type=int, default=4, help="at most this many skills per LLM call")
+    b.add_argument("--dedupe", type=float, default=0.6,
+                   help="word-overlap threshold (0..1) above which a new skill merges into an existing one")
+    b.add_argument("--dry-run", action="store_true", help="print the skills instead of writing them")
+    b.set_defaults(func=_cmd_build)
+
+
+def _root(arg: str | None) -> Path:
+    from agentsd.skills.library import default_root
+
+    return Path(arg) if arg else default_root()
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from agentsd.skills.library import load_library
+
+    lib = load_library(_root(args.root), env=args.env)
+    if args.json:
+        for s in lib:
+            print(json.dumps({"env": s.env, "name": s.name, "kind": s.kind, "description": s.description,
+                              "support": s.stats.support, "method": s.provenance.method}))
+        return 0
+    if not len(lib):
+        print(f"no skills in {_root(args.root)}" + (f" for {args.env}" if args.env else ""))
+        return 0
+    rate = lambda r: "-" if r is None else f"{r:.2f}"
+    print(f"{'env':<22} {'name':<40} {'kind':<9} {'support':>7} {'succ w/':>7} {'succ w/o':>8}  description")
+    for s in lib:
+        print(f"{s.env:<22} {s.name:<40} {s.kind:<9} {s.stats.support:>7} "
+              f"{rate(s.stats.success_rate_with):>7} {rate(s.stats.success_rate_without):>8}  "
+              f"{s.description[:70]}")
+    print(f"{len(lib)} skills, {len(lib.envs())} envs")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from agentsd.skills.library import load_library, render_skill_md
+
+    lib = load_library(_root(args.root), env=args.env)
+    found = lib.find(args.name)
+    if not found:
+        names = sorted({s.name for s in lib})
+        print(f"no skill named {args.name!r}; known: {', '.join(names) or 'none'}", file=sys.stderr)
+        return 1
+    if len(found) > 1:
+        print(f"{args.name!r} exists for several envs ({', '.join(s.env for s in found)}); "
+              "pick one with --env", file=sys.stderr)
+        return 1
+    print(render_skill_md(found[0]), end="")
+    return 0
+
+
+def build(env_id: str, sources: list[str], out: Path, summarizer: str = "deterministic",
+          policy: Any = None, prompt_version: int | None = None, max_skills: int = 4,
+          dedupe: float = 0.6, command: str = "", write: bool = True) -> dict[str, Any]:
+    """Summarize the ``env_id`` trajectories in ``sources`` and merge the skills into the library
+    at ``out`` (loaded first when it exists: updates are incremental). Returns a report."""
+    from agentsd.skills.library import SkillLibrary, env_dir_name, load_library
+    from agentsd.skills.summarize import (
+        read_trajectories,
+        summarize_deterministic,
+        summarize_llm,
+        update_library,
+        update_stats,
+    )
+
+    trajs = [t for t in read_trajectories(sources) if t.env_id == env_id]
+    if not trajs:
+        raise SystemExit(f"no {env_id} trajectories in {', '.join(map(str, sources))}; check --env "
+                         "(the env id recorded in the file) and --from")
+    ledger = out / env_dir_name(env_id) / LEDGER
+    seen = set(ledger.read_text().split()) if ledger.is_file() else set()
+    fresh = [t for t in trajs if t.id not in seen]
+    report: dict[str, Any] = {"env": env_id, "trajectories": len(fresh), "skipped_seen": len(trajs) - len(fresh),
+                              "solved": sum(t.success for t in fresh), "added": [], "merged": [],
+                              "replaced": [], "rejected": [], "written": []}
+    lib = load_library(out, strict=True) if out.is_dir() else SkillLibrary()
+    report["skills"], report["_library"] = [s.name for s in lib.for_env(env_id)], lib
+    if not fresh:
+        return report  # every trajectory was summarized before: an update must not count twice
+    trajs = fresh
+    update_stats(lib, trajs)  # outcomes of episodes run with/without the existing skills
+    new, rejected = [], []
+    if summarizer in ("deterministic", "both"):
+        new += summarize_deterministic(trajs, env_id, command=command)
+    if summarizer in ("llm", "both"):
+        res = summarize_llm(policy, trajs, env_id, prompt_version=prompt_version,
+                            max_skills=max_skills, command=command)
+        new += res.skills
+        rejected += res.rejected
+    rep = update_library(lib, new, dedupe_threshold=dedupe)
+    if write:
+        report["written"] = [str(p) for p in lib.save(out, envs=[env_id])]
+        with ledger.open("a") as f:  # after the skills: a crash re-summarizes rather than skips
+            f.write("".join(f"{t.id}\n" for t in trajs))
+    report.update(added=rep.added, merged=rep.merged, replaced=rep.replaced, rejected=rejected,
+                  skills=[s.name for s in lib.for_env(env_id)])
+    return report
+
+
+def load_policy(spec: str) -> Any:
+    """A policy for the LLM summarizer from the policy backends (``agentsd.policy``)."""
+    try:
+        from agentsd.policy import load_policy as _load
+    except ImportError as e:
+        raise SystemExit("--summarizer llm needs the policy backends (agentsd.policy.load_policy), "
+                         f"which are not available in this install: {e}") from None
+    return _load(spec)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from agentsd.skills.library import render_skill_md
+
+    if not 0 <= args.dedupe <= 1:
+        raise SystemExit(f"--dedupe must be in [0, 1], got {args.dedupe}")
+    policy = load_policy(args.model) if args.summarizer in ("llm", "both") else None
+    command = "agentsd " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    rep = build(args.env, args.sources, _root(args.out), args.summarizer, policy, args.prompt_version,
+                args.max_skills, args.dedupe, command, write=not args.dry_run)
+    lib = rep.pop("_library")
+    if args.dry_run:
+        for s in lib.for_env(args.env):
+            print(render_skill_md(s))
+    for r in rep["rejected"]:
+        print(f"rejected: {r}", file=sys.stderr)
+    print(f"{args.env}: {rep['trajectories']} new trajectories ({rep['solved']} solved, "
+          f"{rep['skipped_seen']} seen before); added "
+          f"{len(rep['added'])}, merged {len(rep['merged'])}, replaced {len(rep['replaced'])}, "
+          f"rejected {len(rep['rejected'])}; library now has {len(rep['skills'])} skills for it"
+          + ("" if args.dry_run else f" in {_root(args.out)}"))
+    return 0
