@@ -174,6 +174,7 @@ class LocalSandbox:
             lock_dir = tempfile.gettempdir()
         self._slots = _Slots(slots, lock_dir)
         self._cg_ready: set[int] = set()
+        self.cgroup_error = ""
         self._cg_lock = threading.Lock()
         self._closed = False
 
@@ -195,7 +196,8 @@ class LocalSandbox:
 
     def describe(self) -> dict:
         return {"backend": self.name, "isolation": self.isolation, "slots": self.slots,
-                "uid_base": self.uid_base, "cgroups": self._cgroups}
+                "uid_base": self.uid_base, "cgroups": self._cgroups,
+                "cgroup_error": self.cgroup_error}
 
     def close(self) -> None:
         """Remove this object's cgroups (idempotent)."""
@@ -239,6 +241,9 @@ class LocalSandbox:
                 os.makedirs(d, exist_ok=True)
             if self._cgroups == "v1":
                 md, pd = dirs
+                # memsw must stay >= the memory limit: raise it first, lower it last
+                with contextlib.suppress(OSError):
+                    _write(f"{md}/memory.memsw.limit_in_bytes", str(mem))
                 _write(f"{md}/memory.limit_in_bytes", str(mem))
                 with contextlib.suppress(OSError):
                     _write(f"{md}/memory.memsw.limit_in_bytes", str(mem))
@@ -251,9 +256,10 @@ class LocalSandbox:
                 with contextlib.suppress(OSError):
                     _write(f"{dirs[0]}/memory.swap.max", "0")
                 _write(f"{dirs[0]}/pids.max", str(limits.processes + 2))
-        except OSError:
+        except OSError as e:
             with self._cg_lock:
                 self._cgroups = "none"  # not writable here: rlimits still apply
+                self.cgroup_error = f"{type(e).__name__}: {e}"
             return [], 0
         self._cg_ready.add(slot)
         return dirs, self._oom_kills(dirs)

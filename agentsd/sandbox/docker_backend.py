@@ -1,0 +1,327 @@
+"""The ``docker`` sandbox backend: one throwaway container per run (docker SDK, extra ``docker``).
+
+Every container has: ``network_mode="none"``; a read-only root filesystem; tmpfs ``/work``
+(cwd) and ``/tmp`` capped at ``Limits.file_mb``; memory (no swap), pids and CPU limits; all
+capabilities dropped except the few the in-container supervisor needs to write the files and
+switch user (SETUID, SETGID, CHOWN, DAC_OVERRIDE, KILL — lost by the program at ``setuid``);
+``no-new-privileges``; docker's init as pid 1; the program runs as an unprivileged uid (60000)
+with rlimits; the wall clock is enforced inside (the supervisor) and outside (a hard
+``kill`` after ``wall_s`` + grace); every container carries the label ``agentsd.sandbox`` and is
+removed after its run, and stale labelled containers are removed on start and on ``close()``.
+
+Not isolated: the kernel (shared with the host, as always with containers). The runtime image is
+built from local files because no registry is reachable: :func:`build_runtime_image` packs this
+machine's Python (standard library, no site-packages) and the shared libraries it links into a
+tarball and ``docker import``\\ s it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+
+from agentsd.sandbox.types import ExecRequest, ExecResult, SandboxUnavailable, Status
+
+__all__ = ["DockerSandbox", "build_runtime_image", "DEFAULT_IMAGE", "LABEL", "connect"]
+
+DEFAULT_IMAGE = "agentsd-sandbox-python:latest"
+LABEL = "agentsd.sandbox"
+_INIT_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_container_init.py")
+_EXCLUDE_DIRS = {"site-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip",
+                 "lib2to3", "pydoc_data"}
+
+
+def connect(timeout: float = 10.0):
+    """A docker client, or :class:`SandboxUnavailable` saying why (SDK missing, no engine)."""
+    try:
+        import docker
+    except ImportError as e:
+        raise SandboxUnavailable("the docker backend needs the docker SDK: pip install 'agentsd[docker]'") from e
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+        return client
+    except Exception as e:  # noqa: BLE001 - any connection failure means "no engine"
+        raise SandboxUnavailable(
+            f"no Docker engine reachable ({type(e).__name__}: {e}); start one (e.g. "
+            "`dockerd --iptables=false --bridge=none &`) or use the local backend") from e
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _ldd(path: str) -> list[str]:
+    out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            libs.append(parts[2])
+        elif parts and parts[0].startswith("/"):
+            libs.append(parts[0])
+    return libs
+
+
+def _add_path(tar: tarfile.TarFile, path: str, seen: set[str]) -> None:
+    """Add ``path`` (following symlink chains, adding each link and its target) and parents."""
+    while path not in seen:
+        seen.add(path)
+        parent = os.path.dirname(path)
+        if parent != "/" and parent not in seen:
+            _add_path(tar, parent, seen)
+        info = tar.gettarinfo(path, arcname=path.lstrip("/"))
+        if info.isdir():
+            info.mode = 0o755
+            tar.addfile(info)
+            return
+        if info.issym():
+            tar.addfile(info)
+            target = os.readlink(path)
+            path = target if target.startswith("/") else os.path.normpath(
+                os.path.join(os.path.dirname(path), target))
+            continue
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+        return
+
+
+def runtime_tarball(python: str | None = None) -> bytes:
+    """A minimal root filesystem (as tar bytes): the interpreter, its standard library (without
+    site-packages and tests), every shared library they link, ``/etc/passwd`` with the sandbox
+    user, and empty ``/work`` ``/tmp``."""
+    python = os.path.realpath(python or sys.executable)
+    prefix = os.path.realpath(sys.base_prefix)
+    buf = io.BytesIO()
+    seen: set[str] = set()
+    libs: set[str] = set(_ldd(python))
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        _add_path(tar, python, seen)
+        stdlib = os.path.join(prefix, "lib", f"python{sys.version_info.major}.{sys.version_info.minor}")
+        for root, dirs, files in os.walk(stdlib):
+            dirs[:] = [d for d in dirs if d not in _EXCLUDE_DIRS and not d.startswith("config-")]
+            for n in files:
+                p = os.path.join(root, n)
+                _add_path(tar, p, seen)
+                if n.endswith(".so"):
+                    libs.update(_ldd(p))
+        for lib in sorted(libs):
+            _add_path(tar, lib, seen)
+        for d in ("/usr/bin", "/tmp", "/work", "/etc", "/proc", "/dev", "/sys"):
+            if d not in seen:
+                info = tarfile.TarInfo(d.lstrip("/"))
+                info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "/tmp" else 0o755
+                tar.addfile(info)
+        link = tarfile.TarInfo("usr/bin/python3")
+        link.type, link.linkname = tarfile.SYMTYPE, python
+        tar.addfile(link)
+        for name, text in (("etc/passwd", "root:x:0:0::/root:/bin/false\n"
+                                          "sandbox:x:60000:60000::/work:/bin/false\n"),
+                           ("etc/group", "root:x:0:\nsandbox:x:60000:\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build_runtime_image(client=None, tag: str = DEFAULT_IMAGE, python: str | None = None) -> str:
+    """Build (``docker import``) the runtime image from this machine's Python; returns its id."""
+    client = client or connect()
+    repo, _, version = tag.partition(":")
+    out = client.api.import_image_from_data(runtime_tarball(python), repository=repo,
+                                            tag=version or "latest")
+    text = out if isinstance(out, str) else json.dumps(out)
+    if "error" in text.lower() and "sha256" not in text:
+        raise RuntimeError(f"docker import failed: {text[:300]}")
+    return client.images.get(tag).id
+
+
+class DockerSandbox:
+    """Per-run containers (see the module docstring for exactly what is isolated).
+
+    ``build_image=True`` builds :data:`DEFAULT_IMAGE` from local files when it is missing.
+    ``slots`` bounds concurrent containers of this object.
+    """
+
+    name = "docker"
+
+    def __init__(self, image: str = DEFAULT_IMAGE, *, slots: int | None = None,
+                 build_image: bool = True, uid: int = 60000, cpus: float = 1.0,
+                 grace_s: float = 5.0) -> None:
+        if not isinstance(uid, int) or uid < 1000:
+            raise ValueError(f"uid must be an unprivileged int >= 1000, got {uid!r}")
+        if not 0 < cpus <= 64:
+            raise ValueError(f"cpus must be in (0, 64], got {cpus!r}")
+        self.image, self.uid, self.cpus, self.grace_s = image, uid, cpus, grace_s
+        self.slots = slots or max(1, os.cpu_count() or 1)
+        self._build = build_image
+        self._sem = threading.BoundedSemaphore(self.slots)
+        self._client = None
+        self._python = None
+        self._closed = False
+
+    def _ready(self):
+        if self._client is None:
+            client = connect()
+            try:
+                client.images.get(self.image)
+            except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
+                if not self._build:
+                    raise SandboxUnavailable(f"image {self.image!r} not found; build it with "
+                                             "agentsd.sandbox.docker_backend.build_runtime_image()") from None
+                build_runtime_image(client, self.image)
+            self._python = os.path.realpath(sys.executable)
+            self._client = client
+            self.cleanup()
+        return self._client
+
+    def cleanup(self, only_mine: bool = False) -> int:
+        """Remove labelled containers whose owning process is gone (stale ones from a crashed
+        harness) or, with ``only_mine``, only this process's own; returns how many."""
+        if self._client is None:
+            return 0
+        n = 0
+        for c in self._client.containers.list(all=True, filters={"label": LABEL}):
+            owner = c.labels.get(LABEL + ".owner", "")
+            pid = int(owner) if owner.isdigit() else -1
+            mine = pid == os.getpid()
+            if mine if only_mine else not _alive(pid):
+                with contextlib.suppress(Exception):
+                    c.remove(force=True)
+                    n += 1
+        return n
+
+    def run(self, request: ExecRequest) -> ExecResult:
+        if not isinstance(request, ExecRequest):
+            raise TypeError(f"run() takes an ExecRequest, got {type(request).__name__}")
+        if self._closed:
+            raise RuntimeError("this DockerSandbox is closed")
+        with self._sem:
+            try:
+                client = self._ready()
+            except SandboxUnavailable as e:
+                return ExecResult(Status.SANDBOX_ERROR, detail=str(e), backend=self.name)
+            container = None
+            try:
+                container, report, timed_out, oom = self._run(client, request)
+                return self._result(request, report, timed_out, oom, container)
+            except Exception as e:  # noqa: BLE001 - engine failure, not the code's
+                return ExecResult(Status.SANDBOX_ERROR, detail=f"{type(e).__name__}: {e}",
+                                  backend=self.name)
+            finally:
+                if container is not None:
+                    with contextlib.suppress(Exception):
+                        container.remove(force=True)
+
+    def _run(self, client, req: ExecRequest):
+        lim = req.limits
+        cmd = list(req.cmd) if req.cmd else [self._python, "-I", "-S", "main.py"]
+        if cmd[0] in ("python", "python3"):
+            cmd[0] = self._python
+        payload = {
+            "files": {k: base64.b64encode(v).decode() for k, v in req.all_files().items()},
+            "stdin": base64.b64encode(req.stdin_bytes()).decode(),
+            "argv": cmd, "uid": self.uid,
+            "env": {"PATH": f"{os.path.dirname(self._python)}:/usr/bin", "HOME": "/work",
+                    "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
+            "limits": {"cpu": lim.cpu_seconds, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
+                       "open_files": lim.open_files, "processes": lim.processes,
+                       "wall_s": lim.wall_s, "output_kb": lim.output_kb},
+        }
+        blob = base64.b64encode(json.dumps(payload).encode()).decode()
+        chunks = [blob[i:i + 100_000] for i in range(0, len(blob), 100_000)] or [""]
+        if len(blob) > 1_500_000:
+            raise ValueError("files+stdin over ~1.1 MB do not fit the docker backend's payload")
+        with open(_INIT_SRC) as f:
+            init_src = f.read()
+        mem = (lim.memory_mb + lim.file_mb + 64) * 1024 * 1024  # tmpfs pages count as memory
+        tmpfs_opts = f"size={lim.file_mb}m,nr_inodes=16384"
+        container = client.containers.create(
+            self.image, [self._python, "-I", "-S", "-c", init_src, *chunks],
+            user="0:0", working_dir="/", network_mode="none", read_only=True,
+            tmpfs={"/work": tmpfs_opts + ",mode=755", "/tmp": tmpfs_opts + ",mode=1777"},
+            mem_limit=mem, memswap_limit=mem, pids_limit=lim.processes + 4,
+            nano_cpus=int(self.cpus * 1e9), cap_drop=["ALL"],
+            cap_add=["SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "KILL"],
+            security_opt=["no-new-privileges"], init=True, labels={LABEL: "1", LABEL + ".owner": str(os.getpid())},
+            log_config={"type": "json-file", "config": {"max-size": "8m"}},
+            environment={}, hostname="sandbox", ipc_mode="private",
+        )
+        container.start()
+        timed_out = False
+        try:
+            container.wait(timeout=lim.wall_s + self.grace_s)
+        except Exception:  # noqa: BLE001 - requests ReadTimeout: the hard kill
+            timed_out = True
+            with contextlib.suppress(Exception):
+                container.kill()
+            container.wait(timeout=30)
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        logs = container.logs(stdout=True, stderr=False)
+        report = None
+        for line in reversed(logs.splitlines()):
+            if line.startswith(b"AGENTSD-REPORT "):
+                report = json.loads(line[len(b"AGENTSD-REPORT "):])
+                break
+        if report is None:
+            report = {"error_log": container.logs(stdout=False, stderr=True)[-2000:].decode(errors="replace")}
+        return container, report, timed_out, oom
+
+    def _result(self, req: ExecRequest, rep: dict, timed_out: bool, oom: bool, container) -> ExecResult:
+        from agentsd.sandbox.local import _IO, _classify
+
+        lim = req.limits
+        if "error_log" in rep:
+            if timed_out:
+                return ExecResult(Status.TIMEOUT, detail=f"wall-clock limit of {lim.wall_s:g}s reached "
+                                  "(hard kill)", wall_s=lim.wall_s, backend=self.name)
+            if oom:
+                return ExecResult(Status.MEMORY, detail=f"memory limit of {lim.memory_mb} MiB reached "
+                                  "(supervisor OOM-killed)", backend=self.name)
+            return ExecResult(Status.SANDBOX_ERROR, detail="no report from the container: "
+                              + rep["error_log"][-500:], backend=self.name)
+        io_ = _IO(stdout=base64.b64decode(rep["stdout"]), stderr=base64.b64decode(rep["stderr"]),
+                  out_trunc=rep["stdout_truncated"], err_trunc=rep["stderr_truncated"],
+                  timed_out=rep["timed_out"], flooded=rep["flooded"],
+                  status={"exit_code": rep["exit_code"], "signal": rep["signal"], "cpu_s": rep["cpu_s"]},
+                  wall_s=rep["wall_s"])
+        res = _classify(io_, lim, oom)
+        res.backend = self.name
+        return res
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "image": self.image, "slots": self.slots, "uid": self.uid}
+
+    def close(self) -> None:
+        """Remove any labelled containers left and drop the client (idempotent)."""
+        self._closed = True
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self.cleanup(only_mine=True)
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def __getstate__(self):
+        return {"image": self.image, "slots": self.slots, "build_image": self._build,
+                "uid": self.uid, "cpus": self.cpus, "grace_s": self.grace_s}
+
+    def __setstate__(self, state) -> None:
+        self.__init__(**state)
