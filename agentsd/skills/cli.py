@@ -165,7 +165,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if not 0 <= args.dedupe <= 1:
         raise SystemExit(f"--dedupe must be in [0, 1], got {args.dedupe}")
     policy = load_policy(args.model) if args.summarizer in ("llm", "both") else None
-    command = "agentsd " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    command = "agentsd skills build " + " ".join(shlex.quote(a) for a in [
+        "--env", args.env, "--from", *args.sources, "--summarizer", args.summarizer,
+        *(["--model", args.model] if args.summarizer != "deterministic" else [])])
     rep = build(args.env, args.sources, _root(args.out), args.summarizer, policy, args.prompt_version,
                 args.max_skills, args.dedupe, command, write=not args.dry_run)
     lib = rep.pop("_library")
