@@ -17,3 +17,18 @@ for _suffix, _difficulty, _turns in (("Easy-", "easy", 10), ("", "medium", 20), 
         description=f"Sokoban, {_difficulty} preset; word moves, several per turn",
         on_duplicate="ignore",
     )
+
+#: ToolWorld: held-out task templates in the test split (not only new seeds)
+TOOLWORLD_SPLITS = {"train": Split((0, 1_000_000), {"task_split": "train"}),
+                    "test": Split((1_000_000, 1_100_000), {"task_split": "test"})}
+for _suffix, _difficulty, _turns in (("Easy-", "easy", 15), ("", "medium", 30), ("Hard-", "hard", 40)):
+    register(
+        f"ToolWorld-{_suffix}v0",
+        "envs.toolworld.env:ToolWorldEnv",
+        kwargs={"difficulty": _difficulty, "task_split": "train"},
+        max_turns=_turns,
+        tags=("tool-use", "apps", "multi-turn", _difficulty),
+        splits=TOOLWORLD_SPLITS,
+        description=f"AppWorld-style offline apps (55 APIs), {_difficulty} tasks; state-graded",
+        on_duplicate="ignore",
+    )
