@@ -7,8 +7,8 @@ collects stdout/stderr up to the cap, enforces the wall clock, kills everything 
 (``kill(-1)``), and prints one JSON report line on its real stdout. The program cannot signal
 it (different uid, no capabilities left after ``setuid``).
 
-The payload (files, argv, stdin, limits) arrives base64-encoded JSON split over argv[1:] (each
-argument stays below the kernel's 128 KiB per-argument limit).
+The payload (files and stdin base64-encoded, argv, limits) arrives on its stdin as a length line
+and that many bytes of JSON.
 """
 
 import base64
@@ -22,7 +22,9 @@ import time
 
 
 def main():
-    cfg = json.loads(base64.b64decode("".join(sys.argv[1:])))
+    n = int(sys.stdin.buffer.readline())
+    cfg = json.loads(sys.stdin.buffer.read(n))
+    os.close(0)
     lim, uid = cfg["limits"], int(cfg["uid"])
     for rel, data in cfg["files"].items():
         path = os.path.join("/work", rel)

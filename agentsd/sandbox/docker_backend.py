@@ -22,12 +22,13 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
 import threading
 
-from agentsd.sandbox.types import ExecRequest, ExecResult, SandboxUnavailable, Status
+from agentsd.sandbox.types import PY_FLAGS, ExecRequest, ExecResult, SandboxUnavailable, Status
 
 __all__ = ["DockerSandbox", "build_runtime_image", "DEFAULT_IMAGE", "LABEL", "connect"]
 
@@ -231,7 +232,7 @@ class DockerSandbox:
 
     def _run(self, client, req: ExecRequest):
         lim = req.limits
-        cmd = list(req.cmd) if req.cmd else [self._python, "-I", "-S", "main.py"]
+        cmd = list(req.cmd) if req.cmd else [self._python, *PY_FLAGS, "main.py"]
         if cmd[0] in ("python", "python3"):
             cmd[0] = self._python
         payload = {
@@ -244,16 +245,14 @@ class DockerSandbox:
                        "open_files": lim.open_files, "processes": lim.processes,
                        "wall_s": lim.wall_s, "output_kb": lim.output_kb},
         }
-        blob = base64.b64encode(json.dumps(payload).encode()).decode()
-        chunks = [blob[i:i + 100_000] for i in range(0, len(blob), 100_000)] or [""]
-        if len(blob) > 1_500_000:
-            raise ValueError("files+stdin over ~1.1 MB do not fit the docker backend's payload")
+        blob = json.dumps(payload).encode()
         with open(_INIT_SRC) as f:
             init_src = f.read()
         mem = (lim.memory_mb + lim.file_mb + 64) * 1024 * 1024  # tmpfs pages count as memory
         tmpfs_opts = f"size={lim.file_mb}m,nr_inodes=16384"
         container = client.containers.create(
-            self.image, [self._python, "-I", "-S", "-c", init_src, *chunks],
+            self.image, [self._python, "-I", "-S", "-c", init_src],
+            stdin_open=True,
             user="0:0", working_dir="/", network_mode="none", read_only=True,
             tmpfs={"/work": tmpfs_opts + ",mode=755", "/tmp": tmpfs_opts + ",mode=1777"},
             mem_limit=mem, memswap_limit=mem, pids_limit=lim.processes + 4,
@@ -263,7 +262,16 @@ class DockerSandbox:
             log_config={"type": "json-file", "config": {"max-size": "8m"}},
             environment={}, hostname="sandbox", ipc_mode="private",
         )
-        container.start()
+        # the payload goes over the attached stdin (no size cap from argv or env limits)
+        sock = container.attach_socket(params={"stdin": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            container.start()
+            raw.sendall(b"%d\n" % len(blob) + blob)  # length-prefixed: no EOF needed
+        finally:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_WR)
+            sock.close()
         timed_out = False
         try:
             container.wait(timeout=lim.wall_s + self.grace_s)

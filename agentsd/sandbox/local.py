@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from agentsd.sandbox.types import ExecRequest, ExecResult, Limits, SandboxUnavailable, Status
+from agentsd.sandbox.types import PY_FLAGS, ExecRequest, ExecResult, Limits, SandboxUnavailable, Status
 
 __all__ = ["LocalSandbox", "probe", "LAUNCHER"]
 
@@ -144,7 +144,7 @@ class LocalSandbox:
     """The embedded sandbox (see the module docstring for exactly what it isolates).
 
     ``slots`` bounds concurrent runs of this object (each slot has its own uid ``uid_base+slot``
-    and cgroup); ``python`` is the interpreter ``cmd=None`` runs (``-I -S``: no site-packages,
+    and cgroup); ``python`` is the interpreter ``cmd=None`` runs (``-E -s -S``: no site-packages,
     for speed; pass ``cmd`` to use site-packages).
     """
 
@@ -282,7 +282,7 @@ class LocalSandbox:
     def _run_ns(self, req: ExecRequest, slot: int) -> ExecResult:
         lim = req.limits
         cg_dirs, oom_before = self._prepare_cgroups(slot, lim)
-        cmd = list(req.cmd) if req.cmd else [self.python, "-I", "-S", "main.py"]
+        cmd = list(req.cmd) if req.cmd else [self.python, *PY_FLAGS, "main.py"]
         if not os.path.isabs(cmd[0]):
             cmd[0] = _resolve(cmd[0], self.python)
         env = dict(_ENV, PATH=f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin")
@@ -324,7 +324,7 @@ class LocalSandbox:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as f:
                     f.write(data)
-            cmd = list(req.cmd) if req.cmd else [self.python, "-I", "-S", "main.py"]
+            cmd = list(req.cmd) if req.cmd else [self.python, *PY_FLAGS, "main.py"]
 
             def limit() -> None:
                 import resource

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["Status", "Limits", "ExecRequest", "ExecResult", "Backend", "SandboxUnavailable",
-           "DEFAULT_LIMITS"]
+           "DEFAULT_LIMITS", "PY_FLAGS"]
 
 
 class Status(str, enum.Enum):
@@ -101,6 +101,10 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+#: interpreter flags of the default command (``python <flags> main.py``): ignore PYTHON* env vars
+#: and site-packages (fast start-up) but keep the script's directory on sys.path
+PY_FLAGS = ("-E", "-s", "-S")
 
 
 @dataclass(frozen=True)
