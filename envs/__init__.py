@@ -32,3 +32,21 @@ for _suffix, _difficulty, _turns in (("Easy-", "easy", 15), ("", "medium", 30), 
         description=f"AppWorld-style offline apps (55 APIs), {_difficulty} tasks; state-graded",
         on_duplicate="ignore",
     )
+
+#: Code: generated problems hold out whole templates in the test split; HumanEval holds out every
+#: 4th problem (41); seeds pick a problem within the split's subset
+for _id, _problems, _desc in (
+    ("Code-Gen-v0", "generated", "write a function from 12 generated templates; visible/hidden tests"),
+    ("Code-HumanEval-v0", "humaneval", "HumanEval (164) with run_tests/submit tools; hidden check"),
+):
+    register(
+        _id,
+        "envs.code:CodeEnv",
+        kwargs={"problems": _problems},
+        max_turns=6,
+        tags=("code", "sandbox", "multi-turn"),
+        splits={"train": Split((0, 1_000_000), {"subset": "train"}),
+                "test": Split((1_000_000, 1_100_000), {"subset": "test"})},
+        description=_desc,
+        on_duplicate="ignore",
+    )
