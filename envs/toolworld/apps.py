@@ -77,8 +77,8 @@ def _datetime_ok(value: str, what: str) -> str:
 
 def _amount_ok(amount: float) -> int:
     _need(amount > 0, f"amount must be positive, got {amount}")
+    _need(amount <= 1_000_000, f"amount {amount} is above the 1,000,000 limit")  # before rounding: no overflow
     _need(abs(amount * 100 - round(amount * 100)) < 1e-6, f"amount {amount} has more than 2 decimals")
-    _need(amount <= 1_000_000, f"amount {amount} is above the 1,000,000 limit")
     return to_cents(amount)
 
 

@@ -1155,7 +1155,7 @@ class DeclineStrangerRequests:
                                     and r["requester"] not in known])
 
 
-@template(3, "train", ("calendar", "contacts", "notes"),
+@template(2, "train", ("calendar", "contacts", "notes"),
           "Find the attendees on the event, look each up in contacts, write their names in the note.")
 class AttendeeNamesNote:
     def setup(w, rng, d):
