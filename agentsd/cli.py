@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "play": "agentsd.cli_basic:register_play",
     "quickstart": "agentsd.cli_basic:register_quickstart",
     "skills": "agentsd.skills.cli:register",
+    "sandbox": "agentsd.sandbox.cli:register",
+    "eval-code": "agentsd.code_eval:register",
 }
 
 
