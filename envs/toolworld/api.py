@@ -9,6 +9,7 @@ returns a :class:`CallResult` (errors included); it never raises.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,12 +87,21 @@ class Api:
     def tool_name(self) -> str:
         return tool_name(self.app, self.name)
 
-    def all_params(self) -> tuple[Param, ...]:
+    @functools.cached_property
+    def _all_params(self) -> tuple[Param, ...]:
         token = Param("access_token", "string", f"the token returned by {self.app}__login")
         return ((token,) if self.auth else ()) + self.params
 
+    def all_params(self) -> tuple[Param, ...]:
+        """The parameters the caller passes (``access_token`` first for auth APIs)."""
+        return self._all_params
+
     def tool(self) -> Tool:
         """This API as an :class:`agentsd.tools.Tool` (hence an OpenAI schema)."""
+        return self._tool
+
+    @functools.cached_property
+    def _tool(self) -> Tool:
         return Tool(self.tool_name, f"[{self.app}] {self.description}",
                     {p.name: p.schema() for p in self.all_params()},
                     required=tuple(p.name for p in self.all_params() if p.required))

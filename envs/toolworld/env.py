@@ -113,6 +113,7 @@ class ToolWorldEnv(TextEnv):
         self.gold: list[GoldCall] = []
         self.gold_answer: str | None = None
         self._done: list[bool] = []
+        self._gold_keys: list[str] = []
         self.calls_made = 0
         self.last_grade: Grade | None = None
 
@@ -129,6 +130,7 @@ class ToolWorldEnv(TextEnv):
         self.template, self.world, self.before = name, world, world.copy()
         self.gold, self.gold_answer = self._solve(tmpl)
         self._done = [False] * len(self.gold)
+        self._gold_keys = [_canon(g.name, g.arguments) for g in self.gold]
         self.calls_made, self.last_grade = 0, None
         obs = [self.system(_system_prompt(self.api_listing, self.max_calls_per_turn)),
                self.user(f"Task: {tmpl.instruction(self.params)}")]
@@ -196,8 +198,8 @@ class ToolWorldEnv(TextEnv):
 
     def _mark(self, name: str, args: dict[str, Any]) -> None:
         key = _canon(name, args)
-        for i, g in enumerate(self.gold):
-            if not self._done[i] and _canon(g.name, g.arguments) == key:
+        for i, k in enumerate(self._gold_keys):
+            if not self._done[i] and k == key:
                 self._done[i] = True
                 return
 
