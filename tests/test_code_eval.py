@@ -1,0 +1,79 @@
+"""pass@k and ``agentsd eval-code``: the estimator against closed forms, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from agentsd.code_eval import evaluate, load_problems, load_samples, pass_at_k
+
+
+@pytest.mark.parametrize("n,c,k", [(5, 1, 1), (5, 1, 2), (10, 3, 4), (20, 7, 10), (3, 0, 3)])
+def test_pass_at_k_matches_the_binomial_form(n, c, k):
+    expected = 1 - math.comb(n - c, k) / math.comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_extremes_and_errors():
+    assert pass_at_k(10, 0, 5) == 0.0 and pass_at_k(10, 10, 1) == 1.0 and pass_at_k(10, 6, 5) == 1.0
+    assert pass_at_k(200, 1, 1) == pytest.approx(1 / 200)
+    with pytest.raises(ValueError, match="at least 3"):
+        pass_at_k(2, 1, 3)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+@pytest.fixture(scope="module")
+def local_ok():
+    from agentsd.sandbox.local import probe
+
+    if not probe().ok:
+        pytest.skip(f"local sandbox unavailable: {probe().reason}")
+
+
+def test_mixed_samples_give_the_expected_pass_at_k(local_ok):
+    probs = load_problems("humaneval")
+    p0 = probs["HumanEval/0"]
+    samples = [{"task_id": "HumanEval/0", "completion": p0.canonical_solution},
+               {"task_id": "HumanEval/0", "completion": "    return True\n"},
+               {"task_id": "HumanEval/0", "completion": "    while True:\n        pass\n"},
+               {"task_id": "HumanEval/0", "completion": "    import os; os.system('rm -rf /')\n"}]
+    summary, rows = evaluate(probs, samples, ks=(1, 2, 4), workers=2, timeout_s=3, progress=False)
+    assert [r["passed"] for r in rows] == [True, False, False, False]
+    assert rows[2]["status"] == "timeout"
+    assert summary["pass@1"] == pytest.approx(0.25)
+    assert summary["pass@2"] == pytest.approx(pass_at_k(4, 1, 2))
+    assert summary["pass@4"] == 1.0 and summary["sandbox_errors"] == 0
+
+
+def test_cli_canonical_subset_and_bad_input(local_ok, tmp_path, capsys):
+    from agentsd.cli import main
+
+    probs = load_problems("humaneval")
+    ids = list(probs)[:12]
+    pfile = tmp_path / "problems.jsonl"
+    pfile.write_text("".join(json.dumps({"task_id": t, "prompt": probs[t].prompt, "test": probs[t].test,
+                                          "entry_point": probs[t].entry_point,
+                                          "canonical_solution": probs[t].canonical_solution}) + "\n"
+                             for t in ids))
+    out = tmp_path / "res.jsonl"
+    assert main(["eval-code", "--problems", str(pfile), "--samples", "canonical", "--quiet",
+                 "--workers", "2", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pass@1"] == 1.0 and summary["problems"] == 12
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12 and all(r["passed"] for r in rows)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task_id": "HumanEval/99999", "completion": "x"}\n')
+    with pytest.raises(SystemExit, match="unknown task_id"):
+        load_samples(str(bad), probs)
+
+
+@pytest.mark.slow
+def test_canonical_humaneval_scores_pass_at_1_of_one(local_ok):
+    probs = load_problems("humaneval")
+    summary, rows = evaluate(probs, load_samples("canonical", probs), workers=2, progress=False)
+    failed = [r for r in rows if not r["passed"]]
+    assert summary["pass@1"] == 1.0, failed[:3]
