@@ -1,0 +1,564 @@
+"""The rollout engine: any policy plays any env, multi-turn, batched, token-in/token-out.
+
+Usage (the trainer's on-policy loop uses exactly this)::
+
+    from agentsd.policy import HFPolicy, SamplingParams
+    from agentsd.rollout import rollout
+
+    policy = HFPolicy(model, tokenizer)            # an in-memory model; nothing is reloaded
+    trajs = rollout(policy, "Sokoban-Easy-v0", seeds=[0, 1, 2, 3], samples_per_task=4,
+                    params=SamplingParams(temperature=1.0, max_tokens=128, seed=0))
+    len(trajs)                                     # 16: task-major, sample-minor order
+    t = trajs[0]
+    t.token_ids(), t.action_mask(), t.sampler_logprobs(), t.stop_reason, t.success
+
+``envs`` is an env id, an env factory (a zero-argument callable returning a :class:`TextEnv`), or
+a list of them; every env is played on every seed, ``samples_per_task`` times each. For full
+control pass ``tasks=[Task(env, seed, kwargs), ...]`` instead. :func:`run_rollouts` returns the
+trajectories together with a :class:`RolloutSummary` (success rate, reward, tokens, throughput and
+where the wall time went).
+
+How it runs: all episodes in flight (``max_concurrent``) that are waiting for an action are sent
+to ``policy.generate`` as one batch on the calling thread; env ``reset``/``step`` calls run on a
+thread pool, so a slow env (code execution) never blocks generation for the others: after a
+batch, the engine waits at most ``batch_wait_s`` for stragglers before generating for whoever is
+ready.
+
+Token-in/token-out: each turn stores the ids fed (``prompt_ids``) and the ids sampled
+(``action_ids``); the episode's sequence is their concatenation and is never re-rendered. New
+observation messages are turned into prompt ids by :class:`ChatRenderer`, which renders only the
+*suffix* the chat template adds after the last action (see its docstring).
+
+Every episode ends with a :class:`~agentsd.types.StopReason`: ``terminated`` (env), ``max_turns``
+(env turn limit or ``max_turns``), ``max_tokens`` (``max_episode_tokens``), ``context_length``
+(the policy's window), ``parse_failures`` (``max_parse_failures`` unparseable actions in a row) or
+``error`` (the env raised; the message is in ``meta["error"]``). Errors of the policy itself
+propagate: nothing can progress without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentsd.policy.base import Generation, Policy, SamplingParams
+from agentsd.trajectory import Trajectory, Turn
+from agentsd.types import Message, ParseStatus, StopReason
+
+__all__ = ["Task", "RolloutConfig", "RolloutSummary", "RolloutResult", "ChatRenderer",
+           "rollout", "run_rollouts", "make_tasks"]
+
+EnvLike = str | Callable[[], Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# types
+
+@dataclass(frozen=True)
+class Task:
+    """One task: an env (registered id or zero-argument factory), a seed and ``make`` kwargs."""
+
+    env: EnvLike
+    seed: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.env, str) or callable(self.env)):
+            raise TypeError(f"Task.env must be an env id or a zero-argument env factory, "
+                            f"got {type(self.env).__name__}")
+        if self.kwargs and not isinstance(self.env, str):
+            raise ValueError("Task.kwargs only apply to env ids (agentsd.make kwargs); bake them "
+                             "into the factory instead")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Engine limits and scheduling; validated on construction."""
+
+    #: stop after this many turns (``None``: the env's own limit from its spec)
+    max_turns: int | None = None
+    #: budget of prompt + action tokens per episode (``None``: unlimited)
+    max_episode_tokens: int | None = None
+    #: context window (``None``: the policy's ``context_length`` attribute, if it has one)
+    context_length: int | None = None
+    #: end an episode after this many consecutive non-``ok`` parses (``None``: never)
+    max_parse_failures: int | None = None
+    #: episodes in flight at once (the largest generation batch)
+    max_concurrent: int = 64
+    #: threads running env reset/step
+    env_workers: int = 8
+    #: after a generation batch, wait this long for pending env steps to join the next batch
+    batch_wait_s: float = 0.05
+    #: tqdm progress bar over episodes
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_turns", "max_episode_tokens", "context_length", "max_parse_failures"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"RolloutConfig.{name} must be a positive int or None, got {v!r}")
+        for name in ("max_concurrent", "env_workers"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"RolloutConfig.{name} must be a positive int, got {v!r}")
+        if not (self.batch_wait_s >= 0 and math.isfinite(self.batch_wait_s)):
+            raise ValueError(f"RolloutConfig.batch_wait_s must be >= 0, got {self.batch_wait_s}")
+
+
+@dataclass
+class RolloutSummary:
+    """What a rollout run did and where its time went."""
+
+    episodes: int = 0
+    success_rate: float = 0.0
+    mean_reward: float = 0.0
+    mean_turns: float = 0.0
+    #: mean tokens per episode (prompt + action) and total sampled tokens
+    mean_tokens: float = 0.0
+    action_tokens: int = 0
+    stop_reasons: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    #: seconds the calling thread spent in ``policy.generate``
+    generate_s: float = 0.0
+    #: seconds the calling thread sat idle waiting for env steps (env time that stalled the loop)
+    env_wait_s: float = 0.0
+    #: seconds of env reset/step work summed over worker threads (may exceed wall time)
+    env_busy_s: float = 0.0
+    generate_calls: int = 0
+    mean_batch: float = 0.0
+
+    @property
+    def action_tokens_per_s(self) -> float:
+        return self.action_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def episodes_per_min(self) -> float:
+        return 60.0 * self.episodes / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["action_tokens_per_s"] = self.action_tokens_per_s
+        d["episodes_per_min"] = self.episodes_per_min
+        return d
+
+    def format(self) -> str:
+        """A few human-readable lines."""
+        w = max(self.wall_s, 1e-9)
+        stops = ", ".join(f"{k} {v}" for k, v in sorted(self.stop_reasons.items()))
+        return (f"episodes {self.episodes}  success {self.success_rate:.1%}  mean reward "
+                f"{self.mean_reward:+.3f}  mean turns {self.mean_turns:.2f}  mean tokens "
+                f"{self.mean_tokens:.0f}\n"
+                f"stop reasons: {stops or '-'}\n"
+                f"wall {self.wall_s:.1f}s  {self.action_tokens_per_s:.1f} sampled tok/s  "
+                f"{self.episodes_per_min:.2f} episodes/min  generation {self.generate_s / w:.0%} "
+                f"of wall ({self.generate_calls} calls, mean batch {self.mean_batch:.1f})  "
+                f"waiting for envs {self.env_wait_s / w:.0%}  env work {self.env_busy_s:.1f}s")
+
+
+@dataclass
+class RolloutResult:
+    trajectories: list[Trajectory]
+    summary: RolloutSummary
+
+
+# ---------------------------------------------------------------------------------------------
+# chat rendering
+
+#: stands in for the last action when rendering; private-use code points cannot collide with text
+_SENTINEL = "\ue000agentsd-action\ue001"
+
+
+class ChatRenderer:
+    """Turns observation messages into prompt token ids with the tokenizer's chat template.
+
+    The first prompt is the rendered observation plus the generation prompt. For later turns the
+    model has already seen everything up to the end of its own action tokens, so only the
+    *suffix* is rendered: the template's closing of the assistant turn, the new messages and the
+    next generation prompt. Chat templates cannot render a suffix on their own, so the
+    conversation is rendered twice with a placeholder for the last action — without the new
+    messages and with them — and the suffix is what follows the placeholder. The renderer checks
+    that the first rendering is a prefix of the second (``prefix_mismatches`` counts templates
+    that rewrite earlier turns, such as ones that drop past reasoning; the suffix is still what
+    follows the placeholder). Closing tokens the model already sampled (its EOS, e.g.
+    ``<|im_end|>``) are not repeated.
+    """
+
+    def __init__(self, tokenizer: Any, tools: list[dict[str, Any]] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.tools = tools or None
+        self.prefix_mismatches = 0
+        self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self._lock = threading.Lock()  # fast tokenizers must not be used from two threads at once
+
+    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        kw: dict[str, Any] = {"tools": self.tools} if self.tools else {}
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
+
+    def encode(self, text: str) -> list[int]:
+        with self._lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def first(self, messages: list[Message]) -> list[int]:
+        """Prompt ids for the first turn."""
+        if not messages:
+            raise ValueError("the env's reset returned no messages; the model needs a prompt")
+        return self.encode(self.render(list(messages), add_generation_prompt=True))
+
+    def next(self, history: list[Message], new_messages: list[Message],
+             action_ids: Sequence[int]) -> list[int]:
+        """Prompt ids after an action: ``history`` is the conversation before that action,
+        ``new_messages`` what the env answered, ``action_ids`` the sampled action tokens."""
+        base = [*history, {"role": "assistant", "content": _SENTINEL}]
+        without = self.render(base, add_generation_prompt=False)
+        with_new = self.render([*base, *new_messages], add_generation_prompt=True)
+        if with_new.count(_SENTINEL) != 1:
+            raise ValueError("the chat template did not render the assistant message exactly "
+                             "once; cannot find the suffix to feed after the action")
+        if not with_new.startswith(without):
+            self.prefix_mismatches += 1
+            if self.prefix_mismatches == 1:
+                warnings.warn("the chat template renders earlier turns differently once new "
+                              "messages follow; feeding the suffix after the action as rendered "
+                              "with the new messages", stacklevel=2)
+        tail = self.encode(with_new[with_new.index(_SENTINEL) + len(_SENTINEL):])
+        return tail[self._overlap(action_ids, tail):]
+
+    def _overlap(self, action_ids: Sequence[int], tail: list[int]) -> int:
+        # the model's own closing special tokens (EOS) are already in the sequence
+        for k in (2, 1):
+            if (len(action_ids) >= k and list(action_ids[-k:]) == tail[:k]
+                    and all(t in self._special for t in tail[:k])):
+                return k
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# episodes
+
+@dataclass
+class _Episode:
+    index: int
+    task: Task
+    sample: int
+    traj: Trajectory
+    env: Any = None
+    renderer: ChatRenderer | None = None
+    history: list[Message] = field(default_factory=list)
+    prompt: list[int] | None = None
+    pending_obs: list[Message] = field(default_factory=list)
+    n_tokens: int = 0
+    parse_failures: int = 0
+    limit_hit: StopReason | None = None
+    done: bool = False
+
+
+def make_tasks(envs: EnvLike | Sequence[EnvLike], seeds: Sequence[int | None] | None) -> list[Task]:
+    """Every env on every seed (env-major order)."""
+    env_list = [envs] if isinstance(envs, str) or callable(envs) else list(envs)
+    if not env_list:
+        raise ValueError("no envs given; pass an env id, a factory or a list of them")
+    seed_list = list(seeds) if seeds is not None else [None]
+    if not seed_list:
+        raise ValueError("seeds is empty; pass at least one seed (or None for unseeded)")
+    return [Task(e, s) for e in env_list for s in seed_list]
+
+
+def _env_id(env: Any, task: Task) -> str:
+    spec = getattr(env, "spec", None)
+    sid = getattr(spec, "id", None)
+    if sid:
+        return str(sid)
+    return task.env if isinstance(task.env, str) else getattr(task.env, "__name__", "env")
+
+
+def _json_safe(d: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if k in skip:
+            continue
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[str(k)] = v
+    return out
+
+
+def _reset(ep: _Episode, cfg: RolloutConfig) -> tuple[list[Message], dict[str, Any], float]:
+    """Build and reset the env (worker thread)."""
+    import agentsd
+
+    t0 = time.perf_counter()
+    task = ep.task
+    if isinstance(task.env, str):
+        kw = dict(task.kwargs)
+        if cfg.max_turns is not None:
+            kw["max_turns"] = cfg.max_turns
+        ep.env = agentsd.make(task.env, **kw)
+    else:
+        ep.env = task.env()
+    obs, info = ep.env.reset(seed=task.seed)
+    return list(obs), dict(info), time.perf_counter() - t0
+
+
+def _step(ep: _Episode, action: str) -> tuple[Any, ...]:
+    t0 = time.perf_counter()
+    obs, reward, terminated, truncated, info = ep.env.step(action)
+    return list(obs), float(reward), bool(terminated), bool(truncated), dict(info), \
+        time.perf_counter() - t0
+
+
+def _close(ep: _Episode) -> None:
+    try:
+        if ep.env is not None:
+            ep.env.close()
+    except Exception:  # noqa: BLE001 - closing must not lose a finished trajectory
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+
+def rollout(policy: Policy, envs: EnvLike | Sequence[EnvLike] | None = None,
+            seeds: Sequence[int | None] | None = None, samples_per_task: int = 1,
+            params: SamplingParams | None = None, *, tasks: Sequence[Task] | None = None,
+            config: RolloutConfig | None = None,
+            on_trajectory: Callable[[Trajectory], None] | None = None,
+            **config_kwargs: Any) -> list[Trajectory]:
+    """Play every task ``samples_per_task`` times; return the trajectories in task-major,
+    sample-minor order. Keyword arguments not listed here are :class:`RolloutConfig` fields.
+    ``on_trajectory`` is called (on the calling thread) as each episode ends, e.g. to append it to
+    a :class:`~agentsd.store.TrajectoryWriter`."""
+    return run_rollouts(policy, envs, seeds, samples_per_task, params, tasks=tasks, config=config,
+                        on_trajectory=on_trajectory, **config_kwargs).trajectories
+
+
+def run_rollouts(policy: Policy, envs: EnvLike | Sequence[EnvLike] | None = None,
+                 seeds: Sequence[int | None] | None = None, samples_per_task: int = 1,
+                 params: SamplingParams | None = None, *, tasks: Sequence[Task] | None = None,
+                 config: RolloutConfig | None = None,
+                 on_trajectory: Callable[[Trajectory], None] | None = None,
+                 **config_kwargs: Any) -> RolloutResult:
+    """:func:`rollout` plus a :class:`RolloutSummary`."""
+    if config is None:
+        config = RolloutConfig(**config_kwargs)
+    elif config_kwargs:
+        config = dataclasses.replace(config, **config_kwargs)
+    params = params or SamplingParams()
+    if tasks is None:
+        if envs is None:
+            raise ValueError("pass envs (an env id, factory or list) or tasks=[Task(...)]")
+        tasks = make_tasks(envs, seeds)
+    elif envs is not None:
+        raise ValueError("pass either envs/seeds or tasks, not both")
+    if not isinstance(samples_per_task, int) or samples_per_task < 1:
+        raise ValueError(f"samples_per_task must be a positive int, got {samples_per_task!r}")
+    if getattr(policy, "tokenizer", None) is None:
+        raise ValueError(f"policy {getattr(policy, 'model_id', policy)!r} has no tokenizer; the "
+                         f"engine needs one to render observations into token ids")
+    return _Engine(policy, list(tasks), samples_per_task, params, config, on_trajectory).run()
+
+
+class _Engine:
+    def __init__(self, policy: Policy, tasks: list[Task], G: int, params: SamplingParams,
+                 cfg: RolloutConfig, on_trajectory: Callable[[Trajectory], None] | None) -> None:
+        self.policy, self.params, self.cfg, self.on_trajectory = policy, params, cfg, on_trajectory
+        self.context = cfg.context_length or getattr(policy, "context_length", None)
+        sampling = dataclasses.asdict(params)
+        sampling["stop"] = list(params.stop)
+        self.episodes = [
+            _Episode(i * G + g, task, g, Trajectory(
+                env_id=task.env if isinstance(task.env, str) else "", seed=task.seed,
+                spec_kwargs=dict(task.kwargs), policy=str(getattr(policy, "model_id", "")),
+                sampling=dict(sampling), meta={"sample": g, "task_index": i}))
+            for i, task in enumerate(tasks) for g in range(G)]
+        self.summary = RolloutSummary()
+        self.calls = 0
+        self.batch_total = 0
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> RolloutResult:
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        todo = list(reversed(self.episodes))
+        futures: dict[Future, tuple[_Episode, str]] = {}
+        ready: list[_Episode] = []
+        active = 0
+        bar = tqdm(total=len(self.episodes), disable=not self.cfg.progress, desc="rollout",
+                   unit="ep", dynamic_ncols=True)
+        n_done = n_success = 0
+        with ThreadPoolExecutor(self.cfg.env_workers, thread_name_prefix="agentsd-env") as pool:
+            while n_done < len(self.episodes):
+                while todo and active < self.cfg.max_concurrent:
+                    ep = todo.pop()
+                    active += 1
+                    futures[pool.submit(_reset, ep, self.cfg)] = (ep, "reset")
+                if not ready and futures:
+                    tw = time.perf_counter()
+                    wait(list(futures), return_when=FIRST_COMPLETED)
+                    if self.cfg.batch_wait_s > 0:
+                        wait(list(futures), timeout=self.cfg.batch_wait_s)
+                    self.summary.env_wait_s += time.perf_counter() - tw
+                for fut in [f for f in futures if f.done()]:
+                    ep, kind = futures.pop(fut)
+                    self._on_env_result(ep, kind, fut)
+                    if ep.done:
+                        active -= 1
+                        n_done += 1
+                        n_success += bool(ep.traj.success)
+                        pool.submit(_close, ep)
+                        bar.update(1)
+                        bar.set_postfix(success=f"{n_success / n_done:.0%}")
+                        if self.on_trajectory is not None:
+                            self.on_trajectory(ep.traj)
+                    elif ep.prompt is not None:
+                        ready.append(ep)
+                if ready:
+                    batch = ready[: self.cfg.max_concurrent]
+                    ready = ready[len(batch):]
+                    for ep, action in self._generate(batch):
+                        futures[pool.submit(_step, ep, action)] = (ep, "step")
+        bar.close()
+        self.summary.wall_s = time.perf_counter() - t0
+        self._summarize()
+        return RolloutResult([ep.traj for ep in self.episodes], self.summary)
+
+    # -- generation ----------------------------------------------------------------------------
+    def _generate(self, batch: list[_Episode]) -> list[tuple[_Episode, str]]:
+        params = self.params
+        if params.seed is not None:
+            # a fresh, reproducible stream per call (the same seed twice would repeat samples)
+            params = dataclasses.replace(params, seed=(params.seed * 1_000_003 + self.calls) % 2**63)
+        t0 = time.perf_counter()
+        prompts = [ep.traj.token_ids() + ep.prompt for ep in batch]
+        gens = self.policy.generate(prompts, params)
+        dt = time.perf_counter() - t0
+        if len(gens) != len(batch):
+            raise RuntimeError(f"policy {self.policy.model_id!r} returned {len(gens)} generations "
+                               f"for {len(batch)} prompts")
+        self.calls += 1
+        self.batch_total += len(batch)
+        self.summary.generate_s += dt
+        out = []
+        for ep, gen in zip(batch, gens):
+            out.append((ep, self._record_action(ep, gen, dt, len(batch))))
+        return out
+
+    def _record_action(self, ep: _Episode, gen: Generation, dt: float, batch: int) -> str:
+        ids, lps, text, finish = list(gen.token_ids), list(gen.logprobs), gen.text, gen.finish_reason
+        cap, reason = self._action_cap(ep)
+        if cap is not None and len(ids) > cap:
+            # keeping the first `cap` tokens is exactly a sample with max_tokens=cap
+            ids, lps, finish = ids[:cap], lps[:cap], "length"
+            text = self.policy.tokenizer.decode(ids, skip_special_tokens=True)
+            ep.limit_hit = reason
+        turn = Turn(observation=ep.pending_obs, prompt_ids=ep.prompt, action_ids=ids,
+                    action_logprobs=lps, action_text=text, finish_reason=finish,
+                    timings={"generate": dt, "batch_size": float(batch)})
+        ep.traj.turns.append(turn)
+        ep.n_tokens += len(ep.prompt) + len(ids)
+        ep.history.extend(ep.pending_obs)
+        ep.prompt, ep.pending_obs = None, []
+        return text
+
+    def _action_cap(self, ep: _Episode) -> tuple[int | None, StopReason | None]:
+        used = ep.n_tokens + len(ep.prompt or [])
+        caps = []
+        if self.cfg.max_episode_tokens is not None:
+            caps.append((self.cfg.max_episode_tokens - used, StopReason.MAX_TOKENS))
+        if self.context is not None:
+            caps.append((self.context - used, StopReason.CONTEXT_LENGTH))
+        if not caps:
+            return None, None
+        return min(caps, key=lambda c: c[0])
+
+    # -- env results -----------------------------------------------------------------------------
+    def _on_env_result(self, ep: _Episode, kind: str, fut: Future) -> None:
+        try:
+            res = fut.result()
+        except Exception as e:  # noqa: BLE001 - an env bug ends its episode, not the run
+            ep.traj.meta["error"] = f"{kind}: {type(e).__name__}: {e}"
+            self._finish(ep, StopReason.ERROR)
+            return
+        if kind == "reset":
+            obs, info, dt = res
+            self.summary.env_busy_s += dt
+            ep.traj.env_id = _env_id(ep.env, ep.task)
+            spec = getattr(ep.env, "spec", None)
+            if getattr(spec, "kwargs", None) is not None:
+                ep.traj.spec_kwargs = _json_safe(dict(spec.kwargs))
+            tid = info.get("task_id") or getattr(ep.env, "task_id", None)
+            ep.traj.task_id = str(tid) if tid is not None else f"{ep.traj.env_id}/seed={ep.task.seed}"
+            ep.traj.meta["reset_info"] = _json_safe(info)
+            tools = ep.env.openai_tools() if hasattr(ep.env, "openai_tools") else None
+            ep.renderer = ChatRenderer(self.policy.tokenizer, tools)
+            self._set_prompt(ep, obs, ep.renderer.first(obs) if obs else None)
+            return
+        obs, reward, terminated, truncated, info, dt = res
+        self.summary.env_busy_s += dt
+        turn = ep.traj.turns[-1]
+        turn.reward = reward
+        turn.reward_terms = {k: float(v) for k, v in (info.get("reward_terms") or {}).items()}
+        turn.parse = str(info.get("parse", ""))
+        turn.info = _json_safe(info, skip=("reward_terms", "parse"))
+        turn.timings["env"] = dt
+        ep.traj.total_reward += reward
+        ep.history.append({"role": "assistant", "content": turn.action_text})
+        ep.parse_failures = 0 if turn.parse in ("", ParseStatus.OK.value) else ep.parse_failures + 1
+        if "success" in info:
+            ep.traj.success = bool(info["success"])
+        if terminated:
+            ep.traj.final_observation = obs
+            return self._finish(ep, StopReason.TERMINATED)
+        if truncated or (self.cfg.max_turns is not None and len(ep.traj.turns) >= self.cfg.max_turns):
+            ep.traj.final_observation = obs
+            return self._finish(ep, StopReason.MAX_TURNS)
+        if ep.limit_hit is not None:
+            ep.traj.final_observation = obs
+            return self._finish(ep, ep.limit_hit)
+        if self.cfg.max_parse_failures is not None and ep.parse_failures >= self.cfg.max_parse_failures:
+            ep.traj.final_observation = obs
+            return self._finish(ep, StopReason.PARSE_FAILURES)
+        history_before = ep.history[:-1]
+        self._set_prompt(ep, obs, ep.renderer.next(history_before, obs, turn.action_ids))
+
+    def _set_prompt(self, ep: _Episode, obs: list[Message], prompt: list[int] | None) -> None:
+        if not prompt:
+            ep.traj.meta["error"] = "the env returned no observation to prompt the model with"
+            ep.traj.final_observation = obs
+            return self._finish(ep, StopReason.ERROR)
+        need = ep.n_tokens + len(prompt) + 1  # at least one action token must fit
+        for limit, reason in ((self.context, StopReason.CONTEXT_LENGTH),
+                              (self.cfg.max_episode_tokens, StopReason.MAX_TOKENS)):
+            if limit is not None and need > limit:
+                ep.traj.final_observation = obs
+                return self._finish(ep, reason)
+        ep.prompt, ep.pending_obs = prompt, obs
+
+    def _finish(self, ep: _Episode, reason: StopReason) -> None:
+        ep.traj.stop_reason = reason.value
+        ep.done = True
+
+    def _summarize(self) -> None:
+        s, trajs = self.summary, [ep.traj for ep in self.episodes]
+        n = max(len(trajs), 1)
+        s.episodes = len(trajs)
+        s.success_rate = sum(t.success for t in trajs) / n
+        s.mean_reward = sum(t.total_reward for t in trajs) / n
+        s.mean_turns = sum(len(t.turns) for t in trajs) / n
+        s.mean_tokens = sum(len(t.token_ids()) for t in trajs) / n
+        s.action_tokens = sum(t.num_action_tokens() for t in trajs)
+        s.stop_reasons = dict(Counter(t.stop_reason for t in trajs))
+        s.generate_calls = self.calls
+        s.mean_batch = self.batch_total / self.calls if self.calls else 0.0
