@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import agentsd
 from envs.toolworld import TEMPLATES, ToolWorldEnv, replay_gold
-from envs.toolworld.api import APIS, APPS, api_docs, call_api
+from envs.toolworld.api import APIS, APPS, AppError, api_docs, call_api
 from envs.toolworld.env import LEVELS
 from envs.toolworld.grader import answers_match
 from envs.toolworld.world import SIZES, diff_worlds, generate_world
@@ -373,6 +373,7 @@ _values = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10 ** 30),
                     st.just("x" * 6000), st.lists(st.text(max_size=10), max_size=3),
                     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
                     st.sampled_from(["2025-02-30", "2025-03-01T25:00", "/../etc", "a@b.co", "", " "]))
+KNOWN = set(APIS) | {"api_docs", "complete_task"}
 _names = st.one_of(st.sampled_from(sorted(APIS) + ["api_docs", "complete_task"]), st.text(max_size=30))
 
 
@@ -404,8 +405,15 @@ def test_fuzzed_tool_calls_never_raise_and_return_errors(calls, form, seed):
             action = f"<tool_call>{payload}</tool_call>"
         obs, reward, terminated, truncated, info = env.step(action)
         assert isinstance(obs, list) and obs and np.isfinite(reward)
-        json.dumps(obs)
-        assert "internal" not in json.dumps(obs)
+        text = json.dumps(obs)
+        if form == "rawjson" or name not in KNOWN:  # no valid call: a parse error, said so
+            assert info["parse"] != "ok" and "Error" in obs[0]["content"], (action, obs)
+        elif info["parse"] == "ok" and name in APIS:  # a real call: a result or an app error
+            body = result_of(obs)
+            assert ("result" in body) != ("error" in body)
+            if "error" in body:
+                assert info["api_errors"] == 1 and body["error"]["type"] in AppError.KINDS
+        assert len(text) < 50_000
         if terminated:
             break
 

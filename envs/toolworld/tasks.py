@@ -467,7 +467,8 @@ class PayContact:
         return e
 
 
-@template(2, "train", ("contacts", "bank"), "Approve only this person's pending requests; others stay pending.")
+@template(2, "train", ("contacts", "bank"),
+          "Approve only this person's pending requests (others stay pending); read the balance after paying.")
 class ApproveRequestsFrom:
     def setup(w, rng, d):
         person = fresh_person(w, rng, d)
@@ -478,7 +479,7 @@ class ApproveRequestsFrom:
         return {"name": _full(person)}
 
     def instruction(p):
-        return f"Approve every pending payment request from {p['name']}."
+        return f"Approve every pending payment request from {p['name']}, then tell me my new bank balance."
 
     def solve(c, p):
         email = c.contact(p["name"])["email"]
@@ -486,12 +487,14 @@ class ApproveRequestsFrom:
         for r in c.pages("bank__search_payment_requests", access_token=tok):
             if r["requester"] == email:
                 c("bank__approve_payment_request", access_token=tok, request_id=r["id"])
+        return f"{c('bank__show_balance', access_token=tok)['balance']:.2f}"
 
     def expect(w, p):
         email = _contact_email(w, p["name"])
         reqs = [r for r in w.tables["payment_requests"].values()
                 if r["requester"] == email and r["status"] == "pending" and r["payer"] == w.user["email"]]
-        e = _pay_expect(w, [(email, r["amount"]) for r in reqs])
+        e = _pay_expect(w, [(email, r["amount"]) for r in reqs], answer_kind="number",
+                        answer=fmt_money(_acct(w) - sum(r["amount"] for r in reqs)))
         e.changed += [Changed("payment_requests", r["id"], {"status": "approved"}, f"request {r['id']} approved")
                       for r in reqs]
         return e
@@ -783,19 +786,20 @@ class ReturnOrder:
         return {"product": prod["name"], "order_id": o["id"]}
 
     def instruction(p):
-        return f"Return my delivered shop order that contains '{p['product']}'."
+        return (f"Return my delivered shop order that contains '{p['product']}' and tell me how much "
+                "money was refunded.")
 
     def solve(c, p):
         tok = c.token("shop")
         for o in c.pages("shop__search_orders", access_token=tok, status="delivered"):
             if any(i["name"] == p["product"] for i in o["items"]):
-                c("shop__return_order", access_token=tok, order_id=o["id"])
-                return None
+                return f"{c('shop__return_order', access_token=tok, order_id=o['id'])['refund']:.2f}"
         raise GoldError("order not found")
 
     def expect(w, p):
         o = w.tables["orders"][p["order_id"]]
         return Expectation(
+            answer=fmt_money(o["total"]), answer_kind="number",
             changed=[Changed("orders", o["id"], {"status": "returned"}, "order returned"),
                      Changed("accounts", "bank", {"balance": _acct(w) + o["total"]}, "refund received")],
             added=[Added("transactions", {"receiver": w.user["email"], "amount": o["total"]}, "refund transaction")])
