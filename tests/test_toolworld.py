@@ -448,3 +448,28 @@ def test_every_api_rejects_wrong_types_cleanly(name, data):
     assert r.ok or r.error_kind in ("not_found", "permission_denied", "insufficient_funds", "invalid_argument",
                                     "conflict")
     json.dumps(r.payload())
+
+
+# ---- CLI and script smoke runs ----------------------------------------------------------------------
+
+def test_cli_play_with_the_oracle_policy():
+    import io
+
+    from agentsd.cli_basic import play_episode
+
+    out = io.StringIO()
+    summary = play_episode("ToolWorld-Hard-v0", seed=7, policy="oracle", out=out)
+    assert summary["success"] and '"tool_calls"' in out.getvalue() and "[tool]" in out.getvalue()
+
+
+def test_bench_script_smoke(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "scripts" / "bench_toolworld.py"
+    spec = importlib.util.spec_from_file_location("bench_toolworld", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--episodes", "2", "--repeats", "1", "--difficulty", "easy"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[-1]["difficulty"] == "easy" and rows[-1]["step_calls_per_s"] > 0
