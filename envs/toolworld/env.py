@@ -22,7 +22,7 @@ from envs.toolworld.grader import Grade, grade
 from envs.toolworld.tasks import TEMPLATES, Client, GoldCall, Template, templates_for
 from envs.toolworld.world import SIZES, World, generate_world
 
-__all__ = ["ToolWorldEnv", "LEVELS", "DOCS_TOOL", "COMPLETE_TOOL", "all_tools", "replay_gold"]
+__all__ = ["ToolWorldEnv", "LEVELS", "DOCS_TOOL", "COMPLETE_TOOL", "all_tools", "replay_gold", "validate"]
 
 #: task levels each difficulty draws from
 LEVELS: dict[str, tuple[int, ...]] = {"easy": (1,), "medium": (1, 2, 3), "hard": (2, 3)}
@@ -290,3 +290,20 @@ def replay_gold(env: ToolWorldEnv) -> tuple[Grade, dict[str, Any]]:
             break
     assert env.last_grade is not None, f"gold of {env.task_id} never called complete_task"
     return env.last_grade, info
+
+
+def validate(template: str, seeds: range | list[int], difficulty: str = "medium") -> list[str]:
+    """Replay the gold solution of ``template`` for every seed; return the failures (empty when the
+    template is sound: every gold call succeeds and the grade is full marks)."""
+    env = ToolWorldEnv(difficulty=difficulty, task_split="all", template=template)
+    failures = []
+    for seed in seeds:
+        env.reset(seed=seed)
+        try:
+            g, _ = replay_gold(env)
+        except AssertionError as e:
+            failures.append(f"{env.task_id}: {e}")
+            continue
+        if not g.success:
+            failures.append(f"{env.task_id}: {g.to_dict()}")
+    return failures
