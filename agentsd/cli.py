@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "skills": "agentsd.skills.cli:register",
     "sandbox": "agentsd.sandbox.cli:register",
     "eval-code": "agentsd.code_eval:register",
+    "rollout": "agentsd.rollout:register_rollout",
+    "show": "agentsd.store:register_show",
 }
 
 
