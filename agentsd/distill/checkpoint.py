@@ -1,0 +1,106 @@
+"""Checkpoints that survive SIGKILL and resume exactly.
+
+A checkpoint is a folder ``checkpoints/step_000010/`` holding ``trainable.pt`` (the LoRA
+adapter or, for full fine-tuning, every trainable tensor), ``optimizer.pt`` and ``state.pt``
+(step, RNG states, teacher state, skill-bandit statistics, best held-out score). It is written
+into a temporary folder and renamed into place, then ``checkpoints/latest`` is replaced
+atomically; a run killed at any instant leaves either the previous or the new checkpoint, never
+a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state"]
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    out = {"python": random.getstate(), "numpy": np.random.get_state(),
+           "torch": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _trainable_state(model: Any) -> dict[str, Any]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
+                    state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically and prune all but the newest ``keep``."""
+    import torch
+
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(_trainable_state(model), tmp / "trainable.pt")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
+    for f in tmp.iterdir():  # data on disk before the rename makes it visible
+        with f.open("rb") as fh:
+            os.fsync(fh.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    link_tmp = root / ".latest.tmp"
+    link_tmp.write_text(final.name)
+    os.replace(link_tmp, root / "latest")
+    for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder, or ``None``."""
+    root = Path(run_dir) / "checkpoints"
+    ptr = root / "latest"
+    if ptr.exists():
+        p = root / ptr.read_text().strip()
+        if (p / "state.pt").exists():
+            return p
+    done = sorted(p for p in root.glob("step_*") if (p / "state.pt").exists())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    """Load weights and optimizer state into ``model`` / ``optimizer``, restore the RNG states
+    and return the saved trainer state (``step``, ``teacher``, ``bandit`` ...)."""
+    import torch
+
+    path = Path(path)
+    weights = torch.load(path / "trainable.pt", map_location="cpu", weights_only=True)
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise ValueError(f"checkpoint {path} holds tensors this model lacks ({missing[:3]} ...); "
+                         "was it written with another model or LoRA setting?")
+    with torch.no_grad():
+        for n, t in weights.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu",
+                                         weights_only=True))
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    set_rng_state(state["rng"])
+    return state

@@ -1,0 +1,365 @@
+"""Trainer configuration: frozen dataclasses that validate themselves, nested by concern.
+
+A bad value fails at construction, before any model is loaded, with a message naming the field::
+
+    >>> LossConfig(kind="jsd", alpha=2.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: LossConfig.alpha must be in [0, 1] (0 forward KL, 1 reverse KL), got 2.0
+
+:func:`add_config_args` exposes every field as a ``--section.field`` flag with ``--help`` text
+taken from the field's ``help`` metadata; :func:`config_from_args` builds the config back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentsd.hints import TeacherContextConfig
+
+__all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig",
+           "TrainConfig", "ALGOS", "add_config_args", "config_from_args", "config_to_dict",
+           "config_from_dict", "load_config"]
+
+#: training algorithms, all on the same loop: skill-conditioned OPD, plain OPSD (hints only),
+#: GRPO on the env reward, rejection-sampling fine-tuning on successful samples
+ALGOS = ("opd", "opsd", "grpo", "rft")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _check(ok: bool, cls: str, name: str, msg: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{cls}.{name} {msg}, got {value!r}")
+
+
+def _pos_int(cls: str, obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, cls, n,
+               "must be a positive int", v)
+
+
+def _nonneg(cls: str, obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, cls, n,
+               "must be a finite number >= 0", v)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which student to train and how."""
+
+    name: str = _f("smollm2", "model: a short name (smollm2), a local path or hub id; "
+                              "'tiny-random' builds a small random-weight Llama with the "
+                              "smollm2 tokenizer (tests, smoke runs)")
+    lora: bool = _f(True, "train a LoRA adapter (false: full fine-tuning)")
+    lora_rank: int = _f(16, "LoRA rank")
+    lora_alpha: float = _f(32.0, "LoRA scaling numerator (scale = alpha / rank)")
+    lora_dropout: float = _f(0.0, "LoRA dropout (the teacher always runs with dropout off)")
+    dtype: str = _f("auto", "parameter dtype: auto (bf16 autocast on CUDA with bf16, else "
+                            "fp32), fp32 or bf16")
+    tiny_hidden: int = _f(32, "hidden size of the 'tiny-random' model")
+    tiny_layers: int = _f(2, "layers of the 'tiny-random' model")
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and bool(self.name.strip()), "ModelConfig", "name",
+               "must be a non-empty model name", self.name)
+        _pos_int("ModelConfig", self, "lora_rank", "tiny_hidden", "tiny_layers")
+        _check(self.lora_alpha > 0, "ModelConfig", "lora_alpha", "must be > 0", self.lora_alpha)
+        _check(0 <= self.lora_dropout < 1, "ModelConfig", "lora_dropout", "must be in [0, 1)",
+               self.lora_dropout)
+        _check(self.dtype in ("auto", "fp32", "bf16"), "ModelConfig", "dtype",
+               "must be 'auto', 'fp32' or 'bf16'", self.dtype)
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """On-policy sampling: which env, how many tasks and samples per step, limits."""
+
+    env: str = _f("Sokoban-Easy-v0", "registered env id to train on")
+    tasks_per_step: int = _f(4, "distinct tasks (train-split seeds) per step")
+    samples_per_task: int = _f(4, "samples per task (the GRPO group size G)")
+    max_turns: int = _f(4, "turn limit per episode")
+    max_tokens: int = _f(64, "max sampled tokens per turn")
+    max_episode_tokens: int = _f(2048, "prompt + action token budget per episode")
+    temperature: float = _f(1.0, "sampling temperature for training rollouts")
+    top_p: float = _f(1.0, "nucleus sampling for training rollouts")
+    eval_tasks: int = _f(8, "held-out (test split) tasks per evaluation")
+    eval_temperature: float = _f(0.0, "sampling temperature for evaluation (0 = greedy)")
+
+    def __post_init__(self) -> None:
+        _pos_int("RolloutSettings", self, "tasks_per_step", "samples_per_task", "max_turns",
+                 "max_tokens", "max_episode_tokens", "eval_tasks")
+        _nonneg("RolloutSettings", self, "temperature", "eval_temperature")
+        _check(0 < self.top_p <= 1, "RolloutSettings", "top_p", "must be in (0, 1]", self.top_p)
+        _check(isinstance(self.env, str) and bool(self.env), "RolloutSettings", "env",
+               "must be a registered env id", self.env)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The per-token objective (see :mod:`agentsd.distill.losses`)."""
+
+    kind: str = _f("reverse_kl", "distillation loss: reverse_kl (sampled-token, IS-weighted), "
+                                 "pg (policy-gradient form), jsd (full-vocabulary or top-k "
+                                 "generalized JSD)")
+    alpha: float = _f(1.0, "jsd only: 0 forward KL(teacher||student) ... 1 reverse KL")
+    top_k: int = _f(0, "jsd only: top-k bins plus a tail bucket (0 = full vocabulary)")
+    pg_coef: float = _f(1.0, "pg only: advantage = -coef * (log p_sampler - log p_teacher)")
+    is_clip: float = _f(2.0, "importance-weight clip: rho = min(p_theta / p_sampler, is_clip); "
+                             "0 disables")
+    token_clip: float = _f(0.0, "point-wise clip of the per-token signal (0 = off)")
+    position_weight: str = _f("none", "per-token weight by position: none, linear, sqrt")
+    position_start: float = _f(0.5, "position weight at the first action token (ramps to 1)")
+    pass_rate_a: float = _f(0.0, "per-task weight p^a (1-p)^b over the group's pass rate p; "
+                                 "a = b = 0 disables")
+    pass_rate_b: float = _f(0.0, "see pass_rate_a")
+    success_routing: bool = _f(False, "route successful samples to GRPO, failed ones to "
+                                       "distillation (SRPO)")
+    distill_coef: float = _f(1.0, "weight of the distillation term")
+    grpo_coef: float = _f(0.0, "weight of the GRPO term on the env reward (blend)")
+    grpo_clip_eps: float = _f(0.2, "GRPO ratio clip epsilon")
+    grpo_std_norm: bool = _f(True, "divide group advantages by the group's reward std")
+    reduce: str = _f("token", "token (mean over all action tokens) or sequence (mean of "
+                              "per-sequence means)")
+    chunk_size: int = _f(256, "positions per chunk of output-head / log-softmax computation")
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("reverse_kl", "pg", "jsd"), "LossConfig", "kind",
+               "must be 'reverse_kl', 'pg' or 'jsd'", self.kind)
+        _check(0 <= self.alpha <= 1, "LossConfig", "alpha",
+               "must be in [0, 1] (0 forward KL, 1 reverse KL)", self.alpha)
+        _check(isinstance(self.top_k, int) and self.top_k >= 0, "LossConfig", "top_k",
+               "must be an int >= 0", self.top_k)
+        _nonneg("LossConfig", self, "is_clip", "token_clip", "pass_rate_a", "pass_rate_b",
+                "distill_coef", "grpo_coef", "grpo_clip_eps", "pg_coef")
+        _check(self.position_weight in ("none", "linear", "sqrt"), "LossConfig",
+               "position_weight", "must be 'none', 'linear' or 'sqrt'", self.position_weight)
+        _check(0 <= self.position_start <= 1, "LossConfig", "position_start", "must be in [0, 1]",
+               self.position_start)
+        _check(self.reduce in ("token", "sequence"), "LossConfig", "reduce",
+               "must be 'token' or 'sequence'", self.reduce)
+        _check(self.is_clip == 0 or self.is_clip >= 1, "LossConfig", "is_clip",
+               "must be 0 (off) or >= 1", self.is_clip)
+        _pos_int("LossConfig", self, "chunk_size")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Which weights score, and what the teacher sees."""
+
+    mode: str = _f("frozen", "live | frozen (LoRA adapter disabled) | ema | sync")
+    ema_decay: float = _f(0.95, "ema mode: teacher <- decay * teacher + (1 - decay) * student")
+    sync_every: int = _f(10, "sync mode: copy the student into the teacher every N steps")
+    sync_on_improve: bool = _f(False, "sync mode: only sync when held-out success improved")
+    skills_dir: str = _f("", "skill library root (default: the shipped skills/ folder)")
+    bandit_c: float = _f(1.0, "exploration constant of the skill-usefulness bandit")
+    context: TeacherContextConfig = _f(TeacherContextConfig(), "teacher context")
+    max_tokens_per_forward: int = _f(8192, "padded tokens per teacher forward")
+
+    def __post_init__(self) -> None:
+        from agentsd.distill.teacher import TEACHER_MODES
+
+        _check(self.mode in TEACHER_MODES, "TeacherConfig", "mode", f"must be one of {TEACHER_MODES}",
+               self.mode)
+        _check(0 <= self.ema_decay < 1, "TeacherConfig", "ema_decay", "must be in [0, 1)",
+               self.ema_decay)
+        _pos_int("TeacherConfig", self, "sync_every", "max_tokens_per_forward")
+        _nonneg("TeacherConfig", self, "bandit_c")
+        if isinstance(self.context, dict):
+            object.__setattr__(self, "context", TeacherContextConfig(**self.context))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and batching."""
+
+    lr: float = _f(1e-4, "AdamW learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.999, "AdamW beta2")
+    grad_clip: float = _f(1.0, "max global gradient norm (0 = off)")
+    max_tokens_per_micro_batch: int = _f(4096, "padded tokens per forward/backward micro-batch "
+                                                "(gradients accumulate over micro-batches)")
+    updates_per_step: int = _f(1, "optimizer updates per rollout batch (>1 makes later updates "
+                                  "off-policy; the IS weight corrects for it)")
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0 and math.isfinite(self.lr), "OptimConfig", "lr", "must be > 0", self.lr)
+        _nonneg("OptimConfig", self, "weight_decay", "grad_clip")
+        for n in ("beta1", "beta2"):
+            _check(0 <= getattr(self, n) < 1, "OptimConfig", n, "must be in [0, 1)", getattr(self, n))
+        _pos_int("OptimConfig", self, "max_tokens_per_micro_batch", "updates_per_step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run. ``algo`` picks the objective; everything else is shared, so the
+    baselines run on the same code path."""
+
+    algo: str = _f("opd", "opd (teacher sees skills + hints) | opsd (hints only) | grpo | rft")
+    steps: int = _f(20, "optimizer steps (one rollout batch each)")
+    seed: int = _f(0, "run seed (task choice, sampling, initialization)")
+    out_dir: str = _f("runs/opd", "run folder (metrics, checkpoints, report)")
+    eval_every: int = _f(5, "held-out evaluation every N steps (and at the end); 0 = only at "
+                            "the end")
+    eval_at_start: bool = _f(True, "evaluate once before training (step 0)")
+    checkpoint_every: int = _f(5, "checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = _f(2, "checkpoints kept on disk (oldest deleted first)")
+    resume: bool = _f(True, "resume from the latest checkpoint in out_dir if there is one")
+    tensorboard: bool = _f(True, "also write TensorBoard events (if tensorboard is installed)")
+    progress: bool = _f(True, "show progress bars")
+    samples_to_keep: int = _f(4, "scored trajectories saved per evaluation for the report")
+    model: ModelConfig = _f(ModelConfig(), "model")
+    rollout: RolloutSettings = _f(RolloutSettings(), "rollouts")
+    loss: LossConfig = _f(LossConfig(), "loss")
+    teacher: TeacherConfig = _f(TeacherConfig(), "teacher")
+    optim: OptimConfig = _f(OptimConfig(), "optimizer")
+
+    def __post_init__(self) -> None:
+        _check(self.algo in ALGOS, "TrainConfig", "algo", f"must be one of {ALGOS}", self.algo)
+        _pos_int("TrainConfig", self, "steps", "checkpoint_every", "keep_checkpoints")
+        _check(isinstance(self.eval_every, int) and self.eval_every >= 0, "TrainConfig",
+               "eval_every", "must be an int >= 0", self.eval_every)
+        _check(isinstance(self.seed, int), "TrainConfig", "seed", "must be an int", self.seed)
+        _check(isinstance(self.samples_to_keep, int) and self.samples_to_keep >= 0, "TrainConfig",
+               "samples_to_keep", "must be an int >= 0", self.samples_to_keep)
+        if self.algo == "grpo" and self.rollout.samples_per_task < 2:
+            raise ValueError("TrainConfig.rollout.samples_per_task must be >= 2 for algo='grpo' "
+                             "(group-relative advantages need a group)")
+        if self.loss.success_routing and self.rollout.samples_per_task < 2:
+            raise ValueError("TrainConfig.loss.success_routing needs rollout.samples_per_task >= 2")
+        if self.teacher.mode == "frozen" and not self.model.lora and self.uses_teacher:
+            pass  # allowed: a snapshot of the initial weights is kept (a second copy)
+        if self.algo == "opsd" and "skills" in self.teacher.context.views:
+            raise ValueError("TrainConfig.teacher.context.views must not include 'skills' for "
+                             "algo='opsd' (plain OPSD: the teacher sees privileged hints only)")
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.algo in ("opd", "opsd")
+
+    def teacher_views(self) -> TeacherContextConfig:
+        """The teacher context actually used: OPSD drops skills, OPD keeps them."""
+        ctx = self.teacher.context
+        if self.algo == "opsd":
+            return dataclasses.replace(ctx, views=tuple(v for v in ctx.views if v != "skills"))
+        return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# dict / file / argparse round trips
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
+    """Build ``cls`` from a (possibly partial) nested dict; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {', '.join(where + k for k in unknown)}; "
+                         f"{cls.__name__} has: {', '.join(sorted(names))}")
+    kw = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t) and isinstance(v, dict):
+            v = config_from_dict(t, v, f"{where}{k}.")
+        elif isinstance(v, list):
+            v = tuple(v)
+        kw[k] = v
+    return cls(**kw)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON or YAML file (partial: missing fields keep defaults)."""
+    text = Path(path).read_text()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        d = yaml.safe_load(text) or {}
+    else:
+        d = json.loads(text)
+    return config_from_dict(TrainConfig, d)
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, type, Any]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out += _leaf_fields(t, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, f, t, f.default))
+    return out
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type = TrainConfig,
+                    defaults: Any = None) -> None:
+    """One ``--a.b`` flag per leaf field of ``cls`` (nested dataclasses flattened with dots),
+    plus ``--config FILE``. ``defaults`` (an instance) overrides the shown defaults."""
+    parser.add_argument("--config", default=None,
+                        help="JSON/YAML file with (part of) the config; flags override it")
+    for name, f, t, default in _leaf_fields(cls):
+        if defaults is not None:
+            default = _get(defaults, name)
+        help_text = (f.metadata.get("help", "") if f.metadata else "") or name
+        kw: dict[str, Any] = {"dest": "cfg:" + name, "default": None}
+        origin = typing.get_origin(t)
+        if t is bool:
+            kw["type"] = _parse_bool
+            kw["metavar"] = "BOOL"
+        elif origin is tuple:
+            kw["type"] = lambda s: tuple(x for x in s.split(",") if x)
+            kw["metavar"] = "A,B,..."
+        elif t in (int, float, str):
+            kw["type"] = t
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        parser.add_argument("--" + name.replace("_", "-"), help=f"{help_text} (default: {shown})",
+                            **kw)
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def config_from_args(args: argparse.Namespace, cls: type = TrainConfig, base: Any = None) -> Any:
+    """The config from ``--config`` (if given) or ``base`` (or defaults), with every flag that
+    was set applied on top. Validation errors name the field."""
+    d = config_to_dict(base) if base is not None else {}
+    if getattr(args, "config", None):
+        file_cfg = load_config(args.config) if cls is TrainConfig else None
+        d = config_to_dict(file_cfg) if file_cfg is not None else d
+    for key, value in vars(args).items():
+        if not key.startswith("cfg:") or value is None:
+            continue
+        node = d
+        parts = key[4:].split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return config_from_dict(cls, d)

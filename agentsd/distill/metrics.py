@@ -1,0 +1,102 @@
+"""Per-step metrics: one JSON line per step in ``metrics.jsonl`` plus TensorBoard scalars.
+
+Keys are ``section/name`` (``loss/total``, ``kl/mean``, ``rollout/success``, ``eval/success``,
+``teacher/age``, ``time/tokens_per_s`` ...). Keys under ``time/`` depend on the machine; every
+other value is a deterministic function of the config, seed and step (resume tests compare them).
+
+On resume the JSONL is cut back to the checkpoint's step and TensorBoard events after it are
+purged, so a resumed run's files read as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsWriter", "read_metrics", "summarize_values", "masked_values"]
+
+
+def summarize_values(values: Sequence[float], prefix: str, pcts: Sequence[int] = (50, 95),
+                     ) -> dict[str, float]:
+    """``{prefix/mean, prefix/p50, prefix/p95, prefix/max}`` of ``values`` (empty: nothing)."""
+    import numpy as np
+
+    if len(values) == 0:
+        return {}
+    a = np.asarray(values, dtype=np.float64)
+    out = {f"{prefix}/mean": float(a.mean()), f"{prefix}/max": float(a.max())}
+    for p in pcts:
+        out[f"{prefix}/p{p}"] = float(np.percentile(a, p))
+    return out
+
+
+def masked_values(x_BT: Any, mask_BT: Any) -> list[float]:
+    """The entries of a ``[B, T]`` tensor where ``mask_BT`` is set, as floats."""
+    return x_BT.detach()[mask_BT.bool()].float().tolist()
+
+
+class MetricsWriter:
+    """Append-only JSONL (flushed and fsynced per line, so a killed run keeps every finished
+    step) and optional TensorBoard."""
+
+    def __init__(self, run_dir: str | Path, resume_step: int = 0, tensorboard: bool = True) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._truncate_after(resume_step)
+        self._f = self.path.open("a", encoding="utf-8")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is a dev extra; JSONL is always written
+                self.tb = None
+            else:
+                self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        row = {"step": step, **{k: _clean(v) for k, v in values.items()}}
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float) and v is not None:
+                    self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        self._f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl`` (a truncated last line, from a killed writer, is skipped)."""
+    rows = []
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.jsonl"
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

@@ -1,0 +1,342 @@
+"""The teacher: the same network, gradients stopped, dropout off, scoring the student's own tokens.
+
+Alignment. A student trajectory is ``first_prompt + response`` where ``response`` =
+:meth:`~agentsd.trajectory.Trajectory.response_ids` (actions, env and tool tokens, verbatim). The
+teacher input is ``teacher_prompt + response``: its own context (skills, hints, task) followed by
+the student's exact token ids, so student position ``i >= prompt_len`` is teacher position
+``i - prompt_len + len(teacher_prompt)``. Nothing is re-rendered, so chat templates that rewrite
+history cannot shift a token. With *step-wise* contexts (a different teacher prompt per turn,
+e.g. revealing the next gold step), turn ``k`` gets its own row
+``teacher_prompt_k + response[: end of action k]`` scoring only action ``k``'s tokens; all rows
+go through one batched forward.
+
+Modes (:class:`Teacher`), all sharing the student's weights where possible:
+
+- ``live``: the current student itself (no copy);
+- ``frozen``: the base model with the LoRA adapter disabled (one copy of the weights); for full
+  fine-tuning a snapshot of the initial trainable tensors is swapped in instead;
+- ``ema``: an exponential moving average of the trainable tensors (the adapter for LoRA),
+  swapped into the model for the teacher forward and swapped back afterwards;
+- ``sync``: a snapshot refreshed every ``sync_every`` steps, optionally only when the held-out
+  reward improved since the last sync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentsd.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TeacherRow", "build_teacher_rows", "render_prompt", "pad_rows", "forward_logprobs",
+           "score_rows", "Teacher", "TEACHER_MODES", "AlignmentError"]
+
+TEACHER_MODES = ("live", "frozen", "ema", "sync")
+
+
+class AlignmentError(ValueError):
+    """The teacher row does not carry the student's tokens where the alignment says it does."""
+
+
+@dataclass
+class TeacherRow:
+    """One teacher forward sequence and where its scored tokens sit in the student sequence."""
+
+    traj_index: int
+    input_ids: list[int]
+    #: positions in ``input_ids`` whose token log-probs the teacher provides
+    row_pos: list[int] = field(default_factory=list)
+    #: the same tokens' positions in the student's :meth:`Trajectory.token_ids`
+    student_pos: list[int] = field(default_factory=list)
+
+
+def render_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's chat template with the generation
+    prompt appended (what a model sees right before it answers). Rendered to text and encoded
+    without added special tokens, exactly as the rollout engine renders a first prompt."""
+    kw = {"tools": tools} if tools else {}
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
+    return [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
+
+
+def build_teacher_rows(traj: Trajectory, teacher_prompt: list[int] | Sequence[list[int]],
+                       traj_index: int = 0) -> list[TeacherRow]:
+    """Teacher rows for one trajectory (see the module docstring).
+
+    ``teacher_prompt`` is one list of ids (one shared prefix: one row) or a list with one prompt
+    per turn (step-wise: one row per turn). Raises :class:`AlignmentError` if a row does not
+    reproduce the student's action tokens at the aligned positions.
+    """
+    if not traj.turns:
+        return []
+    per_turn = len(teacher_prompt) > 0 and isinstance(teacher_prompt[0], list | tuple)
+    if per_turn and len(teacher_prompt) != len(traj.turns):
+        raise ValueError(f"step-wise teacher prompts: got {len(teacher_prompt)} for "
+                         f"{len(traj.turns)} turns (need one per turn)")
+    ids, p0 = traj.token_ids(), traj.prompt_len()
+    response = ids[p0:]
+    # student positions of each turn's action tokens
+    spans, pos = [], 0
+    for turn in traj.turns:
+        start = pos + len(turn.prompt_ids)
+        spans.append((start, start + len(turn.action_ids)))
+        pos = start + len(turn.action_ids)
+    rows: list[TeacherRow] = []
+    if not per_turn:
+        tp = list(teacher_prompt)
+        student_pos = [i for a, b in spans for i in range(a, b)]
+        rows.append(TeacherRow(traj_index, tp + response, [i - p0 + len(tp) for i in student_pos],
+                               student_pos))
+    else:
+        for (a, b), tp in zip(spans, teacher_prompt, strict=True):
+            tp = list(tp)
+            rows.append(TeacherRow(traj_index, tp + response[: b - p0],
+                                   [i - p0 + len(tp) for i in range(a, b)], list(range(a, b))))
+    for r in rows:
+        bad = [i for i, j in zip(r.row_pos, r.student_pos, strict=True) if r.input_ids[i] != ids[j]]
+        if bad or any(i < 1 for i in r.row_pos):
+            raise AlignmentError(f"trajectory {traj.id}: teacher row does not carry the student's "
+                                 f"action tokens at {bad[:5]} (teacher prompt must be non-empty)")
+    return rows
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists to ``(ids_BT, attention_mask_BT)`` (long tensors)."""
+    import torch
+
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), T), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        attn[b, : len(r)] = 1
+    return ids, attn
+
+
+def _unwrap(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
+                     chunk_size: int = 256, want_logits: bool = False, want_entropy: bool = False,
+                     ) -> dict[str, torch.Tensor]:
+    """Log-probability of every token given the ones before it, ``logp_BT`` (position 0 is 0).
+
+    The decoder's last hidden states go through the output head ``chunk_size`` rows at a time
+    under activation checkpointing, so ``B x T x V`` fp32 logits are never held at once (the
+    dominant memory cost at real vocabulary sizes). ``want_logits`` also returns the shifted
+    logits ``logits_BTV`` (row ``t`` predicts token ``t``) for full-vocabulary losses;
+    ``want_entropy`` the per-position entropy ``entropy_BT`` (detached).
+    """
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    from agentsd.distill.losses import entropy_from_logits
+
+    base = _unwrap(model)
+    hidden = base.get_decoder()(input_ids=ids_BT, attention_mask=attn_BT).last_hidden_state
+    head = model.get_output_embeddings()
+    B, T, D = hidden.shape
+    h = hidden[:, :-1].reshape(-1, D)
+    tgt = ids_BT[:, 1:].reshape(-1, 1)
+
+    def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = head(x).float()
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        ent = ((lse.squeeze(-1) - (logits.softmax(-1) * logits).sum(-1)).detach()
+               if want_entropy else lse.new_zeros(()))
+        return (logits.gather(-1, y) - lse).squeeze(-1), ent
+
+    parts, ents = [], []
+    for i in range(0, h.shape[0], chunk_size):
+        x, y = h[i:i + chunk_size], tgt[i:i + chunk_size]
+        lp, ent = (checkpoint(pick, x, y, use_reentrant=False) if torch.is_grad_enabled()
+                   and x.requires_grad else pick(x, y))
+        parts.append(lp)
+        ents.append(ent)
+    zero = hidden.new_zeros(B, 1, dtype=torch.float32)
+    logp = torch.cat([zero, torch.cat(parts).view(B, T - 1)], dim=1) if parts else zero
+    out = {"logp_BT": logp}
+    if want_entropy:
+        out["entropy_BT"] = (torch.cat([zero, torch.cat(ents).view(B, T - 1)], dim=1)
+                             if ents else zero)
+    if want_logits:
+        logits = head(hidden[:, :-1])
+        out["logits_BTV"] = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
+        if want_entropy and not ents:
+            out["entropy_BT"] = entropy_from_logits(out["logits_BTV"])
+    return out
+
+
+def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], pad_id: int = 0,
+               max_tokens: int = 4096, want_logits: bool = False, chunk_size: int = 256,
+               ) -> dict[str, torch.Tensor]:
+    """Run the teacher over ``rows`` (no gradient) and scatter its log-probs back onto the
+    students' positions: ``teacher_logp_BT`` of shape ``[len(student_lengths), max(lengths)]``,
+    zero where the teacher scored nothing. Rows are packed into forwards of at most
+    ``max_tokens`` padded tokens. ``want_logits`` also returns ``teacher_logits_BTV`` aligned the
+    same way (for full-vocabulary divergences).
+    """
+    import torch
+
+    B, T = len(student_lengths), max(student_lengths)
+    out_lp = torch.zeros(B, T, dtype=torch.float32)
+    out_logits = None
+    for batch in _pack(rows, max_tokens):
+        ids, attn = pad_rows([r.input_ids for r in batch], pad_id)
+        with torch.no_grad():
+            res = forward_logprobs(model, ids, attn, chunk_size=chunk_size, want_logits=want_logits)
+        for b, r in enumerate(batch):
+            out_lp[r.traj_index, r.student_pos] = res["logp_BT"][b, r.row_pos].float()
+            if want_logits:
+                lg = res["logits_BTV"]
+                if out_logits is None:
+                    out_logits = torch.zeros(B, T, lg.shape[-1], dtype=lg.dtype)
+                out_logits[r.traj_index, r.student_pos] = lg[b, r.row_pos]
+    res = {"teacher_logp_BT": out_lp}
+    if want_logits:
+        res["teacher_logits_BTV"] = out_logits
+    return res
+
+
+def _pack(rows: list[TeacherRow], max_tokens: int) -> Iterator[list[TeacherRow]]:
+    """Group rows (longest first) so each padded batch has at most ``max_tokens`` tokens (a
+    longer single row still goes alone)."""
+    order = sorted(rows, key=lambda r: -len(r.input_ids))
+    batch: list[TeacherRow] = []
+    for r in order:
+        if batch and len(batch[0].input_ids) * (len(batch) + 1) > max_tokens:
+            yield batch
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------------------------------------
+# teacher modes
+
+class Teacher:
+    """Which weights the teacher forward uses (see the module docstring for the modes).
+
+    Use :meth:`scoring` around teacher forwards and call :meth:`after_step` once per optimizer
+    step::
+
+        teacher = Teacher(model, "ema", ema_decay=0.95)
+        with teacher.scoring():
+            scores = score_rows(model, rows, lengths)
+        ...; optimizer.step(); events = teacher.after_step(step)
+
+    ``copy_model`` (benchmarks only) scores with a separate deep copy of the initial model, the
+    memory-hungry alternative to ``frozen``.
+    """
+
+    def __init__(self, model: Any, mode: str = "frozen", ema_decay: float = 0.95,
+                 sync_every: int = 10, sync_on_improve: bool = False,
+                 copy_model: bool = False) -> None:
+        if mode not in TEACHER_MODES:
+            raise ValueError(f"teacher mode must be one of {TEACHER_MODES}, got {mode!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {sync_every}")
+        self.model, self.mode, self.ema_decay = model, mode, ema_decay
+        self.sync_every, self.sync_on_improve = sync_every, sync_on_improve
+        self.is_lora = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+        self.snapshot: dict[str, torch.Tensor] | None = None
+        self.copy = None
+        if copy_model:
+            import copy
+
+            self.copy = copy.deepcopy(model).eval().requires_grad_(False)
+        elif mode in ("ema", "sync") or (mode == "frozen" and not self.is_lora):
+            self.snapshot = self._trainable_copy()
+        self.age = 0  # optimizer steps since the teacher's weights last changed
+        self.syncs = 0
+        self.best_eval: float | None = None
+        self._improved = False
+
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def _trainable_copy(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self._trainable().items()}
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[Any]:
+        """Put the model in teacher state (eval mode, no grad, teacher weights); yields the model
+        to run. Restores the student's weights and train/eval flag on exit."""
+        import torch
+
+        if self.copy is not None:
+            with torch.no_grad():
+                yield self.copy
+            return
+        was_training = self.model.training
+        self.model.eval()  # dropout off: a shared-weights teacher must be deterministic
+        try:
+            with torch.no_grad():
+                if self.mode == "frozen" and self.is_lora:
+                    with self.model.disable_adapter():
+                        yield self.model
+                elif self.snapshot is not None:
+                    params = self._trainable()
+                    student = {n: p.detach().clone() for n, p in params.items()}
+                    try:
+                        for n, p in params.items():
+                            p.copy_(self.snapshot[n])
+                        yield self.model
+                    finally:
+                        for n, p in params.items():
+                            p.copy_(student[n])
+                else:
+                    yield self.model
+        finally:
+            self.model.train(was_training)
+
+    def report_eval(self, reward: float) -> None:
+        """Record a held-out reward; ``sync_on_improve`` syncs only after an improvement."""
+        if self.best_eval is None or reward > self.best_eval:
+            self.best_eval = reward
+            self._improved = True
+
+    def after_step(self, step: int) -> dict[str, float]:
+        """Update the teacher after optimizer step ``step`` (1-based). Returns events for the
+        metrics (``teacher_age``, ``teacher_sync`` 0/1)."""
+        import torch
+
+        synced = 0.0
+        if self.mode == "live":
+            self.age = 0
+        elif self.mode == "ema" and self.snapshot is not None:
+            with torch.no_grad():
+                for n, p in self._trainable().items():
+                    self.snapshot[n].mul_(self.ema_decay).add_(p.detach(), alpha=1 - self.ema_decay)
+            self.age = 0
+        elif self.mode == "sync" and step % self.sync_every == 0 and (
+                not self.sync_on_improve or self._improved):
+            self.snapshot = self._trainable_copy()
+            self._improved = False
+            self.syncs += 1
+            self.age, synced = 0, 1.0
+        else:
+            self.age += 1
+        return {"teacher_age": float(self.age), "teacher_sync": synced}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "age": self.age, "syncs": self.syncs, "best_eval": self.best_eval,
+                "improved": self._improved,
+                "snapshot": {k: v.clone() for k, v in (self.snapshot or {}).items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["mode"] != self.mode:
+            raise ValueError(f"checkpoint teacher mode {state['mode']!r} != configured {self.mode!r}")
+        self.age, self.syncs, self.best_eval = state["age"], state["syncs"], state["best_eval"]
+        self._improved = state["improved"]
+        if state["snapshot"]:
+            self.snapshot = {k: v.clone() for k, v in state["snapshot"].items()}
