@@ -32,6 +32,7 @@ not the reward: code that introspects the grading harness in its own process cou
 from __future__ import annotations
 
 import ast
+import atexit
 import doctest
 import hashlib
 import json
@@ -432,6 +433,7 @@ def _shared_backend(name: str, url: str | None) -> Any:
 
         try:
             _BACKENDS[key] = get_backend(name, **({"url": url} if url else {}))
+            atexit.register(_BACKENDS[key].close)  # its cgroups / containers / connections
         except SandboxUnavailable as e:
             _BACKENDS[key] = _Unavailable(str(e))
     return _BACKENDS[key]

@@ -54,7 +54,10 @@ def run(code: str | None = None, *, files: dict | None = None, cmd=None, stdin: 
     global _DEFAULT
     if backend is None:
         if _DEFAULT is None:
+            import atexit
+
             _DEFAULT = get_backend("local")
+            atexit.register(_DEFAULT.close)
         backend = _DEFAULT
     req = ExecRequest(code=code, files=dict(files or {}), cmd=tuple(cmd) if cmd else None,
                       stdin=stdin, limits=limits or DEFAULT_LIMITS)
