@@ -531,3 +531,32 @@ def test_1000_runs_leave_nothing_behind(concurrency):
     assert host_mounts() == mounts
     assert not {n for n in set(os.listdir("/tmp")) - tmp_before if "agentsd" in n or n == "x"}
     assert growth_kb < 20_000, f"harness RSS grew {growth_kb} KiB over 800 runs"
+
+
+def test_spawn_mode_matches_zygote_mode():
+    """The per-run ``unshare`` path (no long-lived helper) gives the same statuses."""
+    from agentsd.sandbox.local import LocalSandbox, probe
+
+    if not probe().ok:
+        pytest.skip(probe().reason)
+    cases = {"print(2 + 2)": Status.OK, "while True: pass": Status.TIMEOUT,
+             "import sys\nwhile True:\n    sys.stdout.write('y' * 65536)\n": Status.OUTPUT_LIMIT,
+             "x = bytearray(8 * 1024 ** 3)": Status.MEMORY,
+             "import os, time\nif os.fork() == 0:\n    os.setsid(); time.sleep(10_000)\n": Status.OK}
+    with LocalSandbox(slots=1, mode="spawn") as box:
+        for code, want in cases.items():
+            assert box.run(ExecRequest(code=code, limits=TLIM)).status is want, code
+    assert wait_clean() == []
+
+
+def test_zygote_restarts_after_it_dies():
+    from agentsd.sandbox.local import LocalSandbox, probe
+
+    if not probe().ok:
+        pytest.skip(probe().reason)
+    with LocalSandbox(slots=1) as box:
+        assert box.run(ExecRequest(code="print(1)", limits=LIM)).ok
+        box._zproc.kill()
+        box._zproc.wait()
+        r = box.run(ExecRequest(code="print(2)", limits=LIM))
+        assert r.ok and r.stdout == "2\n", r

@@ -16,6 +16,11 @@ IPC and UTS namespaces and still root. It:
    tears the pid namespace down, so nothing can outlive the run.
 
 Any failure before ``exec`` is reported as ``{"error": ...}`` (a sandbox error, not the code's).
+
+The fast path (``--zygote SOCK_FD``, the default of ``local.py``) skips the per-run ``unshare``
+exec and interpreter start-up: one long-lived root process receives each run's fds over a unix
+socket and forks; the child calls ``unshare(2)`` itself and forks pid 1, which runs the same steps
+1-5 (see :func:`zygote` and :func:`one_run`).
 """
 
 import ctypes
@@ -119,8 +124,12 @@ def join_cgroups(cfg):
             f.write(str(os.getpid()))
 
 
-def child(cfg):
-    """In the forked program process: drop everything, then exec (never returns)."""
+def child(cfg, keep_fd):
+    """In the forked program process: drop everything, then exec (never returns). Every fd but
+    stdio and ``keep_fd`` (close-on-exec, reports a failed exec) is closed, so the program cannot
+    write to the status channel."""
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, 65536)
     lim = cfg["limits"]
     mb = 1024 * 1024
     os.setsid()
@@ -144,8 +153,8 @@ def child(cfg):
     os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
 
 
-def main():
-    cfg_fd, status_fd = int(sys.argv[1]), int(sys.argv[2])
+def run_in_namespace(cfg_fd, status_fd):
+    """The pid-1 part: build the root, run the program, reap, report (returns an exit code)."""
     status = os.fdopen(status_fd, "w")
 
     def report(obj):
@@ -167,7 +176,7 @@ def main():
         try:
             os.close(err_r)
             status.close()
-            child(cfg)
+            child(cfg, err_w)
         except BaseException as e:  # noqa: BLE001
             os.write(err_w, f"{type(e).__name__}: {e}".encode()[:2000])
         os._exit(127)
@@ -203,6 +212,82 @@ def main():
         "maxrss_kb": ru.ru_maxrss,
     })
     return 0
+
+
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+PR_SET_PDEATHSIG = 1
+
+
+def one_run(fds):
+    """In a child of the zygote: new namespaces, then pid 1 runs :func:`run_in_namespace`; this
+    process reports pid 1's host pid first and ``{"reaped": true}`` once pid 1 (and with it the
+    whole namespace) is gone, and kills it after the wall limit + grace even if the harness
+    died. Never returns."""
+    cfg_fd, in_fd, out_fd, err_fd, status_fd = fds
+    for src, dst in ((in_fd, 0), (out_fd, 1), (err_fd, 2)):
+        os.dup2(src, dst)
+        os.close(src)
+    def say(obj):
+        os.write(status_fd, (json.dumps(obj) + "\n").encode())
+
+    try:
+        with os.fdopen(os.dup(cfg_fd), "rb") as f:
+            wall = float(json.loads(f.read())["wall_s"])
+        os.lseek(cfg_fd, 0, os.SEEK_SET)
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET),
+               "unshare")
+        pid = os.fork()
+    except Exception as e:  # noqa: BLE001
+        say({"error": f"{type(e).__name__}: {e}"})
+        os._exit(0)
+    if pid == 0:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os._exit(run_in_namespace(cfg_fd, status_fd))
+    os.close(cfg_fd)
+    for fd in (0, 1, 2):
+        os.close(fd)
+    say({"pid": pid})
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+    signal.alarm(int(wall) + 10)  # backstop if the harness is gone
+    os.waitpid(pid, 0)
+    signal.alarm(0)
+    say({"reaped": True})
+    os._exit(0)
+
+
+def zygote(sock_fd):
+    """Serve runs forever: each message carries five fds (config memfd, stdin, stdout, stderr,
+    status); fork :func:`one_run` per message. Exits when the harness closes the socket."""
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the per-run children
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 64, 5)
+        except InterruptedError:
+            continue
+        if not msg:
+            return 0
+        if len(fds) != 5:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            sock.close()
+            one_run(fds)
+        for fd in fds:
+            os.close(fd)
+
+
+def main():
+    if sys.argv[1] == "--zygote":
+        return zygote(int(sys.argv[2]))
+    return run_in_namespace(int(sys.argv[1]), int(sys.argv[2]))
 
 
 if __name__ == "__main__":

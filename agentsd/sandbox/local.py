@@ -144,7 +144,9 @@ class LocalSandbox:
     """The embedded sandbox (see the module docstring for exactly what it isolates).
 
     ``slots`` bounds concurrent runs of this object (each slot has its own uid ``uid_base+slot``
-    and cgroup); ``python`` is the interpreter ``cmd=None`` runs (``-E -s -S``: no site-packages,
+    and cgroup); ``mode="zygote"`` (default) forks each run from one long-lived root launcher,
+    ``mode="spawn"`` execs ``unshare`` and a fresh launcher per run (slower, no helper
+    process); ``python`` is the interpreter ``cmd=None`` runs (``-E -s -S``: no site-packages,
     for speed; pass ``cmd`` to use site-packages).
     """
 
@@ -152,9 +154,16 @@ class LocalSandbox:
 
     def __init__(self, slots: int | None = None, *, uid_base: int = 60000,
                  isolation: str = "namespaces", python: str | None = None,
-                 use_cgroups: bool = True) -> None:
+                 use_cgroups: bool = True, mode: str = "zygote") -> None:
         if isolation not in ("namespaces", "weak"):
             raise ValueError(f"isolation must be 'namespaces' or 'weak', got {isolation!r}")
+        if mode not in ("zygote", "spawn"):
+            raise ValueError(f"mode must be 'zygote' (fast, one long-lived root launcher) or "
+                             f"'spawn' (unshare + a fresh launcher per run), got {mode!r}")
+        self.mode = mode
+        self._zlock = threading.Lock()
+        self._zproc: subprocess.Popen | None = None
+        self._zsock = None
         slots = slots or max(1, os.cpu_count() or 1)
         if not isinstance(slots, int) or not 1 <= slots <= 1024:
             raise ValueError(f"slots must be an int in [1, 1024], got {slots!r}")
@@ -195,13 +204,24 @@ class LocalSandbox:
                                   backend=self.name)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "isolation": self.isolation, "slots": self.slots,
+        return {"backend": self.name, "isolation": self.isolation, "mode": self.mode, "slots": self.slots,
                 "uid_base": self.uid_base, "cgroups": self._cgroups,
                 "cgroup_error": self.cgroup_error}
 
     def close(self) -> None:
-        """Remove this object's cgroups (idempotent)."""
+        """Stop the zygote and remove this object's cgroups (idempotent)."""
         self._closed = True
+        with self._zlock:
+            if self._zsock is not None:
+                self._zsock.close()  # the zygote exits on EOF
+                self._zsock = None
+            if self._zproc is not None:
+                try:
+                    self._zproc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._zproc.kill()
+                    self._zproc.wait()
+                self._zproc = None
         for slot in list(self._cg_ready):
             for d in self._cgroup_dirs(slot):
                 with contextlib.suppress(OSError):
@@ -216,7 +236,7 @@ class LocalSandbox:
 
     def __getstate__(self):  # configuration travels, locks and cgroups do not
         return {"slots": self.slots, "uid_base": self.uid_base, "isolation": self.isolation,
-                "python": self.python, "use_cgroups": self._cgroups != "none"}
+                "python": self.python, "use_cgroups": self._cgroups != "none", "mode": self.mode}
 
     def __setstate__(self, state) -> None:
         self.__init__(**state)
@@ -289,31 +309,103 @@ class LocalSandbox:
         cfg = {
             "files": {k: v.hex() for k, v in req.all_files().items()},
             "argv": cmd, "env": env, "uid": self.uid_base + slot,
-            "tmpfs_mb": lim.file_mb, "ro_binds": _ro_binds(), "cgroups": cg_dirs,
+            "tmpfs_mb": lim.file_mb, "ro_binds": _ro_binds(), "cgroups": cg_dirs, "wall_s": lim.wall_s,
             "limits": {"cpu": lim.cpu_seconds, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
                        "open_files": lim.open_files, "processes": lim.processes},
         }
         cfg_fd = os.memfd_create("agentsd-sandbox-cfg", 0)  # no temp file, no pipe deadlock
-        status_r, status_w = os.pipe()
         try:
             os.write(cfg_fd, json.dumps(cfg).encode())
             os.lseek(cfg_fd, 0, os.SEEK_SET)
-            argv = ["unshare", "--fork", "--pid", "--net", "--mount", "--ipc", "--uts",
-                    "--kill-child", sys.executable, "-I", "-S", LAUNCHER, str(cfg_fd), str(status_w)]
-            t0 = time.monotonic()
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, pass_fds=(cfg_fd, status_w),
-                                    env={"PATH": "/usr/bin:/bin"}, start_new_session=True)
+            if self.mode == "zygote":
+                io = self._via_zygote(cfg_fd, req, lim)
+            else:
+                io = self._via_unshare(cfg_fd, req, lim)
         finally:
             os.close(cfg_fd)
-            os.close(status_w)
-        try:
-            io = _pump(proc, req.stdin_bytes(), lim, t0, status_r, kill=lambda: _kill_ns(proc))
-        finally:
-            os.close(status_r)
         res = _classify(io, lim, self._oom_kills(cg_dirs) > oom_before)
         res.backend = self.name
         return res
+
+    def _via_unshare(self, cfg_fd: int, req: ExecRequest, lim: Limits) -> _IO:
+        """Spawn mode: ``unshare`` + a fresh launcher interpreter per run."""
+        status_r, status_w = os.pipe()
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        argv = ["unshare", "--fork", "--pid", "--net", "--mount", "--ipc", "--uts",
+                "--kill-child", sys.executable, "-I", "-S", LAUNCHER, str(cfg_fd), str(status_w)]
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.Popen(argv, stdin=in_r, stdout=out_w, stderr=err_w,
+                                    pass_fds=(cfg_fd, status_w), env={"PATH": "/usr/bin:/bin"},
+                                    start_new_session=True)
+        except BaseException:
+            for fd in (status_r, in_w, out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (status_w, in_r, out_w, err_w):
+                os.close(fd)
+
+        def kill(_status: bytes) -> bool:
+            _kill_ns(proc)
+            return True
+
+        return _pump(in_w, out_r, err_r, status_r, req.stdin_bytes(), lim, t0, kill,
+                     finish=lambda: _reap(proc))
+
+    def _via_zygote(self, cfg_fd: int, req: ExecRequest, lim: Limits) -> _IO:
+        """Zygote mode: hand the run's fds to the long-lived root launcher, which forks."""
+        import socket
+
+        status_r, status_w = os.pipe()
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        t0 = time.monotonic()
+        try:
+            with self._zlock:
+                sock = self._zygote()
+                socket.send_fds(sock, [b"run"], [cfg_fd, in_r, out_w, err_w, status_w])
+        except BaseException:
+            for fd in (status_r, in_w, out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (status_w, in_r, out_w, err_w):
+                os.close(fd)
+
+        def kill(status: bytes) -> bool:
+            for line in status.splitlines():
+                with contextlib.suppress(ValueError):
+                    pid = json.loads(line).get("pid")
+                    if isinstance(pid, int) and pid > 1:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)  # pid 1 of the run's namespace
+                        return True
+            return False  # its pid has not arrived yet: try again on the next chunk
+
+        return _pump(in_w, out_r, err_r, status_r, req.stdin_bytes(), lim, t0, kill)
+
+    def _zygote(self):
+        """The live zygote's socket, (re)starting it when needed (caller holds ``_zlock``)."""
+        import socket
+
+        if self._zproc is not None and self._zproc.poll() is None:
+            return self._zsock
+        if self._zsock is not None:
+            self._zsock.close()
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._zproc = subprocess.Popen(
+                [sys.executable, "-I", "-S", LAUNCHER, "--zygote", str(child.fileno())],
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"}, start_new_session=True)
+        finally:
+            child.close()
+        self._zsock = parent
+        return parent
 
     # -- weak isolation (explicit opt-in) -------------------------------------------------------
     def _run_weak(self, req: ExecRequest) -> ExecResult:
@@ -335,17 +427,29 @@ class LocalSandbox:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_mb * mb,) * 2)
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
+            in_r, in_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
             t0 = time.monotonic()
-            proc = subprocess.Popen(cmd, cwd=work, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=dict(_ENV, HOME=work, TMPDIR=work,
-                                                                     PATH="/usr/bin:/bin"),
-                                    start_new_session=True, preexec_fn=limit)
+            try:
+                proc = subprocess.Popen(cmd, cwd=work, stdin=in_r, stdout=out_w, stderr=err_w,
+                                        env=dict(_ENV, HOME=work, TMPDIR=work, PATH="/usr/bin:/bin"),
+                                        start_new_session=True, preexec_fn=limit)
+            except BaseException:
+                for fd in (in_w, out_r, err_r):
+                    os.close(fd)
+                raise
+            finally:
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
 
-            def kill() -> None:
+            def kill(_status: bytes = b"") -> bool:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                return True
 
-            io = _pump(proc, req.stdin_bytes(), lim, t0, None, kill=kill)
+            io = _pump(in_w, out_r, err_r, None, req.stdin_bytes(), lim, t0, kill,
+                       finish=lambda: _reap(proc))
             kill()  # leftovers of the session; setsid'd grandchildren can escape weak mode
         res = _classify(io, lim, False)
         res.backend = self.name + "-weak"
@@ -364,6 +468,14 @@ def _resolve(prog: str, python: str) -> str:
     if found is None:
         raise FileNotFoundError(f"program {prog!r} not found on the sandbox PATH")
     return found
+
+
+def _reap(proc: subprocess.Popen) -> int:
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def _kill_ns(proc: subprocess.Popen) -> None:
@@ -396,36 +508,46 @@ class _IO:
     harness_stderr: str = ""
 
 
-def _pump(proc: subprocess.Popen, stdin: bytes, lim: Limits, t0: float, status_fd: int | None,
-          kill) -> _IO:
-    """Feed stdin, collect capped stdout/stderr and the launcher's status line, enforce the wall
-    clock and the output cap (killing the run), then reap."""
+def _pump(stdin_fd: int, out_fd: int, err_fd: int, status_fd: int | None, stdin: bytes,
+          lim: Limits, t0: float, kill, finish=None) -> _IO:
+    """Feed stdin, collect capped stdout/stderr and the launcher's status lines until every
+    reader sees EOF (then the run and its namespace are gone). On the wall clock or the output
+    cap, ``kill(status_so_far) -> bool`` is called (until it returns True) and the pipes are
+    drained to EOF, so teardown is complete when this returns. Closes every fd it was given;
+    ``finish()`` (reaping a subprocess) runs last."""
     io = _IO()
     cap = lim.output_kb * 1024
-    bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    bufs = {out_fd: bytearray(), err_fd: bytearray()}
     status_buf = bytearray()
     sel = selectors.DefaultSelector()
-    for f in (proc.stdout, proc.stderr):
-        os.set_blocking(f.fileno(), False)
-        sel.register(f.fileno(), selectors.EVENT_READ)
-    if status_fd is not None:
-        sel.register(status_fd, selectors.EVENT_READ)
-    stdin_fd = proc.stdin.fileno()
+    for fd in (out_fd, err_fd, status_fd):
+        if fd is not None:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
     if stdin:
         os.set_blocking(stdin_fd, False)
         sel.register(stdin_fd, selectors.EVENT_WRITE)
     else:
-        proc.stdin.close()
+        os.close(stdin_fd)
+        stdin_fd = -1
     pending = memoryview(stdin)
     deadline = t0 + lim.wall_s
-    total = 0
+    total, killed, hard_deadline = 0, False, None
     try:
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
+        while any(k.fd != stdin_fd for k in sel.get_map().values()):
+            now = time.monotonic()
+            if not (io.timed_out or io.flooded) and now >= deadline:
                 io.timed_out = True
-                break
-            for key, _ in sel.select(timeout=min(left, 0.5)):
+            if io.timed_out or io.flooded:
+                if stdin_fd >= 0 and stdin_fd in sel.get_map():
+                    sel.unregister(stdin_fd)
+                if not killed:
+                    killed = bool(kill(bytes(status_buf)))
+                hard_deadline = hard_deadline or now + 30
+                if now > hard_deadline:
+                    raise RuntimeError("the sandbox did not tear down within 30 s of the kill")
+            wait = 0.05 if (io.timed_out or io.flooded) else min(max(deadline - now, 0.0), 0.5)
+            for key, _ in sel.select(timeout=wait):
                 fd = key.fd
                 if fd == stdin_fd:
                     try:
@@ -436,7 +558,8 @@ def _pump(proc: subprocess.Popen, stdin: bytes, lim: Limits, t0: float, status_f
                         pending = pending[:0]
                     if not pending:
                         sel.unregister(fd)
-                        proc.stdin.close()
+                        os.close(fd)
+                        stdin_fd = -1
                     continue
                 try:
                     chunk = os.read(fd, 65536)
@@ -449,45 +572,36 @@ def _pump(proc: subprocess.Popen, stdin: bytes, lim: Limits, t0: float, status_f
                     status_buf += chunk
                     continue
                 total += len(chunk)
-                buf = bufs[fd]
-                room = cap - len(bufs[proc.stdout.fileno()]) - len(bufs[proc.stderr.fileno()])
-                buf += chunk[:max(0, room)]
-                if total > cap:
+                room = cap - len(bufs[out_fd]) - len(bufs[err_fd])
+                bufs[fd] += chunk[:max(0, room)]
+                if total > cap and not io.flooded:
                     io.flooded = True
-                    if fd == proc.stdout.fileno():
+                    if fd == out_fd:
                         io.out_trunc = True
                     else:
                         io.err_trunc = True
-            if io.flooded:
-                break
     finally:
-        if io.timed_out or io.flooded:
-            kill()
-        try:
-            io.returncode = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            kill()
-            io.returncode = proc.wait()
-        io.wall_s = time.monotonic() - t0
-        if status_fd is not None and not io.timed_out and not io.flooded:
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.set_blocking(status_fd, True)
-                status_buf += os.read(status_fd, 65536)
         sel.close()
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            with contextlib.suppress(OSError):
-                f.close()
+        for fd in (stdin_fd, out_fd, err_fd, status_fd):
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if finish is not None:
+            io.returncode = finish()
+        io.wall_s = time.monotonic() - t0
     return _finish(io, bufs, status_buf)
 
 
 def _finish(io: _IO, bufs: dict, status_buf: bytearray) -> _IO:
     io.stdout, io.stderr = (bytes(b) for b in bufs.values())  # insertion order: stdout, stderr
-    line = bytes(status_buf).strip().splitlines()
-    if line:
+    for line in bytes(status_buf).strip().splitlines():
         try:
-            io.status = json.loads(line[-1])
+            msg = json.loads(line)
         except ValueError:
-            io.status = {"error": f"unreadable launcher status {line[-1][:200]!r}"}
+            io.status = {"error": f"unreadable launcher status {line[:200]!r}"}
+            continue
+        if isinstance(msg, dict) and ("exit_code" in msg or "error" in msg):
+            io.status = msg  # the pid-1 report; "pid"/"reaped" lines are bookkeeping
     return io
 
 
