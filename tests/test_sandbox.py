@@ -1,6 +1,9 @@
 """The sandbox: its contract and the adversarial corpus, run against every backend available
-here — ``local``, ``http`` (the real server on loopback, local behind it) and ``docker`` (an
-engine the tests start themselves when root; skipped with the reason otherwise).
+here — ``local``, ``http`` (the real server on loopback, local behind it) and ``docker``: when
+no engine answers and we are root, the tests start ``dockerd --iptables=false --bridge=none``
+themselves (installing Debian's ``docker.io`` with apt first if needed; set
+``AGENTSD_TEST_INSTALL_DOCKER=0`` to forbid that) and stop it at the end; otherwise the docker
+cases are skipped with the reason.
 
 Every corpus test also checks, through the ``contained`` fixture, that no sandbox process
 survives, the host mount table is unchanged, no container is left, and the next run works."""
@@ -100,8 +103,13 @@ class DockerEngine:
             if os.environ.get("AGENTSD_TEST_INSTALL_DOCKER", "1") == "0" or shutil.which("apt-get") is None:
                 self.reason = "dockerd not installed (apt-get install docker.io) and installing is off"
                 return False
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             r = subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True,
-                               text=True, timeout=600, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+                               text=True, timeout=600, env=env)
+            if r.returncode != 0:  # a clean machine may have no package lists yet
+                subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, env=env)
+                r = subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True,
+                                   text=True, timeout=600, env=env)
             if r.returncode != 0 or shutil.which("dockerd") is None:
                 self.reason = f"apt-get install docker.io failed: {r.stderr[-300:]}"
                 return False
