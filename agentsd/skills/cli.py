@@ -103,7 +103,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def build(env_id: str, sources: list[str], out: Path, summarizer: str = "deterministic",
           policy: Any = None, prompt_version: int | None = None, max_skills: int = 4,
-          dedupe: float = 0.6, command: str = "", write: bool = True) -> dict[str, Any]:
+          dedupe: float = 0.6, command: str = "", write: bool = True, notes: str = "") -> dict[str, Any]:
     """Summarize the ``env_id`` trajectories in ``sources`` and merge the skills into the library
     at ``out`` (loaded first when it exists: updates are incremental). Returns a report."""
     from agentsd.skills.library import SkillLibrary, env_dir_name, load_library
@@ -133,10 +133,10 @@ def build(env_id: str, sources: list[str], out: Path, summarizer: str = "determi
     update_stats(lib, trajs)  # outcomes of episodes run with/without the existing skills
     new, rejected = [], []
     if summarizer in ("deterministic", "both"):
-        new += summarize_deterministic(trajs, env_id, command=command)
+        new += summarize_deterministic(trajs, env_id, command=command, notes=notes)
     if summarizer in ("llm", "both"):
         res = summarize_llm(policy, trajs, env_id, prompt_version=prompt_version,
-                            max_skills=max_skills, command=command)
+                            max_skills=max_skills, command=command, notes=notes)
         new += res.skills
         rejected += res.rejected
     rep = update_library(lib, new, dedupe_threshold=dedupe)

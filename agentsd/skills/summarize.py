@@ -317,7 +317,7 @@ def _pitfall_skills(env_id: str, trajs: Sequence[Trajectory], command: str, now:
 
 
 def _flag_skills(env_id: str, trajs: Sequence[Trajectory], command: str, now: str,
-                 min_gap: float = 0.3) -> list[Skill]:
+                 min_gap: float = 0.1, min_episodes: int = 2) -> list[Skill]:
     """Boolean ``info`` flags that turn on far more often in failed than in solved episodes."""
     flags: set[str] = {k for t in trajs for tu in t.turns for k, v in tu.info.items()
                        if isinstance(v, bool)}
@@ -332,7 +332,7 @@ def _flag_skills(env_id: str, trajs: Sequence[Trajectory], command: str, now: st
         w_on = [t for t in wins if on(t) is not None]
         rf = len(f_on) / len(fails) if fails else 0.0
         rw = len(w_on) / len(wins) if wins else 0.0
-        if not f_on or rf - rw < min_gap:
+        if len(f_on) < min_episodes or rf - rw < min_gap:
             continue
         first = f_on[0]
         i = on(first)
@@ -386,7 +386,8 @@ def _contrast_skill(env_id: str, trajs: Sequence[Trajectory], command: str, now:
 
 def summarize_deterministic(trajectories: Sequence[Trajectory], env_id: str | None = None,
                             command: str = "", max_pitfalls: int = 4, min_episodes: int = 2,
-                            use_privileged: bool = True, now: str | None = None) -> list[Skill]:
+                            use_privileged: bool = True, now: str | None = None,
+                            notes: str = "") -> list[Skill]:
     """Skills derived from statistics of ``trajectories`` (one env) and their privileged views
     (see the module docstring). Deterministic: the same trajectories give the same skills
     (``now`` aside)."""
@@ -415,10 +416,13 @@ def summarize_deterministic(trajectories: Sequence[Trajectory], env_id: str | No
         if s is not None and s.stats.support >= (min_episodes if multi else 1):
             skills.append(s)
     skills += _pitfall_skills(env_id, trajs, command, now, max_pitfalls, min_episodes)
-    skills += _flag_skills(env_id, trajs, command, now)
+    skills += _flag_skills(env_id, trajs, command, now, min_episodes=min_episodes)
     contrast = _contrast_skill(env_id, trajs, command, now)
     if contrast is not None:
         skills.append(contrast)
+    if notes:
+        skills = [dataclasses.replace(s, provenance=dataclasses.replace(
+            s.provenance, notes=(notes + " " + s.provenance.notes).strip()[:500])) for s in skills]
     seen: set[str] = set()
     unique = []
     for s in skills:  # names come from data; two patterns may slug alike
@@ -580,7 +584,7 @@ class SummaryResult:
 def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str | None = None,
                   prompt_version: int | None = None, max_skills: int = 4, retries: int = 2,
                   max_tokens: int = 600, temperature: float = 0.7, seed: int = 0,
-                  command: str = "", now: str | None = None) -> SummaryResult:
+                  command: str = "", now: str | None = None, notes: str = "") -> SummaryResult:
     """Ask ``policy`` (any :class:`~agentsd.policy.base.Policy`) for skills. Every answer is
     parsed and each item validated; on no valid skill the request is retried (new seed) up to
     ``retries`` times. Rejections are logged and returned, never written."""
@@ -616,7 +620,8 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
                 skills.append(Skill.from_dict({**d, "provenance": {
                     "method": "llm", "summarizer": prompt.id, "model": str(getattr(policy, "model_id", "")),
                     "source_trajectories": [t.id for t in trajs][:MAX_SOURCE_IDS],
-                    "n_sources": len(trajs), "created": now, "updated": now, "command": command},
+                    "n_sources": len(trajs), "created": now, "updated": now, "command": command,
+                    "notes": notes[:500]},
                     "stats": {"support": len(trajs)}}))
             except SkillError as e:
                 rejected.append(f"attempt {attempt + 1}: skill {d.get('name')!r}: {e}")
