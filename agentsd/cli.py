@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "eval-code": "agentsd.code_eval:register",
     "rollout": "agentsd.rollout:register_rollout",
     "show": "agentsd.store:register_show",
+    "train": "agentsd.distill.cli:register_train",
 }
 
 

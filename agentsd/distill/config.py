@@ -240,11 +240,9 @@ class TrainConfig:
                              "(group-relative advantages need a group)")
         if self.loss.success_routing and self.rollout.samples_per_task < 2:
             raise ValueError("TrainConfig.loss.success_routing needs rollout.samples_per_task >= 2")
-        if self.teacher.mode == "frozen" and not self.model.lora and self.uses_teacher:
-            pass  # allowed: a snapshot of the initial weights is kept (a second copy)
-        if self.algo == "opsd" and "skills" in self.teacher.context.views:
-            raise ValueError("TrainConfig.teacher.context.views must not include 'skills' for "
-                             "algo='opsd' (plain OPSD: the teacher sees privileged hints only)")
+        if self.uses_teacher and not [v for v in self.teacher_views().views]:
+            raise ValueError(f"TrainConfig.teacher.context.views leaves the {self.algo} teacher "
+                             "nothing to see beyond the task (add 'plan', 'notes' or 'skills')")
 
     @property
     def uses_teacher(self) -> bool:
@@ -328,6 +326,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type = TrainConfig,
             kw["metavar"] = "A,B,..."
         elif t in (int, float, str):
             kw["type"] = t
+            kw["metavar"] = t.__name__.upper()
         shown = ",".join(default) if isinstance(default, tuple) else default
         parser.add_argument("--" + name.replace("_", "-"), help=f"{help_text} (default: {shown})",
                             **kw)

@@ -1,0 +1,71 @@
+"""``agentsd train``: run (or resume) one training run from flags or a config file.
+
+Every :class:`~agentsd.distill.config.TrainConfig` field is a flag (``--algo``,
+``--loss.kind``, ``--teacher.mode``, ``--rollout.env`` ...); ``--help`` lists them with their
+meaning and default. The config is validated before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["register_train", "build_parser", "main"]
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    from agentsd.distill.config import add_config_args
+
+    add_config_args(p)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--report", action="store_true",
+                   help="write the learning curve and HTML report into the run folder at the end")
+
+
+def register_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a student by on-policy distillation (or a baseline)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_args(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_args(p)
+    return p
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from agentsd.distill.config import config_from_args
+
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, TypeError) as e:  # before any model is loaded
+        print(f"error: bad config: {e}", file=sys.stderr)
+        return 2
+    import torch
+
+    from agentsd.distill.trainer import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = train(cfg)
+    if args.report:
+        from agentsd.distill.report import write_report
+
+        write_report(res.run_dir)
+    print(json.dumps({"run_dir": str(res.run_dir), "steps": res.steps_done,
+                      "resumed_from": res.resumed_from, **res.final_eval}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _cmd_train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

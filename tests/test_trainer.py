@@ -1,0 +1,196 @@
+"""The trainer loop on a tiny random-weight model: every algorithm runs, writes its run folder,
+and the config rejects bad values before anything is loaded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from agentsd.distill.config import (
+    LossConfig,
+    ModelConfig,
+    RolloutSettings,
+    TeacherConfig,
+    TrainConfig,
+    add_config_args,
+    config_from_args,
+)
+from agentsd.distill.trainer import _step_data, micro_batches, train, train_seeds
+from agentsd.trajectory import Trajectory, Turn
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the CI box is shared; oversubscribed OpenMP threads make tiny models 50x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(tmp_path, algo="opd", **kw):
+    base = dict(algo=algo, steps=2, out_dir=str(tmp_path / algo), eval_every=0, eval_at_start=False,
+                checkpoint_every=1, progress=False, tensorboard=False, samples_to_keep=2,
+                model=ModelConfig(name="tiny-random", tiny_hidden=16, lora_rank=4),
+                rollout=RolloutSettings(tasks_per_step=2, samples_per_task=2, max_turns=2,
+                                        max_tokens=6, eval_tasks=2))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ---- config ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, field", [
+    (["--loss.alpha", "1.5"], "LossConfig.alpha"),
+    (["--teacher.mode", "stale"], "TeacherConfig.mode"),
+    (["--algo", "ppo"], "TrainConfig.algo"),
+    (["--rollout.samples-per-task", "0"], "RolloutSettings.samples_per_task"),
+    (["--optim.lr", "-1"], "OptimConfig.lr"),
+    (["--teacher.context.exposure", "2"], "TeacherContextConfig.exposure"),
+])
+def test_bad_config_names_the_field(flags, field):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_config_args(p)
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        config_from_args(p.parse_args(flags))
+
+
+def test_cross_field_validation():
+    with pytest.raises(ValueError, match="samples_per_task"):
+        TrainConfig(algo="grpo", rollout=RolloutSettings(samples_per_task=1))
+    from agentsd.hints import TeacherContextConfig
+
+    with pytest.raises(ValueError, match="nothing to see"):
+        TrainConfig(algo="opsd", teacher=TeacherConfig(context=TeacherContextConfig(
+            views=("skills",))))
+    opsd = TrainConfig(algo="opsd", teacher=TeacherConfig(context=TeacherContextConfig(
+        views=("skills", "plan"))))
+    assert opsd.teacher_views().views == ("plan",)  # plain OPSD never shows skills
+
+
+def test_cli_rejects_bad_config_before_loading_anything(tmp_path):
+    code = ("import sys; from agentsd.cli import main; rc = main(['train', '--loss.kind', 'mse', "
+            f"'--out-dir', {str(tmp_path / 'r')!r}]); "
+            "assert 'transformers' not in sys.modules and 'torch' not in sys.modules; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "LossConfig.kind" in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_file_roundtrip(tmp_path):
+    import argparse
+
+    cfg = tiny_cfg(tmp_path, loss=LossConfig(kind="jsd", alpha=0.5, top_k=8))
+    path = tmp_path / "c.json"
+    from agentsd.distill.config import config_to_dict, load_config
+
+    path.write_text(json.dumps(config_to_dict(cfg)))
+    assert load_config(path) == cfg
+    p = argparse.ArgumentParser()
+    add_config_args(p)
+    over = config_from_args(p.parse_args(["--config", str(path), "--loss.alpha", "0.25"]))
+    assert over.loss.alpha == 0.25 and over.loss.top_k == 8
+
+
+# ---- batching and weights -------------------------------------------------------------------
+
+def test_micro_batches_respect_token_budget():
+    lengths = [10, 50, 20, 50, 5, 120]
+    mbs = micro_batches(lengths, 100)
+    assert sorted(i for mb in mbs for i in mb) == list(range(6))
+    for mb in mbs:
+        assert len(mb) == 1 or max(lengths[i] for i in mb) * len(mb) <= 100
+
+
+def _traj(reward, success):
+    return Trajectory(env_id="x", turns=[Turn(prompt_ids=[1], action_ids=[2], action_logprobs=[-1.0])],
+                      total_reward=reward, success=success)
+
+
+def test_step_data_grpo_routing_and_rft():
+    trajs = [_traj(1.0, True), _traj(0.0, False), _traj(0.0, False), _traj(0.0, False)]
+    g = _step_data(trajs, TrainConfig(algo="grpo", rollout=RolloutSettings(samples_per_task=2)), 2)
+    assert g.advantages == pytest.approx([1.0, -1.0, 0.0, 0.0], abs=1e-4)
+    assert g.grpo_w == [1.0] * 4 and g.distill_w == [0.0] * 4
+    r = _step_data(trajs, TrainConfig(algo="rft"), 2)
+    assert r.sft_w == [1.0, 0.0, 0.0, 0.0]
+    cfg = TrainConfig(loss=LossConfig(success_routing=True, grpo_coef=0.5),
+                      rollout=RolloutSettings(samples_per_task=2))
+    o = _step_data(trajs, cfg, 2)
+    assert o.grpo_w == [0.5, 0.0, 0.0, 0.0] and o.distill_w == [0.0, 1.0, 1.0, 1.0]
+    paced = _step_data(trajs, TrainConfig(loss=LossConfig(pass_rate_a=1, pass_rate_b=1)), 2)
+    assert paced.distill_w == pytest.approx([0.25, 0.25, 0.0, 0.0])
+
+
+def test_train_seeds_are_a_function_of_seed_and_step():
+    cfg = TrainConfig()
+    assert train_seeds(cfg, 3) == train_seeds(cfg, 3)
+    assert train_seeds(cfg, 3) != train_seeds(cfg, 4)
+    import agentsd
+
+    test_lo = agentsd.split_seeds(cfg.rollout.env, "test", 1)[0]
+    assert all(s < test_lo for s in train_seeds(cfg, 1))
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("algo, extra", [
+    ("opd", {}),
+    ("opsd", {"teacher": TeacherConfig(mode="ema")}),
+    ("grpo", {}),
+    ("rft", {}),
+    pytest.param("opd", {"loss": LossConfig(kind="jsd", alpha=0.5, top_k=16),
+                         "teacher": TeacherConfig(mode="live")}, marks=pytest.mark.slow),
+])
+def test_each_algorithm_runs_and_writes_its_run_folder(tmp_path, algo, extra):
+    cfg = tiny_cfg(tmp_path, algo, **extra)
+    res = train(cfg)
+    run = res.run_dir
+    from agentsd.distill.metrics import read_metrics
+
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert (run / "checkpoints" / "latest").read_text() == "step_000002"
+    assert len(list((run / "checkpoints").glob("step_*"))) == 2
+    last = rows[-1]
+    assert "eval/success" in last and 0 <= last["eval/success"] <= 1
+    assert last["optim/updated"] in (0.0, 1.0)
+    if algo in ("opd", "opsd"):
+        assert last["optim/updated"] == 1.0
+        assert "kl/mean" in last and "gap/p95" in last and "teacher/age" in last
+        assert "is/ratio_mean" in last or cfg.loss.kind == "jsd"
+    if algo == "grpo":
+        assert "kl/mean" not in last
+    [sample_file] = list((run / "samples").glob("*.jsonl"))
+    samples = [json.loads(x) for x in sample_file.read_text().splitlines()]
+    assert len(samples) == 2 and len(samples[0]["tokens"]) == len(samples[0]["mask"])
+    if algo == "opd":
+        assert len(samples[0]["teacher_logp"]) == len(samples[0]["tokens"])
+        from agentsd.distill.report import write_report
+
+        out = write_report(run)
+        page = out["html"].read_text()
+        assert out["png"].stat().st_size > 1000 and "teacher" in page and "<span" in page
+
+
+def test_training_changes_only_the_adapter_and_frozen_teacher_stays_base(tmp_path):
+    from agentsd.distill.config import OptimConfig
+    from agentsd.distill.trainer import build_student
+
+    cfg = tiny_cfg(tmp_path, "opd", steps=1, optim=OptimConfig(lr=1e-2))
+    model, tok = build_student(cfg)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    train(cfg, model=model, tokenizer=tok)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            continue
+        assert torch.equal(p, base[n]), n
+    assert any(not torch.equal(p, lora[n]) for n, p in model.named_parameters() if p.requires_grad)
