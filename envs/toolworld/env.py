@@ -246,11 +246,20 @@ class ToolWorldEnv(TextEnv):
         exp = tmpl.expect(self.before, self.params)
         nxt = next((g.text() for g, d in zip(self.gold, self._done) if not d), None)
         wanted = [a.what for a in exp.added] + [r.what for r in exp.removed] + [c.what for c in exp.changed]
-        notes = (f"Trap: {tmpl.notes} Required changes: {'; '.join(wanted) or 'none (answer only)'}. "
-                 "Anything else changed counts as collateral damage.")
+        notes = (f"Trap: {tmpl.notes}{self._namesake_note()} Required changes: "
+                 f"{'; '.join(wanted) or 'none (answer only)'}. Anything else changed counts as collateral damage.")
         return Privileged(answer=self.gold_answer, solution="\n".join(g.text() for g in self.gold),
                           plan=[g.text() for g in self.gold], next_step=nxt, notes=notes,
                           extra={"gold_calls": len(self.gold), "level": tmpl.level})
+
+    def _namesake_note(self) -> str:
+        name = self.params.get("name")
+        if not isinstance(name, str) or " " not in name:
+            return ""
+        first = name.split()[0]
+        others = sorted(f"{c['first_name']} {c['last_name']}" for c in self.before.tables["contacts"].values()
+                        if c["first_name"] == first and f"{c['first_name']} {c['last_name']}" != name)
+        return f" Namesakes in the contacts: {', '.join(others)} (not {name})." if others else ""
 
     def oracle_action(self) -> dict | None:
         """The next gold call as an assistant message with OpenAI ``tool_calls``."""
