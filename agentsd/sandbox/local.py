@@ -1,7 +1,10 @@
 """The ``local`` sandbox backend: untrusted code on a plain Linux machine, no Docker needed.
 
-Each run starts a fresh interpreter through ``unshare`` and ``_launcher.py`` (pid 1 of its own
-namespaces). What **is** isolated (``isolation="namespaces"``, the default; needs root):
+Each run is a fresh interpreter under ``_launcher.py`` as pid 1 of its own namespaces. By default a
+long-lived root launcher (the *zygote*, one per :class:`LocalSandbox`) receives the run's fds over
+a unix socket and forks; the child calls ``unshare(2)`` and forks pid 1 (``mode="spawn"`` instead
+execs ``unshare`` and a fresh launcher per run). What **is** isolated (``isolation="namespaces"``,
+the default; needs root):
 
 - **network**: a new network namespace with no interfaces up — no loopback, no outside network;
 - **filesystem**: a new mount namespace whose root is a size-capped tmpfs holding read-only binds
