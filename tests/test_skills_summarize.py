@@ -129,6 +129,21 @@ def test_llm_summary_retries_malformed_and_rejects_invalid(trajs, caplog):
     assert "rejected" in caplog.text
 
 
+class FakeChatPolicy(FakePolicy):
+    """A policy behind a chat endpoint: the server applies its own template."""
+
+    def chat(self, conversations, params, tools=None):
+        assert conversations[0][0]["role"] == "system" and "Recorded episodes" in conversations[0][1]["content"]
+        return self.generate([[0]], params)
+
+
+def test_llm_summary_uses_chat_endpoint_when_offered(trajs):
+    fake = FakeChatPolicy([GOOD])
+    fake.tokenizer = None  # a chat endpoint needs no local tokenizer
+    res = summarize_llm(fake, trajs, ENV)
+    assert [s.name for s in res.skills] == ["push-from-behind"] and len(fake.calls) == 1
+
+
 def test_llm_summary_gives_up_after_retries(trajs):
     fake = FakePolicy(["nope", "[1, 2]", "{}"])
     res = summarize_llm(fake, trajs, ENV, retries=2)

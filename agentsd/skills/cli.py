@@ -45,9 +45,12 @@ def register(sub: Any) -> None:
     b.add_argument("--summarizer", choices=["deterministic", "llm", "both"], default="deterministic",
                    help="deterministic: statistics + privileged data (no model); llm: a policy "
                         "writes skills from a versioned prompt; both: union, deduplicated")
+    b.add_argument("--backend", choices=["hf", "openai"], default="hf",
+                   help="policy backend for --summarizer llm (openai: any OpenAI-compatible server)")
     b.add_argument("--model", default="smollm2",
-                   help="policy for --summarizer llm: a model name the policy backends resolve "
-                        "(default: the embedded SmolLM2), a local path, or openai:URL#MODEL")
+                   help="model for --summarizer llm: a name the backend resolves (default: the "
+                        "embedded SmolLM2), a local path, or the served model name (openai)")
+    b.add_argument("--base-url", default=None, help="server URL for --backend openai (e.g. http://127.0.0.1:8000/v1)")
     b.add_argument("--prompt-version", type=int, default=None, help="summarizer prompt version (default: newest)")
     b.add_argument("--max-skills", type=int, default=4, help="at most this many skills per LLM call")
     b.add_argument("--dedupe", type=float, default=0.6,
@@ -149,14 +152,11 @@ def build(env_id: str, sources: list[str], out: Path, summarizer: str = "determi
     return report
 
 
-def load_policy(spec: str) -> Any:
+def load_policy(backend: str, model: str, base_url: str | None = None) -> Any:
     """A policy for the LLM summarizer from the policy backends (``agentsd.policy``)."""
-    try:
-        from agentsd.policy import load_policy as _load
-    except ImportError as e:
-        raise SystemExit("--summarizer llm needs the policy backends (agentsd.policy.load_policy), "
-                         f"which are not available in this install: {e}") from None
-    return _load(spec)
+    from agentsd.policy import load_policy as _load
+
+    return _load(backend, model, **({"base_url": base_url} if base_url else {}))
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -164,10 +164,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     if not 0 <= args.dedupe <= 1:
         raise SystemExit(f"--dedupe must be in [0, 1], got {args.dedupe}")
-    policy = load_policy(args.model) if args.summarizer in ("llm", "both") else None
+    policy = load_policy(args.backend, args.model, args.base_url) if args.summarizer in ("llm", "both") else None
     command = "agentsd skills build " + " ".join(shlex.quote(a) for a in [
         "--env", args.env, "--from", *args.sources, "--summarizer", args.summarizer,
-        *(["--model", args.model] if args.summarizer != "deterministic" else [])])
+        *(["--backend", args.backend, "--model", args.model] if args.summarizer != "deterministic" else [])])
     rep = build(args.env, args.sources, _root(args.out), args.summarizer, policy, args.prompt_version,
                 args.max_skills, args.dedupe, command, write=not args.dry_run)
     lib = rep.pop("_library")

@@ -62,7 +62,8 @@ log = logging.getLogger("agentsd.skills")
 DETERMINISTIC_VERSION = "deterministic-v1"
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
-_TRAILING_NUM_RE = re.compile(r"[-_/#:]?\d+$")
+#: a trailing instance number or hash (``-17``, ``/0``, ``/470473a755``) after a separator
+_TRAILING_NUM_RE = re.compile(r"[-_/#:](?:\d+|(?=[0-9a-f]*\d)[0-9a-f]{6,})$")
 _TOOL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*(?:</tool_call>|$)", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _CODE_RE = re.compile(r"```(\w*)\n", re.DOTALL)
@@ -80,8 +81,13 @@ def now_iso() -> str:
 
 def task_template(traj: Trajectory) -> str:
     """The task template a trajectory belongs to: ``meta["template"]`` when the env or rollout
-    recorded one, else the task id without its trailing number (``sokoban-easy-3`` ->
-    ``sokoban-easy``), else the env id."""
+    recorded one, else the task id without its trailing number or hash (``sokoban-easy-3`` ->
+    ``sokoban-easy``, ``gen/dedupe_mod/470473a755`` -> ``gen/dedupe_mod``), else the env id.
+
+    >>> from agentsd.trajectory import Trajectory
+    >>> [task_template(Trajectory(task_id=i)) for i in ("sokoban-easy-3", "HumanEval/7", "gen/a_b/47ab0c9e")]
+    ['sokoban-easy', 'HumanEval', 'gen/a_b']
+    """
     if traj.meta.get("template"):
         return str(traj.meta["template"])
     if traj.task_id:
@@ -171,10 +177,25 @@ def _provenance(trajs: Sequence[Trajectory], command: str, now: str, notes: str 
                       created=now, updated=now, command=command, notes=notes)
 
 
+def _abstract_step(step: Any) -> str:
+    """One gold-plan step without its specifics: a JSON tool call becomes ``name(arg, ...)``;
+    other text has quoted values and numbers abstracted."""
+    text = str(step).strip()
+    if text.startswith("{"):
+        try:
+            d = json.loads(text)
+            if isinstance(d, dict) and "name" in d:
+                args = d.get("arguments") or {}
+                return f"{d['name']}({', '.join(args) if isinstance(args, dict) else '…'})"
+        except ValueError:
+            pass
+    return _NUM_RE.sub("N", _QUOTED_RE.sub("…", text))
+
+
 def _abstract_plan(plan: Any) -> tuple[str, ...] | None:
     if not isinstance(plan, list | tuple) or not plan:
         return None
-    return tuple(_NUM_RE.sub("N", _QUOTED_RE.sub("…", str(p))) for p in plan)
+    return tuple(_abstract_step(p) for p in plan)
 
 
 def _privileged_list(traj: Trajectory) -> list[Any]:
@@ -216,8 +237,8 @@ def _workflow_skill(env_id: str, template: str, trajs: Sequence[Trajectory],
         if shapes:
             top, n_top = shapes.most_common(1)[0]
             if n_top >= max(2, len(gold) // 2) and len(set(top)) > 1:
-                lines.append("Most gold plans share this shape: " +
-                             "; ".join(f"{i + 1}. {s}" for i, s in enumerate(top[:12])) + ".")
+                lines.append(f"Gold plan shape shared by {_pct(n_top, len(gold))} tasks: " +
+                             " -> ".join(f"`{s}`" for s in top[:12]) + ".")
     lines.append("Example of a solved episode (actions in order):")
     lines += [f"{i + 1}. `{_clip(tu.action_text, 160)}`" for i, tu in enumerate(best.turns[:8])]
     if len(best.turns) > 8:
@@ -265,8 +286,12 @@ def _feedback_patterns(trajs: Sequence[Trajectory]) -> dict[str, _Pattern]:
             p.causes[sig] += 1
             seen = "\n".join(str(m.get("content") or "") for m in tu.observation[-1:])
             p.cause_examples.setdefault(sig, (tu.action_text, seen))
-            for nxt in t.turns[i + 1:]:
-                if nxt.parse in ("", "ok") and nxt.reward >= max(tu.reward, -0.5):
+            for j in range(i + 1, len(t.turns)):
+                nxt = t.turns[j]
+                after = normalize_feedback(_reply_text(t, j))
+                # a fix parses, does not lose reward, and is not answered by an error again
+                if nxt.parse in ("", "ok") and nxt.reward >= max(tu.reward, -0.5) and \
+                        after != pat and not _looks_like_error(after):
                     fsig = action_signature(nxt.action_text)
                     p.fixes[fsig] += 1
                     if not p.fix_examples.get(fsig, (False, ""))[0]:
@@ -298,7 +323,7 @@ def _pitfall_skills(env_id: str, trajs: Sequence[Trajectory], command: str, now:
         lines = [f"The env replied \"{_clip(p.raw, 160)}\" in {len(p.episodes)} recorded episodes "
                  f"({_pct(len(p.failed_episodes), n_fail)} of the failed ones).",
                  f"It followed actions shaped like `{cause}`, e.g. `{_clip(bad_action, 120)}`"
-                 + (f" after seeing:\n```\n{seen.strip()[:300]}\n```" if seen.strip() else ".")]
+                 + (f" after seeing:\n```\n{seen.strip()[:200]}\n```" if seen.strip() else ".")]
         if p.fixes:
             fix, n = p.fixes.most_common(1)[0]
             lines.append(f"What worked next ({n} times): an action shaped like `{fix}`, e.g. "
@@ -600,16 +625,22 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
     messages = prompt.render(env_id=env_id, task=_clip(task, 600), episodes=render_episodes(trajs),
                              max_skills=max_skills, kinds=", ".join(KINDS),
                              n_solved=sum(t.success for t in trajs), n_total=len(trajs))
-    ids = policy.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
+    # a chat endpoint (OpenAI-compatible server) applies the served model's own template;
+    # otherwise render with the policy's tokenizer and send token ids
+    use_chat = callable(getattr(policy, "chat", None))
+    ids: list[int] = []
+    if not use_chat:
+        rendered = policy.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = list(rendered["input_ids"] if isinstance(rendered, dict) or hasattr(rendered, "input_ids")
+                   else rendered)
     now = now or now_iso()
     rejected: list[str] = []
     raw: list[str] = []
     skills: list[Skill] = []
     for attempt in range(retries + 1):
         params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + attempt)
-        text = policy.generate([list(ids)], params)[0].text
+        gen = policy.chat([messages], params)[0] if use_chat else policy.generate([ids], params)[0]
+        text = gen.text
         raw.append(text)
         items, problems = parse_skills_output(text, env_id)
         for p in problems:
