@@ -228,7 +228,7 @@ def paginate(items: list[Any], page: int, page_size: int) -> dict[str, Any]:
 def api_docs(app: str = "", api_name: str = "") -> tuple[bool, str]:
     """The text of the ``api_docs`` tool: the app list, one app's APIs, or one API's full doc.
     Returns ``(ok, text)``."""
-    app, api_name = app.strip(), api_name.strip()
+    app, api_name = app.strip().lower(), api_name.strip()
     if "__" in api_name and not app:
         app, _, api_name = api_name.partition("__")
     if not app:
