@@ -119,9 +119,16 @@ def _from_humaneval(p: dict) -> Problem:
         task_id=p["task_id"], prompt=p["prompt"], entry_point=entry,
         solution=p["prompt"] + p["canonical_solution"], visible_tests=tuple(visible[:5]),
         hidden_tests=tuple(steps), setup="\n".join(setup), test_flags=tuple(flags),
-        note=("Read the docstring's edge cases: empty inputs, ties and the exact output type "
-              "(list vs. tuple, int vs. float) are where most attempts fail."),
+        note=_humaneval_note(steps, flags),
     )
+
+
+def _humaneval_note(steps: list[str], flags: list[bool]) -> str:
+    """Generic advice plus the hidden check's shortest asserts (its edge cases, usually)."""
+    asserts = sorted((s for s, f in zip(steps, flags) if f and s.startswith("assert ")), key=len)[:2]
+    edge = " The hidden tests include: " + "; ".join(a[:160] for a in asserts) + "." if asserts else ""
+    return ("Most failures are edge cases and exact output types (empty inputs, ties, list vs. "
+            "tuple, int vs. float, rounding)." + edge)
 
 
 # ---------------------------------------------------------------------------------------------
