@@ -100,6 +100,9 @@ class RolloutConfig:
     batch_wait_s: float = 0.05
     #: tqdm progress bar over episodes
     progress: bool = False
+    #: also pass the env's tool schemas to the chat template (``tools=``); off by default since
+    #: envs describe their tools in the observation and some offer dozens
+    render_tools: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_turns", "max_episode_tokens", "context_length", "max_parse_failures"):
@@ -501,7 +504,8 @@ class _Engine:
             tid = info.get("task_id") or getattr(ep.env, "task_id", None)
             ep.traj.task_id = str(tid) if tid is not None else f"{ep.traj.env_id}/seed={ep.task.seed}"
             ep.traj.meta["reset_info"] = _json_safe(info)
-            tools = ep.env.openai_tools() if hasattr(ep.env, "openai_tools") else None
+            tools = (ep.env.openai_tools() if self.cfg.render_tools and hasattr(ep.env, "openai_tools")
+                     else None)
             ep.renderer = ChatRenderer(self.policy.tokenizer, tools)
             self._set_prompt(ep, obs, ep.renderer.first(obs) if obs else None)
             return
@@ -599,6 +603,8 @@ def register_rollout(sub: Any) -> None:
                    help="end an episode after this many unparseable actions in a row")
     p.add_argument("--max-concurrent", type=int, default=16, help="episodes in flight (largest batch)")
     p.add_argument("--env-workers", type=int, default=8, help="threads running env steps")
+    p.add_argument("--render-tools", action="store_true",
+                   help="pass the env's tool schemas to the chat template (tools=)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summary-json", default=None, help="also write the run summary as JSON here")
     p.set_defaults(func=_cmd_rollout)
@@ -626,7 +632,7 @@ def _cmd_rollout(args: Any) -> int:
         cfg = RolloutConfig(max_turns=args.max_turns, max_episode_tokens=args.max_episode_tokens,
                             max_parse_failures=args.max_parse_failures,
                             max_concurrent=args.max_concurrent, env_workers=args.env_workers,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, render_tools=args.render_tools)
         kw: dict[str, Any] = {}
         if args.backend == "hf":
             kw["device"] = args.device

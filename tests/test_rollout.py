@@ -236,3 +236,22 @@ def test_bad_arguments_are_clear_errors(tok):
         RolloutConfig(max_turns=0)
     with pytest.raises(TypeError, match="env id or a zero-argument"):
         Task(3)
+
+
+def test_render_tools_passes_the_env_tool_schemas_to_the_template(tok):
+    import copy
+
+    from agentsd.tools import Tool
+
+    class WithTools(Counter3):
+        tools = (Tool("add", "Add two integers.", {"a": "integer", "b": "integer"}),)
+
+    t2 = copy.deepcopy(tok)
+    t2.chat_template = ("{% if tools %}[tools:{% for t in tools %}{{ t.function.name }}{% endfor %}]{% endif %}"
+                        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}"
+                        "{% if add_generation_prompt %}<assistant>{% endif %}")
+    pol = Scripted(t2, ["<answer>3</answer>"])
+    [plain] = rollout(pol, WithTools, seeds=[0])
+    [with_tools] = rollout(pol, WithTools, seeds=[0], render_tools=True)
+    assert "[tools:add]" not in t2.decode(plain.turns[0].prompt_ids)
+    assert t2.decode(with_tools.turns[0].prompt_ids).startswith("[tools:add]")
