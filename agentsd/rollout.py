@@ -96,7 +96,9 @@ class RolloutConfig:
     max_concurrent: int = 64
     #: threads running env reset/step
     env_workers: int = 8
-    #: after a generation batch, wait this long for pending env steps to join the next batch
+    #: after a generation batch, wait this long for pending env steps to join the next batch;
+    #: a very large value waits for all of them, so batches (and seeded samples) do not depend
+    #: on thread timing, at the cost of letting the slowest env set the pace
     batch_wait_s: float = 0.05
     #: tqdm progress bar over episodes
     progress: bool = False

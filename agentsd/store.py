@@ -29,7 +29,7 @@ from typing import Any
 
 from agentsd.trajectory import Trajectory
 
-__all__ = ["TrajectoryWriter", "iter_trajectories", "read_trajectories", "write_jsonl",
+__all__ = ["TrajectoryWriter", "iter_trajectories", "read_trajectories", "read_jsonl", "write_jsonl",
            "write_parquet", "read_parquet", "load", "filter_trajectories", "group_by",
            "StoreError", "register_show", "format_trajectory"]
 
@@ -118,6 +118,10 @@ def iter_trajectories(path: str | os.PathLike, *, strict: bool = False) -> Itera
 def read_trajectories(path: str | os.PathLike, *, strict: bool = False) -> list[Trajectory]:
     """All trajectories of a JSONL file (see :func:`iter_trajectories`)."""
     return list(iter_trajectories(path, strict=strict))
+
+
+#: alias used by the skill stage
+read_jsonl = read_trajectories
 
 
 # ---------------------------------------------------------------------------------------------
