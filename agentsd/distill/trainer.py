@@ -138,9 +138,7 @@ class _TeacherContexts:
         self.bandit = UsefulnessBandit(c=cfg.teacher.bandit_c)
         self.library = None
         if "skills" in self.ctx.views:
-            from agentsd.skills import load_library
-
-            self.library = load_library(cfg.teacher.skills_dir or None, env=cfg.rollout.env)
+            self.library = _snapshot_library(cfg)
 
     def prompts(self, traj: Trajectory) -> list[int] | list[list[int]]:
         import agentsd
@@ -164,6 +162,28 @@ class _TeacherContexts:
             out.append(render_prompt(self.tok, c.messages, tools))
         traj.skills = list(names)
         return out if step_mode else out[0]
+
+
+def _snapshot_library(cfg: TrainConfig) -> Any:
+    """The run's skill library: copied into ``<run>/skills`` on the first start and read from
+    there ever after, so a resumed run (or a rerun of the report) sees the skills the run
+    started with even if the source library has changed since."""
+    from agentsd.skills import SkillLibrary, load_library
+
+    snap = Path(cfg.out_dir) / "skills"
+    if not (snap / ".complete").exists():
+        src = cfg.teacher.skills_dir or None
+        try:
+            lib = load_library(src, env=cfg.rollout.env)
+        except Exception as e:  # a missing library is allowed: the teacher then sees hints only
+            import warnings
+
+            warnings.warn(f"no skill library loaded ({e}); the teacher sees hints only", stacklevel=2)
+            lib = SkillLibrary()
+        lib.save(snap)
+        snap.mkdir(parents=True, exist_ok=True)
+        (snap / ".complete").write_text(str(len(lib)))
+    return load_library(snap, env=cfg.rollout.env)
 
 
 # ---------------------------------------------------------------------------------------------
