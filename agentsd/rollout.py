@@ -471,6 +471,10 @@ class _Engine:
         turn = Turn(observation=ep.pending_obs, prompt_ids=ep.prompt, action_ids=ids,
                     action_logprobs=lps, action_text=text, finish_reason=finish,
                     timings={"generate": dt, "batch_size": float(batch)})
+        # how a remote backend produced the ids (token prompts? ids from the server?)
+        sampler = {k: gen.meta[k] for k in ("prompt_mode", "token_ids_source") if k in gen.meta}
+        if sampler:
+            turn.info["sampler"] = sampler
         ep.traj.turns.append(turn)
         ep.n_tokens += len(ep.prompt) + len(ids)
         ep.history.extend(ep.pending_obs)
@@ -517,7 +521,7 @@ class _Engine:
         turn.reward = reward
         turn.reward_terms = {k: float(v) for k, v in (info.get("reward_terms") or {}).items()}
         turn.parse = str(info.get("parse", ""))
-        turn.info = _json_safe(info, skip=("reward_terms", "parse"))
+        turn.info.update(_json_safe(info, skip=("reward_terms", "parse")))
         turn.timings["env"] = dt
         ep.traj.total_reward += reward
         ep.history.append({"role": "assistant", "content": turn.action_text})

@@ -194,6 +194,7 @@ def test_rollout_over_http_feeds_exactly_the_stored_sequence(server, tok):
             expected[tuple(prefix)] += 1
             prefix = prefix + turn.action_ids
             assert len(turn.action_logprobs) == len(turn.action_ids)
+            assert turn.info["sampler"] == {"prompt_mode": "tokens", "token_ids_source": "server"}
     assert sent == expected
 
 
