@@ -51,8 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skills-root", default=None, help="skill library (default: the shipped skills/)")
     p.add_argument("--max-skills", type=int, default=3, help="skills shown to the teacher")
     p.add_argument("--exposure", type=float, default=1.0, help="share of the gold solution/plan revealed")
-    p.add_argument("--no-act", action="store_true", help="skip teacher rollouts (gap only)")
+    p.add_argument("--act", nargs="*", default=None, choices=list(CONDITIONS),
+                   help="conditions whose teacher also plays the episodes (default: every measured "
+                        "episode-mode condition; pass no value to skip teacher rollouts)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 avoids OpenMP spin-waiting when the CPU is shared)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.episodes < 1 or args.max_turns < 1 or args.max_tokens < 1:
@@ -190,7 +194,8 @@ def measure_env(env_id: str, policy: Any, args: argparse.Namespace) -> dict[str,
             rows.append(gap_for(model, tok, t, privs[t.id], skills, cfg))
         res = summarize_gap(rows)
         res["skills_shown"] = sorted({n for s in shown for n in s})
-        if not args.no_act and cfg.exposure_mode == "episode":
+        acting = args.act if args.act is not None else args.conditions
+        if name in acting and cfg.exposure_mode == "episode":
             def factory(cfg: Any = cfg) -> TeacherPrompted:
                 return TeacherPrompted(agentsd.make(env_id, max_turns=args.max_turns), lib_skills,
                                        args.max_skills, cfg)
@@ -219,24 +224,27 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch
+
     from agentsd.policy import load_policy
 
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     policy = load_policy("hf", args.model)
     policy.model.eval()
     print(f"loaded {policy.model_id} in {time.time() - t0:.1f}s", file=sys.stderr)
     results = []
-    for env_id in args.envs or builtin_envs():
-        print(f"{env_id} ...", file=sys.stderr)
-        results.append(measure_env(env_id, policy, args))
     report = {"model": policy.model_id, "args": {k: v for k, v in vars(args).items()},
               "conditions": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
                              for k, v in CONDITIONS.items() if k in args.conditions},
               "results": results}
+    for env_id in args.envs or builtin_envs():
+        print(f"{env_id} ...", file=sys.stderr)
+        results.append(measure_env(env_id, policy, args))
+        if args.out:  # after every env, so a long run killed midway keeps what it measured
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     print(table(results))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     return 0
 
 

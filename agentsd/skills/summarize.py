@@ -286,7 +286,8 @@ def _feedback_patterns(trajs: Sequence[Trajectory]) -> dict[str, _Pattern]:
             p.causes[sig] += 1
             seen = "\n".join(str(m.get("content") or "") for m in tu.observation[-1:])
             p.cause_examples.setdefault(sig, (tu.action_text, seen))
-            for j in range(i + 1, len(t.turns)):
+            # what fixed it: only episodes that went on to succeed say what actually worked
+            for j in range(i + 1, len(t.turns) if t.success else i + 1):
                 nxt = t.turns[j]
                 after = normalize_feedback(_reply_text(t, j))
                 # a fix parses, does not lose reward, and is not answered by an error again
@@ -326,10 +327,11 @@ def _pitfall_skills(env_id: str, trajs: Sequence[Trajectory], command: str, now:
                  + (f" after seeing:\n```\n{seen.strip()[:200]}\n```" if seen.strip() else ".")]
         if p.fixes:
             fix, n = p.fixes.most_common(1)[0]
-            lines.append(f"What worked next ({n} times): an action shaped like `{fix}`, e.g. "
-                         f"`{_clip(p.fix_examples[fix][1], 120)}`.")
+            lines.append(f"In episodes that still succeeded, the next error-free step ({n} times) was "
+                         f"shaped like `{fix}`, e.g. `{_clip(p.fix_examples[fix][1], 120)}`.")
         else:
-            lines.append("No recorded episode recovered from it; avoid the action that causes it.")
+            lines.append("No recorded episode recovered from it and succeeded; avoid the action "
+                         "that causes it.")
         words = [w for w in _WORD_RE.findall(pat) if w.lower() not in _STOP][:6]
         src = [t for t in trajs if t.id in p.episodes]
         out.append(Skill(
