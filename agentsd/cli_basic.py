@@ -94,13 +94,22 @@ def _cmd_play(args: argparse.Namespace) -> int:
 def register_quickstart(sub: Any) -> None:
     p = sub.add_parser("quickstart", help="the main job on the embedded default")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/quickstart", help="run folder")
+    p.add_argument("--steps", type=int, default=2, help="OPD training steps")
     p.set_defaults(func=_cmd_quickstart)
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
+    """The whole pipeline on the embedded default (SmolLM2-135M on CPU, Sokoban-Easy-v0):
+    rollouts -> skills -> OPD training -> held-out evaluation -> run folder with a report."""
     import agentsd
 
     agentsd.pprint_registry()
     print()
-    summary = play_episode("Sokoban-v0", args.seed, "oracle")
-    return 0 if summary["success"] else 1
+    from agentsd.distill.pipeline import quickstart_config, run_pipeline
+
+    cfg = quickstart_config(out_dir=getattr(args, "out", "runs/quickstart"), seed=args.seed,
+                            steps=getattr(args, "steps", 2))
+    summary = run_pipeline(cfg)
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -194,3 +194,25 @@ def test_training_changes_only_the_adapter_and_frozen_teacher_stays_base(tmp_pat
             continue
         assert torch.equal(p, base[n]), n
     assert any(not torch.equal(p, lora[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_pipeline_writes_a_complete_run_folder(tmp_path):
+    import dataclasses
+
+    from agentsd.distill.pipeline import PipelineConfig, quickstart_config, run_pipeline
+
+    qs = quickstart_config(out_dir=str(tmp_path / "pipe"), steps=1)
+    train_cfg = dataclasses.replace(
+        qs.train, progress=False, tensorboard=True,
+        model=ModelConfig(name="tiny-random", tiny_hidden=16, lora_rank=4),
+        rollout=dataclasses.replace(qs.train.rollout, max_tokens=6, eval_tasks=2))
+    summary = run_pipeline(PipelineConfig(train=train_cfg, collect_tasks=1, collect_samples=2),
+                           log=lambda *a: None)
+    run = tmp_path / "pipe"
+    for name in ("rollouts.jsonl", "metrics.jsonl", "config.json", "learning_curve.png",
+                 "report.html", "summary.json", "checkpoints/latest"):
+        assert (run / name).exists(), name
+    assert list((run / "tb").iterdir()), "no TensorBoard events"
+    assert list((run / "skills").glob("*/*/SKILL.md")), "the teacher's skill library is empty"
+    assert summary["eval_before"] is not None and summary["eval_after"] is not None
+    assert json.loads((run / "summary.json").read_text())["steps"] == 1

@@ -68,4 +68,8 @@ def with_lora(model: Any, rank: int = 8, alpha: float = 16.0, dropout: float = 0
                          f"pass targets= with its projection names")
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=present,
                      bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    import warnings
+
+    with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(model, cfg)

@@ -124,14 +124,15 @@ def _unwrap(model: Any) -> Any:
 
 def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
                      chunk_size: int = 256, want_logits: bool = False, want_entropy: bool = False,
-                     ) -> dict[str, torch.Tensor]:
+                     temperature: float = 1.0) -> dict[str, torch.Tensor]:
     """Log-probability of every token given the ones before it, ``logp_BT`` (position 0 is 0).
 
     The decoder's last hidden states go through the output head ``chunk_size`` rows at a time
     under activation checkpointing, so ``B x T x V`` fp32 logits are never held at once (the
     dominant memory cost at real vocabulary sizes). ``want_logits`` also returns the shifted
     logits ``logits_BTV`` (row ``t`` predicts token ``t``) for full-vocabulary losses;
-    ``want_entropy`` the per-position entropy ``entropy_BT`` (detached).
+    ``want_entropy`` the per-position entropy ``entropy_BT`` (detached). ``temperature``
+    divides the logits first (score with the distribution the sampler drew from).
     """
     import torch
     from torch.utils.checkpoint import checkpoint
@@ -146,7 +147,7 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
     tgt = ids_BT[:, 1:].reshape(-1, 1)
 
     def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = head(x).float()
+        logits = head(x).float() / temperature
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         ent = ((lse.squeeze(-1) - (logits.softmax(-1) * logits).sum(-1)).detach()
                if want_entropy else lse.new_zeros(()))
@@ -166,7 +167,7 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
         out["entropy_BT"] = (torch.cat([zero, torch.cat(ents).view(B, T - 1)], dim=1)
                              if ents else zero)
     if want_logits:
-        logits = head(hidden[:, :-1])
+        logits = head(hidden[:, :-1]) / temperature
         out["logits_BTV"] = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
         if want_entropy and not ents:
             out["entropy_BT"] = entropy_from_logits(out["logits_BTV"])
@@ -175,7 +176,7 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
 
 def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], pad_id: int = 0,
                max_tokens: int = 4096, want_logits: bool = False, chunk_size: int = 256,
-               ) -> dict[str, torch.Tensor]:
+               temperature: float = 1.0) -> dict[str, torch.Tensor]:
     """Run the teacher over ``rows`` (no gradient) and scatter its log-probs back onto the
     students' positions: ``teacher_logp_BT`` of shape ``[len(student_lengths), max(lengths)]``,
     zero where the teacher scored nothing. Rows are packed into forwards of at most
@@ -190,7 +191,8 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
     for batch in _pack(rows, max_tokens):
         ids, attn = pad_rows([r.input_ids for r in batch], pad_id)
         with torch.no_grad():
-            res = forward_logprobs(model, ids, attn, chunk_size=chunk_size, want_logits=want_logits)
+            res = forward_logprobs(model, ids, attn, chunk_size=chunk_size, want_logits=want_logits,
+                                   temperature=temperature)
         for b, r in enumerate(batch):
             out_lp[r.traj_index, r.student_pos] = res["logp_BT"][b, r.row_pos].float()
             if want_logits:

@@ -266,6 +266,9 @@ def _update(model: Any, opt: Any, teacher: Any, contexts: _TeacherContexts | Non
 
     lc = cfg.loss
     trajs = data.trajs
+    # score with the distribution the sampler drew from (its temperature), so the importance
+    # ratio compares like with like; top-p renormalization remains a (clipped, logged) mismatch
+    temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
     lengths = [len(t.token_ids()) for t in trajs]
     n_action = [t.num_action_tokens() for t in trajs]
     denom = float(sum(n_action)) if lc.reduce == "token" else float(sum(1 for x in n_action if x))
@@ -297,10 +300,11 @@ def _update(model: Any, opt: Any, teacher: Any, contexts: _TeacherContexts | Non
             with teacher.scoring() as tm, _autocast(tm, cfg):
                 t_out = score_rows(tm, rows, [len(t.token_ids()) for t in ts], pad_id,
                                    max_tokens=cfg.teacher.max_tokens_per_forward,
-                                   want_logits=want_logits, chunk_size=lc.chunk_size)
+                                   want_logits=want_logits, chunk_size=lc.chunk_size,
+                                   temperature=temp)
         with _autocast(model, cfg):
             out = forward_logprobs(model, ids, attn, chunk_size=lc.chunk_size,
-                                   want_logits=want_logits, want_entropy=True)
+                                   want_logits=want_logits, want_entropy=True, temperature=temp)
         lp = out["logp_BT"]
         total = lp.new_zeros(())
 

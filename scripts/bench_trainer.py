@@ -1,0 +1,183 @@
+"""Trainer benchmark: the distillation step against its compute floor, and the memory of a
+``frozen`` teacher (LoRA adapter disabled, one copy of the weights) against a separate teacher
+copy.
+
+- **Step time.** One distillation update on a batch of ``B`` sequences of ``T`` tokens (half
+  prompt, half action): teacher scoring through :func:`score_rows` (no grad, adapter off),
+  student :func:`forward_logprobs` (chunked output head), sampled-token reverse KL, backward,
+  AdamW step. The floor, timed in the same process on the same tokens: one plain student
+  forward (full logits) + backward of a trivial loss + one plain no-grad teacher forward. The
+  ratio is what our bookkeeping costs on top of the unavoidable matmuls.
+- **Peak memory.** Each teacher variant runs in a fresh subprocess (peak RSS on CPU, peak CUDA
+  allocation on GPU) doing the same update: ``frozen`` (adapter off) vs ``copy`` (a deep copy of
+  the model as the teacher).
+
+    python scripts/bench_trainer.py                                  # tiny-ish random Llama, CPU
+    python scripts/bench_trainer.py --model-like smollm2 --batch 4 --seq 512
+    python scripts/bench_trainer.py --model-like smollm2 --device cuda --batch 8 --seq 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model-like", default="",
+                   help="random weights with this model's config (e.g. smollm2); default: a "
+                        "random Llama with --hidden/--layers/--vocab")
+    p.add_argument("--hidden", type=int, default=256, help="hidden size of the default model")
+    p.add_argument("--layers", type=int, default=4, help="layers (also overrides --model-like depth "
+                                                         "when given with it and > 0)")
+    p.add_argument("--vocab", type=int, default=49152, help="vocabulary of the default model")
+    p.add_argument("--batch", type=int, default=4, help="sequences per step")
+    p.add_argument("--seq", type=int, default=256, help="tokens per sequence")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (after one warm-up)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--chunk", type=int, default=256, help="output-head chunk size")
+    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace):
+    import torch
+
+    from agentsd.distill.models import random_model_like, tiny_random_model, with_lora
+
+    torch.manual_seed(0)
+    if args.model_like:
+        model = random_model_like(args.model_like, layers=args.layers or None)
+    else:
+        model = tiny_random_model(vocab_size=args.vocab, hidden_size=args.hidden, layers=args.layers,
+                                  heads=max(1, args.hidden // 64), init_std=0.02)
+    model = with_lora(model.to(args.device), rank=16, alpha=32.0).train()
+    V = model.config.vocab_size
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, V, (args.batch, args.seq), generator=g).to(args.device)
+    attn = torch.ones_like(ids)
+    mask = torch.zeros(args.batch, args.seq, device=args.device)
+    mask[:, args.seq // 2:] = 1
+    return model, ids, attn, mask
+
+
+def opd_step(model, teacher, opt, ids, attn, mask, chunk):
+    """One distillation update through the library's own functions."""
+
+    from agentsd.distill import losses as L
+    from agentsd.distill.teacher import TeacherRow, forward_logprobs, score_rows
+
+    B, T = ids.shape
+    rows = [TeacherRow(b, ids[b].tolist(), list(range(T // 2, T)), list(range(T // 2, T)))
+            for b in range(B)]
+    with teacher.scoring() as tm:
+        t_lp = score_rows(tm, rows, [T] * B, max_tokens=B * T, chunk_size=chunk)["teacher_logp_BT"]
+    t_lp = t_lp.to(ids.device)
+    out = forward_logprobs(model, ids, attn, chunk_size=chunk)
+    lp = out["logp_BT"]
+    loss = L.masked_mean(L.sampled_token_reverse_kl(lp, t_lp, lp.detach(), mask).loss_BT, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def floor_step(model, ids, attn):
+    """Student forward + backward (plain logits, trivial loss) + teacher forward, nothing else."""
+    import torch
+
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    logits.float().mean().backward()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad(), model.disable_adapter():
+        model(input_ids=ids, attention_mask=attn)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_it(fn, repeats: int, device: str) -> float:
+    fn()  # warm-up
+    _sync(device)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t)
+    return sorted(ts)[len(ts) // 2]
+
+
+def worker_memory(args: argparse.Namespace) -> dict:
+    """Runs in a subprocess: one update with the given teacher variant; reports peak memory."""
+    import resource
+
+    import torch
+
+    from agentsd.distill.teacher import Teacher
+
+    model, ids, attn, mask = build(args)
+    teacher = Teacher(model, "frozen", copy_model=args.worker == "copy")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    opd_step(model, teacher, opt, ids, attn, mask, args.chunk)
+    _sync(args.device)
+    out = {"variant": args.worker,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if args.device.startswith("cuda"):
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker_memory(args)))
+        return 0
+    import torch
+
+    from agentsd.distill.teacher import Teacher
+
+    model, ids, attn, mask = build(args)
+    n_params = sum(p.numel() for p in model.parameters())
+    teacher = Teacher(model, "frozen")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    t_step = time_it(lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk),
+                     args.repeats, args.device)
+    t_floor = time_it(lambda: floor_step(model, ids, attn), args.repeats, args.device)
+    tokens = args.batch * args.seq
+    res = {"device": args.device if not args.device.startswith("cuda")
+           else torch.cuda.get_device_name(), "params_M": round(n_params / 1e6, 1),
+           "batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads(),
+           "opd_step_s": round(t_step, 4), "floor_s": round(t_floor, 4),
+           "step_over_floor": round(t_step / t_floor, 3),
+           "opd_tokens_per_s": round(tokens / t_step, 1)}
+    mem = {}
+    here = os.path.abspath(__file__)
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    for variant in ("frozen", "copy"):
+        r = subprocess.run([sys.executable, here, *passthrough, "--worker", variant],
+                           capture_output=True, text=True, check=True)
+        mem[variant] = json.loads(r.stdout.strip().splitlines()[-1])
+    key = "peak_cuda_mib" if args.device.startswith("cuda") else "peak_rss_mib"
+    res["peak_mib_frozen"] = round(mem["frozen"][key], 1)
+    res["peak_mib_copy"] = round(mem["copy"][key], 1)
+    res["copy_over_frozen"] = round(mem["copy"][key] / mem["frozen"][key], 3)
+    res["memory_measure"] = key
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
