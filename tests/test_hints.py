@@ -220,3 +220,61 @@ def test_student_context_never_contains_teacher_material(env_id):
                 assert block and block not in student_text
             checked += 1
     assert checked >= 2
+
+
+# ---- with the real rollout engine and chat template (random-weight model, real tokenizer) -------
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    from agentsd.policy.hf import HFPolicy
+    from agentsd.policy.models import ModelNotFoundError, load_tokenizer, random_model
+
+    try:
+        tok = load_tokenizer("smollm2")
+    except ModelNotFoundError as e:
+        pytest.skip(f"needs the SmolLM2 tokenizer: {e}")
+    return HFPolicy(random_model(tok, seed=0), tok, model_id="tiny-random")
+
+
+@pytest.mark.parametrize("env_id", ["Sokoban-Easy-v0", "ToolWorld-Easy-v0"])
+def test_rollout_tokens_carry_no_teacher_material_and_prefixes_align(tiny_policy, env_id, tmp_path):
+    """Real rollouts: what the student's token stream decodes to holds no teacher material; the
+    teacher prompt differs from the student's only by the guidance block (same task tokens, same
+    generation prompt), so teacher prompt + response ids is a valid teacher sequence; the
+    trajectories round-trip through the store and build a library with the CLI."""
+    from agentsd.cli import main as cli_main
+    from agentsd.distill.teacher import render_prompt
+    from agentsd.policy.base import SamplingParams
+    from agentsd.rollout import rollout
+    from agentsd.skills.library import load_library
+    from agentsd.store import write_jsonl
+
+    if env_id not in agentsd.registry():
+        pytest.skip(f"{env_id} is not registered")
+    trajs = rollout(tiny_policy, env_id, seeds=[0, 1], max_turns=2,
+                    params=SamplingParams(temperature=1.0, max_tokens=8, seed=0))
+    skills = load_library(env=env_id).for_env(env_id)
+    tok = tiny_policy.tokenizer
+    for t in trajs[:1]:
+        privs = replay_privileged(t)
+        student_text = tok.decode(t.token_ids())
+        env = agentsd.make(env_id)
+        tools = env.openai_tools() or None
+        env.close()
+        for i, priv in enumerate(privs):
+            assert leaks([{"role": "user", "content": student_text}], None, skills) == []
+            assert leaks(t.turns[0].observation, priv, skills) == []
+            teacher = build_teacher_messages(t.turns[0].observation, priv, skills, ALL_VIEWS, turn=i)
+            ids = render_prompt(tok, teacher, tools)
+            student_prompt = t.turns[0].prompt_ids
+            # same generation prompt and same task tokens at the end of both prompts
+            task_ids = tok.encode(t.turns[0].observation[-1]["content"], add_special_tokens=False)
+            tail = len(task_ids) + 5
+            assert ids[-tail:] == student_prompt[-tail:]
+            assert len(ids) > len(student_prompt)
+    path = tmp_path / "rollouts.jsonl"
+    write_jsonl(trajs, path)
+    assert cli_main(["skills", "build", "--env", env_id, "--from", str(path), "--out", str(tmp_path / "lib")]) == 0
+    # random-weight actions fail the same way twice: at least that pitfall is learned
+    built = load_library(tmp_path / "lib").for_env(env_id)
+    assert any(s.kind == "pitfall" for s in built), [s.name for s in built]

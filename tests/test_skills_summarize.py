@@ -198,6 +198,12 @@ def test_read_trajectories_tolerates_truncated_tail(tmp_path, trajs):
     p.write_text("\n".join(lines) + "\n" + lines[0][:50])
     back = read_trajectories([p])
     assert [t.id for t in back] == [t.id for t in trajs[:3]]
+    from agentsd.store import write_parquet
+
+    write_parquet(trajs[:2], tmp_path / "t.parquet")
+    assert [t.id for t in read_trajectories([tmp_path / "t.parquet"])] == [t.id for t in trajs[:2]]
+    with pytest.raises(FileNotFoundError, match="agentsd rollout"):
+        read_trajectories([tmp_path / "missing.jsonl"])
 
 
 # ---- retrieval --------------------------------------------------------------------------------

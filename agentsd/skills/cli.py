@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     b = ss.add_parser("build", help="summarize trajectories into skills and merge them into a library")
     b.add_argument("--env", required=True, help="env id whose trajectories to summarize")
     b.add_argument("--from", dest="sources", nargs="+", required=True, metavar="FILE",
-                   help="trajectory JSONL file(s) (from `agentsd rollout` or the store)")
+                   help="trajectory files, .jsonl or .parquet (from `agentsd rollout` or the store)")
     b.add_argument("--out", default=None, help="library folder to update (default: the shipped skills/)")
     b.add_argument("--summarizer", choices=["deterministic", "llm", "both"], default="deterministic",
                    help="deterministic: statistics + privileged data (no model); llm: a policy "
@@ -145,6 +145,7 @@ def build(env_id: str, sources: list[str], out: Path, summarizer: str = "determi
     rep = update_library(lib, new, dedupe_threshold=dedupe)
     if write:
         report["written"] = [str(p) for p in lib.save(out, envs=[env_id])]
+        ledger.parent.mkdir(parents=True, exist_ok=True)
         with ledger.open("a") as f:  # after the skills: a crash re-summarizes rather than skips
             f.write("".join(f"{t.id}\n" for t in trajs))
     report.update(added=rep.added, merged=rep.merged, replaced=rep.replaced, rejected=rejected,

@@ -708,29 +708,15 @@ def update_stats(library: SkillLibrary, trajectories: Iterable[Trajectory]) -> N
 
 
 def read_trajectories(paths: Iterable[str | Path]) -> list[Trajectory]:
-    """Trajectories from JSONL files (one episode per line). A truncated last line (a writer
-    killed mid-record) is skipped with a warning; a bad line elsewhere is an error naming it."""
-    try:
-        from agentsd.store import read_jsonl  # the trajectory store, when present
-    except ImportError:
-        read_jsonl = None
+    """Trajectories from JSONL or Parquet files written by the trajectory store
+    (:mod:`agentsd.store`); a truncated last JSONL record (a writer killed mid-record) is
+    skipped with a warning."""
+    from agentsd.store import load
+
     out: list[Trajectory] = []
     for path in paths:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such trajectory file")
-        if read_jsonl is not None:
-            out.extend(read_jsonl(p))
-            continue
-        lines = p.read_text(encoding="utf-8").splitlines()
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Trajectory.from_dict(json.loads(line)))
-            except ValueError as e:
-                if n == len(lines):
-                    log.warning("%s:%d: skipping a truncated last record", p, n)
-                    continue
-                raise ValueError(f"{p}:{n}: not a trajectory record: {e}") from None
+            raise FileNotFoundError(f"{p}: no such trajectory file (write one with `agentsd rollout --out {p}`)")
+        out.extend(load(p))
     return out
