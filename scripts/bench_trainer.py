@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="random weights with this model's config (e.g. smollm2); default: a "
                         "random Llama with --hidden/--layers/--vocab")
     p.add_argument("--hidden", type=int, default=256, help="hidden size of the default model")
-    p.add_argument("--layers", type=int, default=4, help="layers (also overrides --model-like depth "
-                                                         "when given with it and > 0)")
+    p.add_argument("--layers", type=int, default=4,
+                   help="layers of the default model; with --model-like, 0 keeps the real depth")
     p.add_argument("--vocab", type=int, default=49152, help="vocabulary of the default model")
     p.add_argument("--batch", type=int, default=4, help="sequences per step")
     p.add_argument("--seq", type=int, default=256, help="tokens per sequence")

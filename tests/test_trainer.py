@@ -146,6 +146,8 @@ def test_train_seeds_are_a_function_of_seed_and_step():
     ("opsd", {"teacher": TeacherConfig(mode="ema")}),
     ("grpo", {}),
     ("rft", {}),
+    ("opd", {"model": ModelConfig(name="tiny-random", tiny_hidden=16, lora=False),
+             "teacher": TeacherConfig(mode="sync", sync_every=1)}),  # full fine-tuning
     pytest.param("opd", {"loss": LossConfig(kind="jsd", alpha=0.5, top_k=16),
                          "teacher": TeacherConfig(mode="live")}, marks=pytest.mark.slow),
 ])
@@ -168,6 +170,8 @@ def test_each_algorithm_runs_and_writes_its_run_folder(tmp_path, algo, extra):
         assert "is/ratio_mean" in last or cfg.loss.kind == "jsd"
     if algo == "grpo":
         assert "kl/mean" not in last
+    if cfg.teacher.mode == "sync" and algo == "opd":
+        assert last["teacher/sync"] == 1.0 and last["teacher/age"] == 0.0
     [sample_file] = list((run / "samples").glob("*.jsonl"))
     samples = [json.loads(x) for x in sample_file.read_text().splitlines()]
     assert len(samples) == 2 and len(samples[0]["tokens"]) == len(samples[0]["mask"])

@@ -27,7 +27,8 @@ def tiny_random_model(vocab_size: int = 256, hidden_size: int = 32, layers: int 
 
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size,
                       intermediate_size=2 * hidden_size, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                      num_attention_heads=heads,
+                      num_key_value_heads=heads // 2 if heads % 2 == 0 else heads,
                       max_position_embeddings=max_positions, tie_word_embeddings=True,
                       initializer_range=init_std, eos_token_id=eos_token_id,
                       pad_token_id=eos_token_id)

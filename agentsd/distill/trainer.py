@@ -370,7 +370,7 @@ def _update(model: Any, opt: Any, teacher: Any, contexts: _TeacherContexts | Non
     m = {f"loss/{k}": v for k, v in terms.items()}
     m["loss/total"] = sum(terms.values())
     m["optim/grad_norm"] = grad_norm
-    m["optim/updated"] = float(has_grad)
+    m["optim/updated"] = float(grad_norm > 0)  # e.g. GRPO with equal rewards: zero gradient
     m.update(summarize_values(col["div"], "kl"))
     m.update(summarize_values(col["gap"], "gap"))
     m.update(summarize_values(col["ent"], "entropy", pcts=()))
