@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-mode", default="frozen", help="teacher mode for opd / opsd")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", default="runs/compare", help="output folder")
+    p.add_argument("--table-only", action="store_true",
+                   help="only rebuild the table from <out>/results.json and the run folders")
     args = p.parse_args(argv)
     for n in ("steps", "tasks", "samples", "max_turns", "max_tokens", "eval_tasks"):
         if getattr(args, n) < 1:
@@ -73,6 +75,12 @@ def base_config(args: argparse.Namespace, algo: str, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table_only:
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        table = markdown_table(results, Path(args.out))
+        (Path(args.out) / "results.md").write_text(table + "\n")
+        print(table)
+        return 0
     import torch
 
     from agentsd.distill.models import with_lora
@@ -110,16 +118,23 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             (out / "results.json").write_text(json.dumps(results, indent=1))
             del model
-    table = markdown_table(results)
+    table = markdown_table(results, out)
     (out / "results.md").write_text(table + "\n")
     print("\n" + table)
     return 0
 
 
-def markdown_table(results: dict) -> str:
+def _updated_steps(run_dir: Path) -> int:
+    """Optimizer steps whose gradient was non-zero (GRPO with equal rewards in a group has none)."""
+    from agentsd.distill.metrics import read_metrics
+
+    return sum(1 for r in read_metrics(run_dir) if (r.get("optim/grad_norm") or 0) > 0)
+
+
+def markdown_table(results: dict, out: Path) -> str:
     """Held-out success per algorithm: mean, std over seeds, and the per-seed values."""
-    lines = ["| algo | held-out success (mean ± std over seeds) | per seed | held-out reward (mean) |"
-             " optimizer steps that changed weights |",
+    lines = ["| algo | held-out success, mean ± std over seeds | per seed | held-out reward, mean |"
+             " steps with a non-zero gradient |",
              "|---|---|---|---|---|",
              f"| base model (no training) | {results['base']['eval/success']:.3f} | - | "
              f"{results['base']['eval/reward']:.2f} | - |"]
@@ -128,10 +143,11 @@ def markdown_table(results: dict) -> str:
         rs = [r for r in results["runs"] if r["algo"] == a]
         s = [r["eval/success"] for r in rs]
         sd = statistics.pstdev(s) if len(s) > 1 else 0.0
+        upd = sum(_updated_steps(out / f"{a}_seed{r['seed']}") for r in rs)
         lines.append(f"| {a} | {statistics.mean(s):.3f} ± {sd:.3f} | "
                      f"{', '.join(f'{x:.2f}' for x in s)} | "
                      f"{statistics.mean(r['eval/reward'] for r in rs):.2f} | "
-                     f"{sum(r['updated_steps'] for r in rs):.0f}/{len(rs) * results['args']['steps']} |")
+                     f"{upd}/{len(rs) * results['args']['steps']} |")
     return "\n".join(lines)
 
 
