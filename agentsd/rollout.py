@@ -592,6 +592,8 @@ def register_rollout(sub: Any) -> None:
     p.add_argument("--tokenizer", default=None,
                    help="openai backend: tokenizer to render prompts with (default: --model)")
     p.add_argument("--device", default=None, help="hf backend: cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="hf backend: torch CPU threads (1 is much faster on an oversubscribed machine)")
     p.add_argument("-n", "--num-tasks", type=int, default=4, help="seeds (tasks) per env")
     p.add_argument("--samples", type=int, default=1, help="samples per task (G)")
     p.add_argument("--split", default="test", help="seed split to draw tasks from (envs without it: 0..n-1)")
@@ -642,6 +644,10 @@ def _cmd_rollout(args: Any) -> int:
         kw: dict[str, Any] = {}
         if args.backend == "hf":
             kw["device"] = args.device
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
         elif args.backend == "openai":
             kw = {"base_url": args.base_url, "api_key": args.api_key, "tokenizer": args.tokenizer}
         print(f"loading {args.backend} policy {args.model!r} ...", file=sys.stderr)

@@ -80,11 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=48, help="sampled tokens per turn")
     p.add_argument("--max-turns", type=int, default=3, help="turns per episode")
     p.add_argument("--env-workers", type=int, default=8, help="env threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", default=None, help="write the results here as JSON")
     args = p.parse_args(argv)
     envs = args.env or ["Sokoban-Easy-v0"]
     batches = [int(b) for b in args.batches.split(",")]
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     policy = build_policy(args)
     print(f"policy {policy.model_id} on {policy.device} loaded in {time.perf_counter() - t0:.1f}s",
