@@ -20,6 +20,7 @@ from agentsd.distill.config import (
     config_from_args,
 )
 from agentsd.distill.trainer import _step_data, micro_batches, train, train_seeds
+from agentsd.hints import TeacherContextConfig
 from agentsd.trajectory import Trajectory, Turn
 
 
@@ -64,7 +65,6 @@ def test_bad_config_names_the_field(flags, field):
 def test_cross_field_validation():
     with pytest.raises(ValueError, match="samples_per_task"):
         TrainConfig(algo="grpo", rollout=RolloutSettings(samples_per_task=1))
-    from agentsd.hints import TeacherContextConfig
 
     with pytest.raises(ValueError, match="nothing to see"):
         TrainConfig(algo="opsd", teacher=TeacherConfig(context=TeacherContextConfig(
@@ -143,7 +143,9 @@ def test_train_seeds_are_a_function_of_seed_and_step():
 
 @pytest.mark.parametrize("algo, extra", [
     ("opd", {}),
-    ("opsd", {"teacher": TeacherConfig(mode="ema")}),
+    # plain OPSD with step-wise hints: one teacher row per turn, batched
+    ("opsd", {"teacher": TeacherConfig(mode="ema", context=TeacherContextConfig(
+        views=("plan",), exposure_mode="step", exposure=0.5))}),
     ("grpo", {}),
     ("rft", {}),
     ("opd", {"model": ModelConfig(name="tiny-random", tiny_hidden=16, lora=False),
@@ -220,3 +222,25 @@ def test_pipeline_writes_a_complete_run_folder(tmp_path):
     assert list((run / "skills").glob("*/*/SKILL.md")), "the teacher's skill library is empty"
     assert summary["eval_before"] is not None and summary["eval_after"] is not None
     assert json.loads((run / "summary.json").read_text())["steps"] == 1
+
+
+@pytest.mark.slow
+def test_compare_and_bench_scripts_smoke(tmp_path):
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, str(root / "scripts" / "compare.py"), "--model", "tiny-random",
+                        "--algos", "grpo", "opd", "--seeds", "0", "--steps", "1", "--tasks", "1",
+                        "--samples", "2", "--max-turns", "1", "--max-tokens", "4", "--eval-tasks", "2",
+                        "--out", str(out)], capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| opd |" in (out / "results.md").read_text()
+    r = subprocess.run([sys.executable, str(root / "scripts" / "bench_trainer.py"), "--hidden", "64",
+                        "--layers", "2", "--vocab", "512", "--batch", "2", "--seq", "32",
+                        "--repeats", "1"], capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    assert res["step_over_floor"] > 0 and res["peak_mib_copy"] > 0
