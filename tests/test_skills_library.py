@@ -126,3 +126,13 @@ def test_add_same_name_replaces_text_and_merges_stats():
     assert set(got.provenance.source_trajectories) == {"t1", "t2", "t9"}
     with pytest.raises(KeyError, match="has: \\['avoid-corners'\\]"):
         lib.get("Sokoban-v0", "nope")
+
+
+@pytest.mark.parametrize("module", ["agentsd.hints", "agentsd.skills.library", "agentsd.skills.retrieve",
+                                    "agentsd.skills.summarize", "agentsd.skills.scripted"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
