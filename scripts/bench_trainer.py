@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (after one warm-up)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--chunk", type=int, default=256, help="output-head chunk size")
+    p.add_argument("--memory-only", action="store_true", help="skip the step-time comparison")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -127,17 +128,37 @@ def worker_memory(args: argparse.Namespace) -> dict:
     from agentsd.distill.teacher import Teacher
 
     model, ids, attn, mask = build(args)
+    # peak RSS from here on: loading (e.g. a GGUF config) must not mask the difference
+    reset = _reset_peak_rss()
     teacher = Teacher(model, "frozen", copy_model=args.worker == "copy")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     opd_step(model, teacher, opt, ids, attn, mask, args.chunk)
     _sync(args.device)
-    out = {"variant": args.worker,
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak = _peak_rss_kib() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"variant": args.worker, "peak_rss_mib": peak / 1024, "peak_reset": reset}
     if args.device.startswith("cuda"):
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ``clear_refs``); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,23 +170,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from agentsd.distill.teacher import Teacher
 
-    model, ids, attn, mask = build(args)
-    n_params = sum(p.numel() for p in model.parameters())
-    teacher = Teacher(model, "frozen")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    t_step = time_it(lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk),
-                     args.repeats, args.device)
-    t_floor = time_it(lambda: floor_step(model, ids, attn), args.repeats, args.device)
-    tokens = args.batch * args.seq
     res = {"device": args.device if not args.device.startswith("cuda")
-           else torch.cuda.get_device_name(), "params_M": round(n_params / 1e6, 1),
-           "batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads(),
-           "opd_step_s": round(t_step, 4), "floor_s": round(t_floor, 4),
-           "step_over_floor": round(t_step / t_floor, 3),
-           "opd_tokens_per_s": round(tokens / t_step, 1)}
+           else torch.cuda.get_device_name(), "batch": args.batch, "seq": args.seq,
+           "threads": torch.get_num_threads()}
+    if not args.memory_only:
+        model, ids, attn, mask = build(args)
+        res["params_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+        teacher = Teacher(model, "frozen")
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        t_step = time_it(lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk),
+                         args.repeats, args.device)
+        t_floor = time_it(lambda: floor_step(model, ids, attn), args.repeats, args.device)
+        res.update({"opd_step_s": round(t_step, 4), "floor_s": round(t_floor, 4),
+                    "step_over_floor": round(t_step / t_floor, 3),
+                    "opd_tokens_per_s": round(args.batch * args.seq / t_step, 1)})
+        del model, teacher, opt
     mem = {}
     here = os.path.abspath(__file__)
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--memory-only"]
     for variant in ("frozen", "copy"):
         r = subprocess.run([sys.executable, here, *passthrough, "--worker", variant],
                            capture_output=True, text=True, check=True)
