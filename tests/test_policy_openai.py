@@ -201,24 +201,27 @@ def test_rollout_over_http_feeds_exactly_the_stored_sequence(server, tok):
 # ---- the llama.cpp server (llama-cpp-python) -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def llama_server(tok):
+def llama_server(tok, tmp_path_factory):
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed (pip install 'llama-cpp-python[server]', "
                     "a long source build); the tiny-server tests above cover the HTTP path")
     from agentsd.policy.models import smollm2_gguf_path
 
     port = _free_port()
+    # a file, not a pipe: llama.cpp logs a lot while loading and would block on a full pipe
+    log = open(tmp_path_factory.mktemp("llama") / "server.log", "w+b")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
                              "--port", str(port), "--host", "127.0.0.1", "--model_alias", "smollm2",
                              "--n_ctx", "4096", "--n_threads", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=log)
     import httpx
 
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 300  # imports and model load are slow on a busy 2-core machine
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+            log.seek(0)
+            pytest.fail(f"llama_cpp.server exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                 break
@@ -234,6 +237,7 @@ def llama_server(tok):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 def test_llama_cpp_server_completions(llama_server, tok):

@@ -198,7 +198,8 @@ class OpenAIPolicy:
                     except ValueError as e:
                         raise OpenAIBackendError(f"{self.base_url}{path} answered non-JSON: "
                                                  f"{r.text[:200]!r}") from e
-                if r.status_code not in _RETRY_STATUS:
+                # llama-cpp-python answers request validation errors with HTTP 500: not transient
+                if r.status_code not in _RETRY_STATUS or "validation error" in r.text[:500].lower():
                     raise self._http_error(path, r)
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
                 retry_after = r.headers.get("retry-after")
@@ -288,6 +289,7 @@ def _error_message(r: Any) -> str:
 
 
 def _rejects_token_prompt(e: Exception) -> bool:
-    # servers that only take text prompts answer 400/422 about the prompt's type
+    # servers that only take text prompts answer 400/422 (llama-cpp-python: 500 with a
+    # validation error) about the prompt's type
     s = str(e)
-    return ("HTTP 400" in s or "HTTP 422" in s) and "prompt" in s.lower()
+    return ("HTTP 400" in s or "HTTP 422" in s or "validation error" in s.lower()) and "prompt" in s.lower()
