@@ -644,7 +644,8 @@ def _classify(io: _IO, lim: Limits, oom_killed: bool) -> ExecResult:
                           stderr=res.stderr, wall_s=res.wall_s)
     if oom_killed:
         res.status, res.detail = Status.MEMORY, f"memory limit of {lim.memory_mb} MiB reached"
-    elif res.signal in (signal.SIGXCPU, signal.SIGKILL) and res.cpu_s >= lim.cpu_seconds - 0.05:
+    elif res.signal == signal.SIGXCPU or (res.signal == signal.SIGKILL and res.cpu_s >= lim.cpu_seconds - 0.05):
+        # only the kernel sends SIGXCPU (at the soft RLIMIT_CPU); weak mode reports no cpu_s
         res.status, res.detail = Status.TIMEOUT, f"CPU-time limit of {lim.cpu_seconds}s reached"
     elif res.signal == signal.SIGXFSZ or (res.exit_code and any(m in tail for m in _FILE_MARKERS)):
         res.status, res.detail = Status.FILE_LIMIT, f"file-size/disk limit of {lim.file_mb} MiB reached"
