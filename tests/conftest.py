@@ -19,3 +19,14 @@ def scratch_registry():
     yield reg
     reg._REGISTRY.clear()
     reg._REGISTRY.update(saved)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The embedded model's real tokenizer (SmolLM2's chat template), loaded once per session."""
+    from agentsd.policy.models import ModelNotFoundError, load_tokenizer
+
+    try:
+        return load_tokenizer("smollm2")
+    except ModelNotFoundError as e:
+        pytest.skip(f"embedded tokenizer unavailable: {e}")

@@ -11,14 +11,6 @@ from agentsd.policy.models import load_tokenizer, random_model
 
 
 @pytest.fixture(scope="module")
-def tok():
-    try:
-        return load_tokenizer("smollm2")
-    except ModelNotFoundError as e:
-        pytest.skip(f"embedded tokenizer unavailable: {e}")
-
-
-@pytest.fixture(scope="module")
 def policy(tok):
     return HFPolicy(random_model(tok, seed=0), tok, model_id="tiny")
 

@@ -23,8 +23,8 @@ from collections import Counter
 
 import pytest
 
-from agentsd.policy import HFPolicy, ModelNotFoundError, SamplingParams
-from agentsd.policy.models import load_tokenizer, random_model
+from agentsd.policy import HFPolicy, SamplingParams
+from agentsd.policy.models import random_model
 from agentsd.policy.openai import (
     ModelNotServedError,
     OpenAIAuthError,
@@ -32,14 +32,6 @@ from agentsd.policy.openai import (
     OpenAIPolicy,
 )
 from agentsd.rollout import rollout
-
-
-@pytest.fixture(scope="module")
-def tok():
-    try:
-        return load_tokenizer("smollm2")
-    except ModelNotFoundError as e:
-        pytest.skip(f"embedded tokenizer unavailable: {e}")
 
 
 def _free_port() -> int:

@@ -9,19 +9,11 @@ from collections import Counter
 import pytest
 
 from agentsd.env import TextEnv
-from agentsd.policy import HFPolicy, ModelNotFoundError, SamplingParams
+from agentsd.policy import HFPolicy, SamplingParams
 from agentsd.policy.base import Generation
-from agentsd.policy.models import load_tokenizer, random_model
+from agentsd.policy.models import random_model
 from agentsd.rollout import ChatRenderer, RolloutConfig, Task, rollout, run_rollouts
 from agentsd.types import StopReason
-
-
-@pytest.fixture(scope="module")
-def tok():
-    try:
-        return load_tokenizer("smollm2")
-    except ModelNotFoundError as e:
-        pytest.skip(f"embedded tokenizer unavailable: {e}")
 
 
 class Scripted:
