@@ -160,6 +160,14 @@ def _float_dtype(x: torch.Tensor):
 # ---------------------------------------------------------------------------------------------
 # sampled-token losses (need only the log-probability of the sampled token)
 
+def _clip_tokens(x_BT: torch.Tensor, token_clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point-wise clip to ``[-token_clip, token_clip]``; returns the clipped values and a 0/1
+    mask of the positions that were clipped (all zero when ``token_clip`` is None)."""
+    if token_clip is None:
+        return x_BT, _zeros_like(x_BT)
+    return x_BT.clamp(-token_clip, token_clip), (x_BT.abs() > token_clip).to(x_BT.dtype)
+
+
 def sampled_token_reverse_kl(logp_BT: torch.Tensor, teacher_logp_BT: torch.Tensor,
                              sampler_logp_BT: torch.Tensor, mask_BT: torch.Tensor,
                              is_clip: float | None = 2.0, token_clip: float | None = None,
@@ -174,10 +182,7 @@ def sampled_token_reverse_kl(logp_BT: torch.Tensor, teacher_logp_BT: torch.Tenso
     """
     rho, ratio, is_clipped = importance_weights(logp_BT, sampler_logp_BT, is_clip)
     gap = (logp_BT - teacher_logp_BT).detach()
-    tok_clipped = _zeros_like(gap)
-    if token_clip is not None:
-        tok_clipped = (gap.abs() > token_clip).to(gap.dtype)
-        gap = gap.clamp(-token_clip, token_clip)
+    gap, tok_clipped = _clip_tokens(gap, token_clip)
     m = mask_BT.to(logp_BT.dtype)
     return TokenLoss(
         loss_BT=rho * gap * logp_BT * m,
@@ -200,10 +205,7 @@ def policy_gradient_distill(logp_BT: torch.Tensor, teacher_logp_BT: torch.Tensor
     """
     rho, ratio, is_clipped = importance_weights(logp_BT, sampler_logp_BT, is_clip)
     adv = (-coef * (sampler_logp_BT - teacher_logp_BT)).detach()
-    tok_clipped = _zeros_like(adv)
-    if token_clip is not None:
-        tok_clipped = (adv.abs() > token_clip).to(adv.dtype)
-        adv = adv.clamp(-token_clip, token_clip)
+    adv, tok_clipped = _clip_tokens(adv, token_clip)
     m = mask_BT.to(logp_BT.dtype)
     return TokenLoss(
         loss_BT=-rho * adv * logp_BT * m,
