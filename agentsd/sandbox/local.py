@@ -332,10 +332,7 @@ class LocalSandbox:
 
     def _via_unshare(self, cfg_fd: int, req: ExecRequest, lim: Limits) -> _IO:
         """Spawn mode: ``unshare`` + a fresh launcher interpreter per run."""
-        status_r, status_w = os.pipe()
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        (status_r, status_w), (in_r, in_w), (out_r, out_w), (err_r, err_w) = _run_pipes()
         argv = ["unshare", "--fork", "--pid", "--net", "--mount", "--ipc", "--uts",
                 "--kill-child", sys.executable, "-I", "-S", LAUNCHER, str(cfg_fd), str(status_w)]
         t0 = time.monotonic()
@@ -344,12 +341,10 @@ class LocalSandbox:
                                     pass_fds=(cfg_fd, status_w), env={"PATH": "/usr/bin:/bin"},
                                     start_new_session=True)
         except BaseException:
-            for fd in (status_r, in_w, out_r, err_r):
-                os.close(fd)
+            _close(status_r, in_w, out_r, err_r)  # our ends: the run never started
             raise
         finally:
-            for fd in (status_w, in_r, out_w, err_w):
-                os.close(fd)
+            _close(status_w, in_r, out_w, err_w)  # the run's ends: the child holds its own copies
 
         def kill(_status: bytes) -> bool:
             _kill_ns(proc)
@@ -362,22 +357,17 @@ class LocalSandbox:
         """Zygote mode: hand the run's fds to the long-lived root launcher, which forks."""
         import socket
 
-        status_r, status_w = os.pipe()
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        (status_r, status_w), (in_r, in_w), (out_r, out_w), (err_r, err_w) = _run_pipes()
         t0 = time.monotonic()
         try:
             with self._zlock:
                 sock = self._zygote()
                 socket.send_fds(sock, [b"run"], [cfg_fd, in_r, out_w, err_w, status_w])
         except BaseException:
-            for fd in (status_r, in_w, out_r, err_r):
-                os.close(fd)
+            _close(status_r, in_w, out_r, err_r)  # our ends: the run never started
             raise
         finally:
-            for fd in (status_w, in_r, out_w, err_w):
-                os.close(fd)
+            _close(status_w, in_r, out_w, err_w)  # the run's ends: the child holds its own copies
 
         def kill(status: bytes) -> bool:
             for line in status.splitlines():
@@ -610,6 +600,16 @@ def _finish(io: _IO, bufs: dict, status_buf: bytearray) -> _IO:
 
 _MEM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 _FILE_MARKERS = ("[Errno 27]", "[Errno 28]", "File too large", "No space left on device")
+
+
+def _run_pipes() -> tuple[tuple[int, int], ...]:
+    """The four pipes of one run: status, stdin, stdout, stderr (each ``(read, write)``)."""
+    return os.pipe(), os.pipe(), os.pipe(), os.pipe()
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _classify(io: _IO, lim: Limits, oom_killed: bool) -> ExecResult:
