@@ -50,12 +50,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentsd.hints import turn_views
 from agentsd.policy.base import Generation, Policy, SamplingParams
 from agentsd.trajectory import Trajectory, Turn
 from agentsd.types import Message, ParseStatus, StopReason
 
 __all__ = ["Task", "RolloutConfig", "RolloutSummary", "RolloutResult", "ChatRenderer",
-           "rollout", "run_rollouts", "make_tasks"]
+           "rollout", "run_rollouts", "make_tasks", "split_tasks"]
 
 EnvLike = str | Callable[[], Any]
 
@@ -105,6 +106,9 @@ class RolloutConfig:
     #: also pass the env's tool schemas to the chat template (``tools=``); off by default since
     #: envs describe their tools in the observation and some offer dozens
     render_tools: bool = False
+    #: record each turn's privileged views (``Turn.privileged``) for the teacher; the trainer
+    #: turns it on for training rollouts (costs one ``env.privileged()`` per turn)
+    record_privileged: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_turns", "max_episode_tokens", "context_length", "max_parse_failures"):
@@ -265,6 +269,20 @@ class _Episode:
     parse_failures: int = 0
     limit_hit: StopReason | None = None
     done: bool = False
+    pending_priv: dict[str, Any] = field(default_factory=dict)
+
+
+def split_tasks(env_id: str, split: str, n: int, offset: int = 0) -> list[Task]:
+    """``n`` tasks of a named split of ``env_id``: its seeds *and* the kwargs that select it
+    (ToolWorld's test split holds out whole task templates through ``task_split="test"``, so
+    seeds alone would evaluate on train templates)."""
+    import agentsd
+
+    s = agentsd.spec(env_id)
+    if split not in s.splits:
+        raise ValueError(f"env {env_id} has no split {split!r}; it has: {sorted(s.splits) or 'none'}")
+    kw = dict(s.splits[split].kwargs)
+    return [Task(env_id, seed, kw) for seed in s.splits[split].seed_list(n, offset)]
 
 
 def make_tasks(envs: EnvLike | Sequence[EnvLike], seeds: Sequence[int | None] | None) -> list[Task]:
@@ -313,12 +331,16 @@ def _reset(ep: _Episode, cfg: RolloutConfig) -> tuple[list[Message], dict[str, A
     else:
         ep.env = task.env()
     obs, info = ep.env.reset(seed=task.seed)
+    if cfg.record_privileged:
+        ep.pending_priv = turn_views(ep.env)
     return list(obs), dict(info), time.perf_counter() - t0
 
 
-def _step(ep: _Episode, action: str) -> tuple[Any, ...]:
+def _step(ep: _Episode, action: str, record: bool = False) -> tuple[Any, ...]:
     t0 = time.perf_counter()
     obs, reward, terminated, truncated, info = ep.env.step(action)
+    if record and not (terminated or truncated):
+        ep.pending_priv = turn_views(ep.env)  # the state the next turn acts from
     return list(obs), float(reward), bool(terminated), bool(truncated), dict(info), \
         time.perf_counter() - t0
 
@@ -433,7 +455,8 @@ class _Engine:
                     batch = ready[: self.cfg.max_concurrent]
                     ready = ready[len(batch):]
                     for ep, action in self._generate(batch):
-                        futures[pool.submit(_step, ep, action)] = (ep, "step")
+                        futures[pool.submit(_step, ep, action, self.cfg.record_privileged)] = \
+                            (ep, "step")
         bar.close()
         self.summary.wall_s = time.perf_counter() - t0
         self._summarize()
@@ -470,7 +493,8 @@ class _Engine:
             ep.limit_hit = reason
         turn = Turn(observation=ep.pending_obs, prompt_ids=ep.prompt, action_ids=ids,
                     action_logprobs=lps, action_text=text, finish_reason=finish,
-                    timings={"generate": dt, "batch_size": float(batch)})
+                    timings={"generate": dt, "batch_size": float(batch)},
+                    privileged=ep.pending_priv)
         # how a remote backend produced the ids (token prompts? ids from the server?)
         sampler = {k: gen.meta[k] for k in ("prompt_mode", "token_ids_source") if k in gen.meta}
         if sampler:
@@ -478,7 +502,7 @@ class _Engine:
         ep.traj.turns.append(turn)
         ep.n_tokens += len(ep.prompt) + len(ids)
         ep.history.extend(ep.pending_obs)
-        ep.prompt, ep.pending_obs = None, []
+        ep.prompt, ep.pending_obs, ep.pending_priv = None, [], {}
         return text
 
     def _action_cap(self, ep: _Episode) -> tuple[int | None, StopReason | None]:
@@ -631,10 +655,10 @@ def _cmd_rollout(args: Any) -> int:
         tasks = []
         for env_id in env_ids:
             s = agentsd.spec(env_id)
-            seeds = (agentsd.split_seeds(env_id, args.split, args.num_tasks, args.seed_offset)
-                     if args.split in s.splits else
-                     list(range(args.seed_offset, args.seed_offset + args.num_tasks)))
-            tasks += [Task(env_id, sd) for sd in seeds]
+            tasks += (split_tasks(env_id, args.split, args.num_tasks, args.seed_offset)
+                      if args.split in s.splits else
+                      [Task(env_id, sd) for sd in range(args.seed_offset,
+                                                        args.seed_offset + args.num_tasks)])
         params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                 max_tokens=args.max_tokens, seed=args.seed)
         cfg = RolloutConfig(max_turns=args.max_turns, max_episode_tokens=args.max_episode_tokens,

@@ -52,6 +52,10 @@ class Turn:
     info: dict[str, Any] = field(default_factory=dict)
     #: seconds: "generate", "env"
     timings: dict[str, float] = field(default_factory=dict)
+    #: teacher-only views of the state this turn acted from (``agentsd.hints.turn_views``:
+    #: privileged views plus ``reference``, the next gold action in the env's action format);
+    #: recorded at rollout time when asked, so the trainer never replays an episode
+    privileged: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

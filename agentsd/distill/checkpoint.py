@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state",
+           "resolve_init_from", "merge_init_from"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,9 +58,13 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     torch.save(_trainable_state(model), tmp / "trainable.pt")
+    if hasattr(model, "peft_config"):  # a standard PEFT adapter folder next to the private files
+        model.save_pretrained(str(tmp / "adapter"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
-    for f in tmp.iterdir():  # data on disk before the rename makes it visible
+    for f in tmp.rglob("*"):  # data on disk before the rename makes it visible
+        if not f.is_file():
+            continue
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
     shutil.rmtree(final, ignore_errors=True)
@@ -104,3 +109,74 @@ def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, A
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     set_rng_state(state["rng"])
     return state
+
+
+# ---------------------------------------------------------------------------------------------
+# starting a run from an earlier one
+
+def resolve_init_from(path: str | Path) -> Path:
+    """What ``--model.init-from`` points at: a PEFT adapter folder (``adapter_config.json``), a
+    checkpoint folder (``trainable.pt``) or a run folder (its latest checkpoint). Raises
+    ``ValueError`` naming what was expected; touches no model."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"model.init_from {str(path)!r} does not exist; expected a run folder "
+                         "(with checkpoints/), a checkpoint folder or a PEFT adapter folder")
+    if (p / "adapter_config.json").exists() or (p / "trainable.pt").exists():
+        return p
+    ckpt = latest_checkpoint(p)
+    if ckpt is None:
+        raise ValueError(f"model.init_from {str(path)!r} holds no checkpoint (no "
+                         "checkpoints/step_*/state.pt, trainable.pt or adapter_config.json); "
+                         "point it at a finished run folder")
+    return ckpt
+
+
+def _run_config(ckpt: Path) -> dict[str, Any]:
+    import json
+
+    for cand in (ckpt.parent.parent / "config.json", ckpt / "config.json"):
+        if cand.exists():
+            return json.loads(cand.read_text())
+    return {}
+
+
+def merge_init_from(model: Any, path: str | Path, model_name: str | None = None) -> Any:
+    """``model`` (a plain, un-wrapped transformers model) with the weights of an earlier run
+    merged in: a LoRA adapter is applied and merged (``merge_and_unload``), full fine-tuned
+    tensors are copied. Raises ``ValueError`` when the earlier run used another model."""
+    import torch
+
+    from agentsd.distill.models import with_lora
+
+    src = resolve_init_from(path)
+    if (src / "adapter_config.json").exists() and not (src / "trainable.pt").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(src)).merge_and_unload()
+    cfg = _run_config(src).get("model", {})
+    if model_name and cfg.get("name") and cfg["name"] != model_name:
+        raise ValueError(f"model.init_from {str(path)!r} was trained on model {cfg['name']!r}, "
+                         f"this run uses {model_name!r}; start from a run of the same model")
+    weights = torch.load(src / "trainable.pt", map_location="cpu", weights_only=True)
+    if cfg.get("lora", True) and any("lora_" in n for n in weights):
+        wrapped = with_lora(model, rank=int(cfg.get("lora_rank", 16)),
+                            alpha=float(cfg.get("lora_alpha", 32.0)))
+        params = dict(wrapped.named_parameters())
+        missing = [n for n in weights if n not in params]
+        if missing:
+            raise ValueError(f"model.init_from {str(path)!r}: its adapter does not fit this model "
+                             f"({missing[:2]} ...); was it trained on another model?")
+        with torch.no_grad():
+            for n, t in weights.items():
+                params[n].copy_(t.to(params[n].device, params[n].dtype))
+        return wrapped.merge_and_unload()
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise ValueError(f"model.init_from {str(path)!r}: tensors {missing[:2]} ... are not in "
+                         "this model; was it trained on another model?")
+    with torch.no_grad():
+        for n, t in weights.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+    return model

@@ -24,13 +24,14 @@ from typing import Any
 
 from agentsd.hints import TeacherContextConfig
 
-__all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig",
+__all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig", "DemoConfig",
            "TrainConfig", "ALGOS", "add_config_args", "config_from_args", "config_to_dict",
            "config_from_dict", "load_config"]
 
 #: training algorithms, all on the same loop: skill-conditioned OPD, plain OPSD (hints only),
-#: GRPO on the env reward, rejection-sampling fine-tuning on successful samples
-ALGOS = ("opd", "opsd", "grpo", "rft")
+#: GRPO on the env reward, rejection-sampling fine-tuning on successful samples, supervised
+#: fine-tuning on demonstrations (the warm start)
+ALGOS = ("opd", "opsd", "grpo", "rft", "sft")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -69,6 +70,10 @@ class ModelConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout (the teacher always runs with dropout off)")
     dtype: str = _f("auto", "parameter dtype: auto (bf16 autocast on CUDA with bf16, else "
                             "fp32), fp32 or bf16")
+    init_from: str = _f("", "start from an earlier run: a run folder (its latest checkpoint) or "
+                            "a PEFT adapter folder; its adapter is merged into the base weights "
+                            "and this run trains a fresh adapter on top (so the 'frozen' teacher "
+                            "is the warm-started model)")
     tiny_hidden: int = _f(32, "hidden size of the 'tiny-random' model")
     tiny_layers: int = _f(2, "layers of the 'tiny-random' model")
 
@@ -81,6 +86,10 @@ class ModelConfig:
                self.lora_dropout)
         _check(self.dtype in ("auto", "fp32", "bf16"), "ModelConfig", "dtype",
                "must be 'auto', 'fp32' or 'bf16'", self.dtype)
+        if self.init_from:
+            from agentsd.distill.checkpoint import resolve_init_from
+
+            resolve_init_from(self.init_from)  # a bad folder fails here, before a model loads
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ class RolloutSettings:
     top_p: float = _f(1.0, "nucleus sampling for training rollouts")
     eval_tasks: int = _f(8, "held-out (test split) tasks per evaluation")
     eval_temperature: float = _f(0.0, "sampling temperature for evaluation (0 = greedy)")
+    eval_sampled: bool = _f(True, "also evaluate at temperature 1 (eval/success_t1): greedy "
+                                  "success alone hides a policy that is right only sometimes")
 
     def __post_init__(self) -> None:
         _pos_int("RolloutSettings", self, "tasks_per_step", "samples_per_task", "max_turns",
@@ -182,6 +193,26 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """Demonstrations for ``algo='sft'`` (the warm start)."""
+
+    source: str = _f("oracle", "oracle (each env's oracle on train seeds) or a trajectory file "
+                               "(.jsonl/.parquet; its successful episodes)")
+    teacher_frac: float = _f(0.5, "share of demos rendered in the teacher's context (skills + the "
+                                  "per-turn reference reply), so the teacher learns to use it")
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.source, str) and bool(self.source), "DemoConfig", "source",
+               "must be 'oracle' or a trajectory file", self.source)
+        _check(0 <= self.teacher_frac <= 1, "DemoConfig", "teacher_frac", "must be in [0, 1]",
+               self.teacher_frac)
+        if self.source != "oracle":
+            from agentsd.demos import load_demos
+
+            load_demos(self.source)  # missing or empty file: fail before a model loads
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     """Optimizer and batching."""
 
@@ -208,7 +239,8 @@ class TrainConfig:
     """A whole training run. ``algo`` picks the objective; everything else is shared, so the
     baselines run on the same code path."""
 
-    algo: str = _f("opd", "opd (teacher sees skills + hints) | opsd (hints only) | grpo | rft")
+    algo: str = _f("opd", "opd (teacher sees skills + hints) | opsd (hints only) | grpo | rft | "
+                          "sft (demonstrations; the warm start)")
     steps: int = _f(20, "optimizer steps (one rollout batch each)")
     seed: int = _f(0, "run seed (task choice, sampling, initialization)")
     out_dir: str = _f("runs/opd", "run folder (metrics, checkpoints, report)")
@@ -226,6 +258,10 @@ class TrainConfig:
     loss: LossConfig = _f(LossConfig(), "loss")
     teacher: TeacherConfig = _f(TeacherConfig(), "teacher")
     optim: OptimConfig = _f(OptimConfig(), "optimizer")
+    demos: DemoConfig = _f(DemoConfig(), "demonstrations (algo=sft)")
+    teacher_eval: bool = _f(True, "opd/opsd: before training, let the teacher context act on the "
+                                  "held-out tasks and report its success and parse rate "
+                                  "(teacher/eval_*), warning when it is below the student's")
 
     def __post_init__(self) -> None:
         _check(self.algo in ALGOS, "TrainConfig", "algo", f"must be one of {ALGOS}", self.algo)
@@ -240,6 +276,19 @@ class TrainConfig:
                              "(group-relative advantages need a group)")
         if self.loss.success_routing and self.rollout.samples_per_task < 2:
             raise ValueError("TrainConfig.loss.success_routing needs rollout.samples_per_task >= 2")
+        if self.algo == "sft" and self.demos.source == "oracle":
+            import agentsd
+
+            try:
+                probe = agentsd.make(self.rollout.env)
+                probe.reset(seed=agentsd.split_seeds(self.rollout.env, "train", 1)[0])
+                has_oracle = probe.oracle_action() is not None
+                probe.close()
+            except Exception as e:  # noqa: BLE001 - an unknown env id gets the registry's error
+                raise ValueError(f"TrainConfig.rollout.env {self.rollout.env!r}: {e}") from e
+            if not has_oracle:
+                raise ValueError(f"TrainConfig.algo='sft' with demos.source='oracle': env "
+                                 f"{self.rollout.env} has no oracle; pass --demos.source FILE")
         if self.uses_teacher and not [v for v in self.teacher_views().views]:
             raise ValueError(f"TrainConfig.teacher.context.views leaves the {self.algo} teacher "
                              "nothing to see beyond the task (add 'plan', 'notes' or 'skills')")

@@ -33,7 +33,7 @@ from agentsd.trajectory import Trajectory
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TeacherRow", "build_teacher_rows", "render_prompt", "pad_rows", "forward_logprobs",
+__all__ = ["TeacherRow", "build_teacher_rows", "teacher_row", "render_prompt", "pad_rows", "forward_logprobs",
            "score_rows", "Teacher", "TEACHER_MODES", "AlignmentError"]
 
 TEACHER_MODES = ("live", "frozen", "ema", "sync")
@@ -103,6 +103,68 @@ def build_teacher_rows(traj: Trajectory, teacher_prompt: list[int] | Sequence[li
             raise AlignmentError(f"trajectory {traj.id}: teacher row does not carry the student's "
                                  f"action tokens at {bad[:5]} (teacher prompt must be non-empty)")
     return rows
+
+
+def teacher_row(traj: Trajectory, tokenizer: Any, config: Any, skills: Sequence[Any] = (),
+                tools: list[dict] | None = None, traj_index: int = 0) -> TeacherRow:
+    """The teacher's row for one trajectory, rendered by the rollout engine's own renderer
+    (:class:`agentsd.rollout.ChatRenderer`, same chat template, same ``tools``) from the
+    messages the student saw plus the teacher's additions only:
+
+    - the skills section appended to the first system message (:func:`agentsd.hints.with_skills`);
+    - in step mode (``config.exposure_mode == "step"``), the end of every turn's observation
+      carries that turn's hint (:func:`agentsd.hints.hint_text` of ``Turn.privileged``, the
+      views recorded at rollout time from the state the student actually reached), so the
+      teacher scoring action ``k`` has read hints ``0..k``, exactly as when it acts itself;
+    - in episode mode, turn 0's views in the system message (the whole-episode context).
+
+    The student's action tokens are copied verbatim and every one of them is scored, with one
+    forward per trajectory. Raises :class:`AlignmentError` if a scored token is not the
+    student's.
+    """
+    import dataclasses as dc
+
+    from agentsd.hints import _views_privileged, build_teacher_messages, hint_text, with_hint, with_skills
+    from agentsd.rollout import ChatRenderer
+
+    if not traj.turns:
+        raise ValueError(f"trajectory {traj.id} has no turns to score")
+    views_needed = [v for v in config.views if v != "skills"]
+    if views_needed and not any(t.privileged for t in traj.turns):
+        raise ValueError(f"trajectory {traj.id} has no recorded privileged views (Turn.privileged) "
+                         f"but the teacher context shows {views_needed}; roll out with "
+                         "RolloutConfig(record_privileged=True) (the trainer does)")
+    step = config.exposure_mode == "step"
+    r = ChatRenderer(tokenizer, tools)
+    ids = traj.token_ids()
+    row: list[int] = []
+    row_pos: list[int] = []
+    student_pos: list[int] = []
+    history: list[dict] = []
+    pos = 0
+    for k, turn in enumerate(traj.turns):
+        obs = list(turn.observation)
+        if k == 0:
+            obs = with_skills(obs, skills, config)
+            if not step and views_needed:
+                obs = build_teacher_messages(obs, _views_privileged(turn.privileged), [],
+                                             dc.replace(config, views=tuple(views_needed)))
+        hinted = with_hint(obs, hint_text(turn.privileged, config) if step else "")
+        prompt = r.first(hinted) if k == 0 else r.next(history[:-1], hinted,
+                                                      traj.turns[k - 1].action_ids)
+        history.extend(hinted)
+        row += prompt
+        a0 = pos + len(turn.prompt_ids)
+        row_pos += range(len(row), len(row) + len(turn.action_ids))
+        student_pos += range(a0, a0 + len(turn.action_ids))
+        row += turn.action_ids
+        history.append({"role": "assistant", "content": turn.action_text})
+        pos = a0 + len(turn.action_ids)
+    bad = [i for i, j in zip(row_pos, student_pos, strict=True) if row[i] != ids[j]]
+    if bad or any(i < 1 for i in row_pos):
+        raise AlignmentError(f"trajectory {traj.id}: teacher row does not carry the student's "
+                             f"action tokens at {bad[:5]}")
+    return TeacherRow(traj_index, row, row_pos, student_pos)
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from agentsd.distill.config import TrainConfig, config_to_dict
+from agentsd.distill.update import StepData, build_batch, micro_batches, update
 from agentsd.trajectory import Trajectory
 
-__all__ = ["train", "TrainResult", "build_student", "evaluate", "StepData", "micro_batches",
-           "train_seeds"]
+__all__ = ["train", "TrainResult", "build_student", "prepare_student", "evaluate",
+           "evaluate_teacher", "eval_tasks", "StepData", "micro_batches", "train_seeds"]
 
 
 @dataclass
@@ -55,7 +56,8 @@ class TrainResult:
 # model
 
 def build_student(cfg: TrainConfig) -> tuple[Any, Any]:
-    """``(model, tokenizer)``: the configured model, LoRA-wrapped if asked, in train mode."""
+    """``(model, tokenizer)``: the configured model, with an earlier run merged in
+    (``model.init_from``), LoRA-wrapped if asked, in train mode."""
     import torch
 
     from agentsd.distill.models import tiny_random_model, with_lora
@@ -70,13 +72,27 @@ def build_student(cfg: TrainConfig) -> tuple[Any, Any]:
     else:
         dtype = torch.bfloat16 if mc.dtype == "bf16" else torch.float32
         model, tok = load_model(mc.name, dtype=dtype)
+    return prepare_student(model, cfg), tok
+
+
+def prepare_student(model: Any, cfg: TrainConfig) -> Any:
+    """A loaded base model made ready for ``cfg``: ``init_from`` merged, a fresh LoRA adapter
+    (seeded) or full fine-tuning, train mode."""
+    import torch
+
+    from agentsd.distill.checkpoint import merge_init_from
+    from agentsd.distill.models import with_lora
+
+    mc = cfg.model
+    if mc.init_from:
+        model = merge_init_from(model, mc.init_from, mc.name)
     if mc.lora:
         torch.manual_seed(cfg.seed)  # LoRA A init
         model = with_lora(model, rank=mc.lora_rank, alpha=mc.lora_alpha, dropout=mc.lora_dropout)
     else:
         model.requires_grad_(True)
     model.train()
-    return model, tok
+    return model
 
 
 def _autocast(model: Any, cfg: TrainConfig) -> Any:
@@ -92,9 +108,9 @@ def _autocast(model: Any, cfg: TrainConfig) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# rollouts
+# rollouts and demonstrations
 
-def train_seeds(cfg: TrainConfig, step: int) -> list[int]:
+def train_seeds(cfg: TrainConfig, step: int, n: int | None = None) -> list[int]:
     """The train-split task seeds of ``step``: a pure function of (run seed, step)."""
     import numpy as np
 
@@ -102,33 +118,69 @@ def train_seeds(cfg: TrainConfig, step: int) -> list[int]:
 
     rng = np.random.default_rng([cfg.seed, step, 7])
     pool = agentsd.split_seeds(cfg.rollout.env, "train", 1, offset=0)[0]
-    picks = rng.choice(100_000, size=cfg.rollout.tasks_per_step, replace=False)
+    picks = rng.choice(100_000, size=n or cfg.rollout.tasks_per_step, replace=False)
     return [pool + int(p) for p in picks]
 
 
-def _rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int], samples: int, temperature: float,
-              sample_seed: int, progress: bool) -> tuple[list[Trajectory], Any]:
+def _train_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    import agentsd
+
+    splits = agentsd.spec(cfg.rollout.env).splits
+    return dict(splits["train"].kwargs) if "train" in splits else {}
+
+
+def _rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, samples: int,
+              temperature: float, sample_seed: int, progress: bool, tasks: Sequence[Any] = (),
+              record_privileged: bool = False) -> tuple[list[Trajectory], Any]:
     from agentsd.policy.base import SamplingParams
-    from agentsd.rollout import RolloutConfig, run_rollouts
+    from agentsd.rollout import RolloutConfig, Task, run_rollouts
 
     rc = cfg.rollout
+    if not tasks:
+        kw = _train_kwargs(cfg)
+        tasks = [Task(rc.env, s, kw) for s in seeds or []]
     params = SamplingParams(temperature=temperature, top_p=rc.top_p if temperature > 0 else 1.0,
                             max_tokens=rc.max_tokens, seed=sample_seed)
     # batch_wait_s: wait for every pending env step before generating, so the batches (and
     # hence the samples) do not depend on thread timing; exact resume relies on it
-    res = run_rollouts(policy, rc.env, list(seeds), samples, params,
+    res = run_rollouts(policy, tasks=list(tasks), samples_per_task=samples, params=params,
                        config=RolloutConfig(max_turns=rc.max_turns,
                                             max_episode_tokens=rc.max_episode_tokens,
                                             batch_wait_s=3600.0, progress=progress,
-                                            max_concurrent=max(64, len(seeds) * samples)))
+                                            max_concurrent=max(64, len(tasks) * samples),
+                                            record_privileged=record_privileged))
     return res.trajectories, res.summary
+
+
+def _demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any) -> list[Trajectory]:
+    """The step's demonstrations: ``tasks_per_step * samples_per_task`` of them (the episode
+    budget of a rollout step), a ``demos.teacher_frac`` share in the teacher's context."""
+    import numpy as np
+
+    from agentsd.demos import load_demos, oracle_demos
+
+    n = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
+    rng = np.random.default_rng([cfg.seed, step, 11])
+    in_teacher = rng.random(n) < cfg.demos.teacher_frac
+    if cfg.demos.source != "oracle":
+        pool = load_demos(cfg.demos.source, cfg.rollout.env)
+        return [pool[int(i)] for i in rng.integers(0, len(pool), size=n)]
+    seeds = train_seeds(cfg, step, n)
+    kw = dict(kwargs=_train_kwargs(cfg), max_turns=cfg.rollout.max_turns)
+    ctx = cfg.teacher_views()
+    out = []
+    for seed, t in zip(seeds, in_teacher):
+        out += oracle_demos(cfg.rollout.env, [seed], tokenizer, teacher=ctx if t else None,
+                            library=library, **kw)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # teacher context
 
 class _TeacherContexts:
-    """Builds the teacher prompt ids of a trajectory (shared prefix or one per turn)."""
+    """Builds each trajectory's teacher row from its recorded per-turn views (no replay) and the
+    skills retrieved for its task (a UCB bandit over skill usefulness when configured)."""
 
     def __init__(self, cfg: TrainConfig, tokenizer: Any) -> None:
         from agentsd.skills.retrieve import UsefulnessBandit
@@ -136,32 +188,27 @@ class _TeacherContexts:
         self.cfg, self.tok = cfg, tokenizer
         self.ctx = cfg.teacher_views()
         self.bandit = UsefulnessBandit(c=cfg.teacher.bandit_c)
-        self.library = None
-        if "skills" in self.ctx.views:
-            self.library = _snapshot_library(cfg)
+        self.library = _snapshot_library(cfg) if "skills" in self.ctx.views else None
 
-    def prompts(self, traj: Trajectory) -> list[int] | list[list[int]]:
+    def rows(self, traj: Trajectory, index: int) -> list[Any]:
+        from agentsd.distill.teacher import teacher_row
+        from agentsd.hints import select_for
+
+        skills = select_for(traj.turns[0].observation, self.library, traj.env_id, self.ctx,
+                            bandit=self.bandit)
+        traj.skills = [s.name for s in skills]
+        return [teacher_row(traj, self.tok, self.ctx, skills, traj_index=index)]
+
+    def env_factory(self, task: Any, max_turns: int) -> Any:
+        """A zero-argument factory of ``task``'s env as the teacher sees it (for acting)."""
         import agentsd
-        from agentsd.distill.teacher import render_prompt
-        from agentsd.hints import compose_teacher_context, replay_privileged
+        from agentsd.hints import TeacherViewEnv
 
-        kw = {k: v for k, v in (traj.spec_kwargs or {}).items() if k != "max_turns"}
-        env = agentsd.make(traj.env_id, max_turns=max(1, len(traj.turns) + 1), **kw)
-        try:
-            privs = replay_privileged(traj, env=env)
-            tools = env.openai_tools() or None
-        finally:
-            env.close()
-        task = traj.turns[0].observation
-        step_mode = self.ctx.exposure_mode == "step"
-        out, names = [], []
-        for t in range(len(traj.turns) if step_mode else 1):
-            c = compose_teacher_context(task, privs[t], self.library, traj.env_id, self.ctx,
-                                        bandit=self.bandit, turn=t if step_mode else None)
-            names = c.skills
-            out.append(render_prompt(self.tok, c.messages, tools))
-        traj.skills = list(names)
-        return out if step_mode else out[0]
+        def make() -> Any:
+            env = agentsd.make(task.env, max_turns=max_turns, **task.kwargs)
+            return TeacherViewEnv(env, self.ctx, library=self.library, env_id=task.env)
+
+        return make
 
 
 def _snapshot_library(cfg: TrainConfig) -> Any:
@@ -186,223 +233,64 @@ def _snapshot_library(cfg: TrainConfig) -> Any:
     return load_library(snap, env=cfg.rollout.env)
 
 
-# ---------------------------------------------------------------------------------------------
-# batching
+class _ActingTeacher:
+    """The student's policy run with the teacher's weights (for the teacher's own acting)."""
 
-@dataclass
-class StepData:
-    """The step's trajectories as per-sequence weights and groupings."""
+    def __init__(self, policy: Any, teacher: Any) -> None:
+        self.policy, self.teacher = policy, teacher
 
-    trajs: list[Trajectory]
-    advantages: list[float]
-    distill_w: list[float]
-    grpo_w: list[float]
-    sft_w: list[float]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
 
-
-def _step_data(trajs: list[Trajectory], cfg: TrainConfig, G: int) -> StepData:
-    import torch
-
-    from agentsd.distill import losses as L
-
-    lc = cfg.loss
-    n = len(trajs)
-    rewards = torch.tensor([t.total_reward for t in trajs], dtype=torch.float32)
-    success = torch.tensor([float(t.success) for t in trajs])
-    adv, pass_w = torch.zeros(n), torch.ones(n)
-    for s in range(0, n, G):  # the engine returns task-major, sample-minor order
-        adv[s:s + G] = L.group_advantages(rewards[s:s + G], normalize_std=lc.grpo_std_norm)
-        if lc.pass_rate_a or lc.pass_rate_b:
-            pass_w[s:s + G] = L.pass_rate_weight(success[s:s + G].mean(), lc.pass_rate_a,
-                                                 lc.pass_rate_b)
-    if cfg.algo == "grpo":
-        return StepData(trajs, adv.tolist(), [0.0] * n, [1.0] * n, [0.0] * n)
-    if cfg.algo == "rft":
-        return StepData(trajs, adv.tolist(), [0.0] * n, [0.0] * n, success.tolist())
-    grpo_w, distill_w = torch.full((n,), lc.grpo_coef), torch.full((n,), lc.distill_coef)
-    if lc.success_routing:
-        g, d = L.route_by_success(success)
-        grpo_w, distill_w = grpo_w * g, distill_w * d
-    return StepData(trajs, adv.tolist(), (distill_w * pass_w).tolist(), grpo_w.tolist(),
-                    [0.0] * n)
-
-
-def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped (longest first) so each padded micro-batch holds at most ``max_tokens``
-    tokens; a longer single sequence goes alone."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    out: list[list[int]] = []
-    for i in order:
-        if out and lengths[out[-1][0]] * (len(out[-1]) + 1) <= max_tokens:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
-
-
-def _pad(seqs: Sequence[Sequence[float]], dtype: Any, fill: float = 0) -> Any:
-    import torch
-
-    T = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), T), fill, dtype=dtype)
-    for b, s in enumerate(seqs):
-        out[b, : len(s)] = torch.tensor(list(s), dtype=dtype)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# one update
-
-def _update(model: Any, opt: Any, teacher: Any, contexts: _TeacherContexts | None,
-            data: StepData, cfg: TrainConfig, pad_id: int) -> tuple[dict[str, float], list[dict]]:
-    """Forward/backward over micro-batches (gradients accumulated with one global
-    normalization), then one optimizer step. Returns metrics and per-trajectory token scores
-    (for the report)."""
-    import torch
-
-    from agentsd.distill import losses as L
-    from agentsd.distill.metrics import masked_values, summarize_values
-    from agentsd.distill.teacher import build_teacher_rows, forward_logprobs, score_rows
-
-    lc = cfg.loss
-    trajs = data.trajs
-    # score with the distribution the sampler drew from (its temperature), so the importance
-    # ratio compares like with like; top-p renormalization remains a (clipped, logged) mismatch
-    temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
-    lengths = [len(t.token_ids()) for t in trajs]
-    n_action = [t.num_action_tokens() for t in trajs]
-    denom = float(sum(n_action)) if lc.reduce == "token" else float(sum(1 for x in n_action if x))
-    denom = max(denom, 1.0)
-    rows_of = {}
-    if contexts is not None:
-        for i, t in enumerate(trajs):
-            rows_of[i] = build_teacher_rows(t, contexts.prompts(t), traj_index=i)
-    want_logits = contexts is not None and lc.kind == "jsd"
-    col: dict[str, list[float]] = {k: [] for k in ("div", "gap", "ratio", "isclip", "tokclip", "ent")}
-    terms = {"distill": 0.0, "grpo": 0.0, "sft": 0.0}
-    scores: list[dict] = [{} for _ in trajs]
-    opt.zero_grad(set_to_none=True)
-    for mb in micro_batches(lengths, cfg.optim.max_tokens_per_micro_batch):
-        ts = [trajs[i] for i in mb]
-        ids = _pad([t.token_ids() for t in ts], torch.long, pad_id)
-        attn = _pad([[1] * len(t.token_ids()) for t in ts], torch.long)
-        mask = _pad([t.action_mask() for t in ts], torch.float32)
-        s_lp = _pad([t.sampler_logprobs() for t in ts], torch.float32)
-        dev = next(model.parameters()).device
-        ids, attn, mask, s_lp = ids.to(dev), attn.to(dev), mask.to(dev), s_lp.to(dev)
-        # per-token weights realizing the chosen reduction with one global denominator
-        tok_w = mask / denom
-        if lc.reduce == "sequence":
-            tok_w = mask / mask.sum(-1, keepdim=True).clamp_min(1.0) / denom
-        t_out = None
-        if contexts is not None:
-            rows = [r for j, i in enumerate(mb) for r in _reindex(rows_of[i], j)]
-            with teacher.scoring() as tm, _autocast(tm, cfg):
-                t_out = score_rows(tm, rows, [len(t.token_ids()) for t in ts], pad_id,
-                                   max_tokens=cfg.teacher.max_tokens_per_forward,
-                                   want_logits=want_logits, chunk_size=lc.chunk_size,
-                                   temperature=temp)
-        with _autocast(model, cfg):
-            out = forward_logprobs(model, ids, attn, chunk_size=lc.chunk_size,
-                                   want_logits=want_logits, want_entropy=True, temperature=temp)
-        lp = out["logp_BT"]
-        total = lp.new_zeros(())
-
-        def w(xs: list[float], mb: list[int] = mb, dev: Any = dev) -> Any:
-            return torch.tensor([xs[i] for i in mb], dtype=torch.float32, device=dev)
-
-        if t_out is not None:
-            t_lp = t_out["teacher_logp_BT"].to(dev)
-            if lc.kind == "reverse_kl":
-                tl = L.sampled_token_reverse_kl(lp, t_lp, s_lp, mask, lc.is_clip or None,
-                                                lc.token_clip or None)
-            elif lc.kind == "pg":
-                tl = L.policy_gradient_distill(lp, t_lp, s_lp, mask, lc.pg_coef, lc.is_clip or None,
-                                               lc.token_clip or None)
-            else:
-                tl = L.chunked_divergence(out["logits_BTV"], t_out["teacher_logits_BTV"].to(dev),
-                                          mask, lc.alpha, lc.top_k or None, lc.token_clip or None,
-                                          lc.chunk_size)
-            pos_w = L.position_weights(mask, lc.position_weight, lc.position_start)
-            d = (tl.loss_BT * pos_w * tok_w * w(data.distill_w)[:, None]).sum()
-            total = total + d
-            terms["distill"] += float(d.detach())
-            col["div"] += masked_values(tl.divergence_BT, mask)
-            col["gap"] += masked_values(t_lp - lp.detach(), mask)
-            if tl.is_ratio_BT is not None:
-                col["ratio"] += masked_values(tl.is_ratio_BT, mask)
-                col["isclip"] += masked_values(tl.is_clipped_BT, mask)
-            if tl.token_clipped_BT is not None:
-                col["tokclip"] += masked_values(tl.token_clipped_BT, mask)
-            for j, i in enumerate(mb):
-                scores[i] = {"student_logp": lp[j, : lengths[i]].detach().cpu().tolist(),
-                             "teacher_logp": t_lp[j, : lengths[i]].cpu().tolist()}
-        if any(data.grpo_w[i] for i in mb):
-            adv = w(data.advantages)
-            gl = L.grpo_loss(lp, s_lp, adv, mask, lc.grpo_clip_eps)
-            g = (gl.loss_BT * tok_w * w(data.grpo_w)[:, None]).sum()
-            total = total + g
-            terms["grpo"] += float(g.detach())
-            if t_out is None:
-                col["ratio"] += masked_values(gl.is_ratio_BT, mask)
-                col["isclip"] += masked_values(gl.is_clipped_BT, mask)
-        if any(data.sft_w[i] for i in mb):
-            sl = L.sft_loss(lp, mask)
-            s = (sl.loss_BT * tok_w * w(data.sft_w)[:, None]).sum()
-            total = total + s
-            terms["sft"] += float(s.detach())
-        col["ent"] += masked_values(out["entropy_BT"], mask)
-        if total.requires_grad:
-            total.backward()
-        if t_out is None:
-            for j, i in enumerate(mb):
-                scores[i] = {"student_logp": lp[j, : lengths[i]].detach().cpu().tolist()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = 0.0
-    has_grad = any(p.grad is not None for p in params)
-    if has_grad:
-        if cfg.optim.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
-        else:
-            grad_norm = float(torch.linalg.vector_norm(
-                torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-        opt.step()
-    m = {f"loss/{k}": v for k, v in terms.items()}
-    m["loss/total"] = sum(terms.values())
-    m["optim/grad_norm"] = grad_norm
-    m["optim/updated"] = float(grad_norm > 0)  # e.g. GRPO with equal rewards: zero gradient
-    m.update(summarize_values(col["div"], "kl"))
-    m.update(summarize_values(col["gap"], "gap"))
-    m.update(summarize_values(col["ent"], "entropy", pcts=()))
-    if col["ratio"]:
-        m["is/ratio_mean"] = float(sum(col["ratio"]) / len(col["ratio"]))
-        m["is/ratio_max"] = float(max(col["ratio"]))
-        m["is/clip_frac"] = float(sum(col["isclip"]) / len(col["isclip"]))
-    if col["tokclip"]:
-        m["clip/token_frac"] = float(sum(col["tokclip"]) / len(col["tokclip"]))
-    return m, scores
-
-
-def _reindex(rows: list, j: int) -> list:
-    import dataclasses
-
-    return [dataclasses.replace(r, traj_index=j) for r in rows]
+    def generate(self, prompts: Any, params: Any) -> Any:
+        with self.teacher.scoring():
+            return self.policy.generate(prompts, params)
 
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
 
-def evaluate(policy: Any, cfg: TrainConfig, progress: bool = False) -> dict[str, float]:
-    """Held-out success rate and mean reward on the first ``eval_tasks`` test-split seeds."""
-    import agentsd
+def eval_tasks(cfg: TrainConfig) -> list[Any]:
+    """The held-out tasks: the first ``eval_tasks`` test-split seeds *with the split's kwargs*."""
+    from agentsd.rollout import split_tasks
 
-    seeds = agentsd.split_seeds(cfg.rollout.env, "test", cfg.rollout.eval_tasks)
-    trajs, _ = _rollouts(policy, cfg, seeds, 1, cfg.rollout.eval_temperature,
-                         sample_seed=cfg.seed * 7919 + 17, progress=progress)
+    return split_tasks(cfg.rollout.env, "test", cfg.rollout.eval_tasks)
+
+
+def _rates(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
     n = max(len(trajs), 1)
-    return {"eval/success": sum(t.success for t in trajs) / n,
-            "eval/reward": sum(t.total_reward for t in trajs) / n,
-            "eval/turns": sum(len(t.turns) for t in trajs) / n}
+    turns = [t for tr in trajs for t in tr.turns]
+    return {f"{prefix}success": sum(t.success for t in trajs) / n,
+            f"{prefix}reward": sum(t.total_reward for t in trajs) / n,
+            f"{prefix}turns": len(turns) / n,
+            f"{prefix}parse_rate": sum(t.parse == "ok" for t in turns) / max(len(turns), 1)}
+
+
+def evaluate(policy: Any, cfg: TrainConfig, progress: bool = False, tasks: Sequence[Any] = (),
+             prefix: str = "eval/") -> dict[str, float]:
+    """Held-out success, reward, turns and parse rate (share of turns whose action parsed),
+    greedy (``eval_temperature``) and, with ``rollout.eval_sampled``, at temperature 1
+    (``…_t1``), on :func:`eval_tasks` (or ``tasks``)."""
+    tasks = list(tasks) or eval_tasks(cfg)
+    trajs, _ = _rollouts(policy, cfg, None, 1, cfg.rollout.eval_temperature,
+                         sample_seed=cfg.seed * 7919 + 17, progress=progress, tasks=tasks)
+    out = _rates(trajs, prefix)
+    if cfg.rollout.eval_sampled:
+        trajs, _ = _rollouts(policy, cfg, None, 1, 1.0, sample_seed=cfg.seed * 7919 + 29,
+                             progress=progress, tasks=tasks)
+        out.update({k + "_t1": v for k, v in _rates(trajs, prefix).items()})
+    return out
+
+
+def evaluate_teacher(policy: Any, teacher: Any, contexts: _TeacherContexts, cfg: TrainConfig,
+                     progress: bool = False) -> dict[str, float]:
+    """The teacher context *acting* (teacher weights, skills and per-turn hints in its prompt)
+    on the held-out tasks: ``teacher/eval_success``, ``teacher/eval_parse_rate`` ..."""
+    from agentsd.rollout import Task
+
+    tasks = [Task(contexts.env_factory(t, cfg.rollout.max_turns), t.seed) for t in eval_tasks(cfg)]
+    return evaluate(_ActingTeacher(policy, teacher), cfg, progress, tasks=tasks,
+                    prefix="teacher/eval_")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +319,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     teacher = (Teacher(model, tc.mode, tc.ema_decay, tc.sync_every, tc.sync_on_improve)
                if cfg.uses_teacher else None)
     contexts = _TeacherContexts(cfg, tokenizer) if cfg.uses_teacher else None
+    sft_library = (_snapshot_library(cfg) if cfg.algo == "sft" and cfg.demos.teacher_frac > 0
+                   and "skills" in cfg.teacher_views().views else None)
     start = 0
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
@@ -451,7 +341,13 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     history: list[dict[str, Any]] = []
     last_eval: dict[str, float] = {}
     if start == 0 and cfg.eval_at_start:
-        last_eval = evaluate(policy, cfg)
+        _say(cfg, f"evaluating the student on {cfg.rollout.eval_tasks} held-out tasks ...")
+        last_eval = evaluate(policy, cfg, progress=cfg.progress)
+        if teacher is not None and cfg.teacher_eval:
+            _say(cfg, "evaluating the teacher context acting on the same tasks ...")
+            last_eval.update(evaluate_teacher(policy, teacher, contexts, cfg, progress=cfg.progress))
+            _check_teacher(last_eval)
+        _say(cfg, "step 0: " + _fmt_eval(last_eval))
         metrics.log(0, last_eval)
         history.append({"step": 0, **last_eval})
         if teacher is not None:
@@ -461,15 +357,23 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     try:
         for step in bar:
             t0 = time.perf_counter()
-            # 1. on-policy rollouts with the current student
-            trajs, summ = _rollouts(policy, cfg, train_seeds(cfg, step), G, cfg.rollout.temperature,
-                                    sample_seed=cfg.seed * 1_000_003 + step, progress=False)
+            # 1. on-policy rollouts with the current student (sft: the step's demonstrations),
+            #    each turn recording the privileged views of the state it acted from
+            if cfg.algo == "sft":
+                trajs, summ = _demos(cfg, step, tokenizer, sft_library), None
+            else:
+                trajs, summ = _rollouts(policy, cfg, train_seeds(cfg, step), G,
+                                        cfg.rollout.temperature,
+                                        sample_seed=cfg.seed * 1_000_003 + step, progress=False,
+                                        record_privileged=contexts is not None)
             t_roll = time.perf_counter() - t0
-            data = _step_data(trajs, cfg, G)
-            # 2-3. teacher scoring, loss, backward, optimizer step
+            # 2. the batch: weights and teacher rows (the teacher's context + the same tokens)
+            data = build_batch(trajs, cfg, G, contexts.rows if contexts is not None else None)
+            # 3. objective, backward, optimizer step
             m = {}
             for _ in range(cfg.optim.updates_per_step):
-                m, scores = _update(model, opt, teacher, contexts, data, cfg, pad_id)
+                m, scores = update(model, opt, teacher, data, cfg, pad_id,
+                                   lambda mdl: _autocast(mdl, cfg))
             t_train = time.perf_counter() - t0 - t_roll
             m.update(teacher.after_step(step) if teacher is not None else {})
             if contexts is not None:
@@ -484,12 +388,14 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             n_tok = sum(len(t.token_ids()) for t in trajs)
             m["time/rollout_s"], m["time/train_s"] = t_roll, t_train
             m["time/tokens_per_s"] = n_tok / max(t_train, 1e-9)
-            m["time/action_tokens_per_s_rollout"] = summ.action_tokens / max(t_roll, 1e-9)
+            if summ is not None:
+                m["time/action_tokens_per_s_rollout"] = summ.action_tokens / max(t_roll, 1e-9)
             # 4. held-out evaluation
             is_last = step == cfg.steps
             if (cfg.eval_every and step % cfg.eval_every == 0) or is_last:
                 last_eval = evaluate(policy, cfg)
                 m.update(last_eval)
+                _say(cfg, f"step {step}: " + _fmt_eval(last_eval))
                 if teacher is not None:
                     teacher.report_eval(last_eval["eval/success"])
                 _save_samples(samples_dir / f"step_{step:06d}.jsonl", trajs, scores, tokenizer,
@@ -528,3 +434,35 @@ def _save_samples(path: Path, trajs: list[Trajectory], scores: list[dict], token
                    **{k: [round(v, 4) for v in vals] for k, vals in scores[i].items()}}
             f.write(json.dumps(rec) + "\n")
 
+
+
+def _say(cfg: TrainConfig, msg: str) -> None:
+    if cfg.progress:
+        import sys
+
+        print(f"[{cfg.algo}] {msg}", file=sys.stderr, flush=True)
+
+
+def _fmt_eval(e: dict[str, float]) -> str:
+    parts = [f"held-out success {e['eval/success']:.1%} (parse {e['eval/parse_rate']:.0%})"]
+    if "eval/success_t1" in e:
+        parts.append(f"T=1 {e['eval/success_t1']:.1%} (parse {e['eval/parse_rate_t1']:.0%})")
+    if "teacher/eval_success" in e:
+        parts.append(f"teacher acting {e['teacher/eval_success']:.1%} "
+                     f"(parse {e['teacher/eval_parse_rate']:.0%})")
+    return "; ".join(parts)
+
+
+def _check_teacher(e: dict[str, float]) -> None:
+    """Distilling from a teacher that acts worse than the student pulls the student down: say
+    so loudly (the fix is a warm start that covers the teacher's context, ``--algo sft``)."""
+    import warnings
+
+    if (e["teacher/eval_success"] < e["eval/success"]
+            or e["teacher/eval_parse_rate"] < e["eval/parse_rate"]):
+        warnings.warn(
+            f"the teacher context acts worse than the student (success "
+            f"{e['teacher/eval_success']:.1%} vs {e['eval/success']:.1%}, parse rate "
+            f"{e['teacher/eval_parse_rate']:.0%} vs {e['eval/parse_rate']:.0%}); distilling from it "
+            "can make the student worse. Warm-start first: agentsd train --algo sft "
+            "(demos.teacher_frac > 0), then --model.init-from that run", stacklevel=3)

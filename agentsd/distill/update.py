@@ -1,0 +1,309 @@
+"""One update, in three named stages: build the batch, evaluate the objective, step the optimizer.
+
+- :func:`build_batch` (once per step): per-sequence weights (group advantages, pass-rate
+  weights, success routing) and the teacher's rows (its own context + the student's exact
+  tokens), so ``updates_per_step > 1`` never rebuilds them;
+- :data:`OBJECTIVES`: one entry per loss term, each a function of the micro-batch's tensors
+  that returns a per-token loss, with a flag saying whether it needs full-vocabulary logits.
+  An algorithm is a list of terms (:func:`terms_for`); a new loss touches one function here
+  and its tests;
+- :func:`optimizer_step`: gradient clipping and the optimizer step (skipped, and reported, when
+  nothing has a gradient, e.g. GRPO on a group with equal rewards).
+
+:func:`update` runs the three over micro-batches with gradients accumulated under one global
+normalization (so micro-batching never changes the update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentsd.distill.config import TrainConfig
+from agentsd.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["StepData", "MicroBatch", "Objective", "OBJECTIVES", "terms_for", "build_batch",
+           "update", "optimizer_step", "micro_batches"]
+
+
+@dataclass
+class StepData:
+    """The step's trajectories as per-sequence weights and teacher rows (built once a step)."""
+
+    trajs: list[Trajectory]
+    advantages: list[float]
+    distill_w: list[float]
+    grpo_w: list[float]
+    sft_w: list[float]
+    #: teacher rows per trajectory (empty when the algorithm has no teacher)
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class MicroBatch:
+    """Padded tensors of one micro-batch and what the objectives read from them."""
+
+    index: list[int]
+    ids_BT: torch.Tensor
+    mask_BT: torch.Tensor
+    sampler_logp_BT: torch.Tensor
+    tok_w_BT: torch.Tensor
+    out: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor] | None
+    data: StepData
+
+    def per_seq(self, xs: Sequence[float]) -> torch.Tensor:
+        import torch
+
+        return torch.tensor([xs[i] for i in self.index], dtype=torch.float32,
+                            device=self.ids_BT.device)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A loss term: ``fn(mb, cfg, col)`` returns the weighted scalar loss of a micro-batch and
+    appends diagnostics to ``col``; ``needs_teacher`` / ``needs_logits`` say what the forward
+    must provide."""
+
+    name: str
+    fn: Callable[[MicroBatch, TrainConfig, dict[str, list[float]]], torch.Tensor]
+    needs_teacher: bool = False
+    needs_logits: bool = False
+    doc: str = ""
+
+
+def _distill(mb: MicroBatch, cfg: TrainConfig, col: dict[str, list[float]]) -> torch.Tensor:
+    from agentsd.distill import losses as L
+    from agentsd.distill.metrics import masked_values
+
+    lc, lp, mask = cfg.loss, mb.out["logp_BT"], mb.mask_BT
+    t_lp = mb.teacher["teacher_logp_BT"].to(lp.device)
+    if lc.kind == "reverse_kl":
+        tl = L.sampled_token_reverse_kl(lp, t_lp, mb.sampler_logp_BT, mask, lc.is_clip or None,
+                                        lc.token_clip or None)
+    elif lc.kind == "pg":
+        tl = L.policy_gradient_distill(lp, t_lp, mb.sampler_logp_BT, mask, lc.pg_coef,
+                                       lc.is_clip or None, lc.token_clip or None)
+    else:
+        tl = L.chunked_divergence(mb.out["logits_BTV"], mb.teacher["teacher_logits_BTV"].to(lp.device),
+                                  mask, lc.alpha, lc.top_k or None, lc.token_clip or None,
+                                  lc.chunk_size)
+    pos_w = L.position_weights(mask, lc.position_weight, lc.position_start)
+    col["div"] += masked_values(tl.divergence_BT, mask)
+    col["gap"] += masked_values(t_lp - lp.detach(), mask)
+    if tl.is_ratio_BT is not None:
+        col["ratio"] += masked_values(tl.is_ratio_BT, mask)
+        col["isclip"] += masked_values(tl.is_clipped_BT, mask)
+    if tl.token_clipped_BT is not None:
+        col["tokclip"] += masked_values(tl.token_clipped_BT, mask)
+    return (tl.loss_BT * pos_w * mb.tok_w_BT * mb.per_seq(mb.data.distill_w)[:, None]).sum()
+
+
+def _grpo(mb: MicroBatch, cfg: TrainConfig, col: dict[str, list[float]]) -> torch.Tensor:
+    from agentsd.distill import losses as L
+    from agentsd.distill.metrics import masked_values
+
+    gl = L.grpo_loss(mb.out["logp_BT"], mb.sampler_logp_BT, mb.per_seq(mb.data.advantages),
+                     mb.mask_BT, cfg.loss.grpo_clip_eps)
+    if mb.teacher is None:
+        col["ratio"] += masked_values(gl.is_ratio_BT, mb.mask_BT)
+        col["isclip"] += masked_values(gl.is_clipped_BT, mb.mask_BT)
+    return (gl.loss_BT * mb.tok_w_BT * mb.per_seq(mb.data.grpo_w)[:, None]).sum()
+
+
+def _sft(mb: MicroBatch, cfg: TrainConfig, col: dict[str, list[float]]) -> torch.Tensor:
+    from agentsd.distill import losses as L
+
+    sl = L.sft_loss(mb.out["logp_BT"], mb.mask_BT)
+    return (sl.loss_BT * mb.tok_w_BT * mb.per_seq(mb.data.sft_w)[:, None]).sum()
+
+
+#: every loss term the loop knows; ``distill`` reads ``cfg.loss.kind`` (reverse_kl, pg: sampled
+#: tokens only; jsd: full-vocabulary or top-k logits)
+OBJECTIVES: dict[str, Objective] = {
+    "distill": Objective("distill", _distill, needs_teacher=True,
+                         doc="teacher-student divergence on the student's action tokens"),
+    "grpo": Objective("grpo", _grpo, doc="clipped surrogate on group-relative env-reward advantages"),
+    "sft": Objective("sft", _sft, doc="negative log-likelihood of action tokens (demos, RFT)"),
+}
+
+
+def terms_for(cfg: TrainConfig) -> list[Objective]:
+    """The loss terms an algorithm sums: opd/opsd distill (+ a GRPO blend), grpo, rft/sft nll."""
+    if cfg.algo in ("opd", "opsd"):
+        return [OBJECTIVES["distill"]] + ([OBJECTIVES["grpo"]] if cfg.loss.grpo_coef > 0
+                                          or cfg.loss.success_routing else [])
+    return [OBJECTIVES[{"grpo": "grpo", "rft": "sft", "sft": "sft"}[cfg.algo]]]
+
+
+def needs_logits(cfg: TrainConfig) -> bool:
+    return any(t.needs_teacher for t in terms_for(cfg)) and cfg.loss.kind == "jsd"
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1: the batch
+
+def build_batch(trajs: list[Trajectory], cfg: TrainConfig, G: int,
+                teacher_rows: Callable[[Trajectory, int], list[Any]] | None = None) -> StepData:
+    """Per-sequence weights of the step's trajectories (task-major, ``G`` samples per task) and,
+    with ``teacher_rows``, each trajectory's teacher rows."""
+    import torch
+
+    from agentsd.distill import losses as L
+
+    lc = cfg.loss
+    n = len(trajs)
+    rows = [teacher_rows(t, i) for i, t in enumerate(trajs)] if teacher_rows else []
+    if cfg.algo == "sft":
+        return StepData(trajs, [0.0] * n, [0.0] * n, [0.0] * n, [1.0] * n, rows)
+    rewards = torch.tensor([t.total_reward for t in trajs], dtype=torch.float32)
+    success = torch.tensor([float(t.success) for t in trajs])
+    adv, pass_w = torch.zeros(n), torch.ones(n)
+    for s in range(0, n, G):
+        adv[s:s + G] = L.group_advantages(rewards[s:s + G], normalize_std=lc.grpo_std_norm)
+        if lc.pass_rate_a or lc.pass_rate_b:
+            pass_w[s:s + G] = L.pass_rate_weight(success[s:s + G].mean(), lc.pass_rate_a,
+                                                 lc.pass_rate_b)
+    if cfg.algo == "grpo":
+        return StepData(trajs, adv.tolist(), [0.0] * n, [1.0] * n, [0.0] * n, rows)
+    if cfg.algo == "rft":
+        return StepData(trajs, adv.tolist(), [0.0] * n, [0.0] * n, success.tolist(), rows)
+    grpo_w, distill_w = torch.full((n,), lc.grpo_coef), torch.full((n,), lc.distill_coef)
+    if lc.success_routing:
+        g, d = L.route_by_success(success)
+        grpo_w, distill_w = grpo_w * g, distill_w * d
+    return StepData(trajs, adv.tolist(), (distill_w * pass_w).tolist(), grpo_w.tolist(),
+                    [0.0] * n, rows)
+
+
+def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped (longest first) so each padded micro-batch holds at most ``max_tokens``
+    tokens; a longer single sequence goes alone."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out: list[list[int]] = []
+    for i in order:
+        if out and lengths[out[-1][0]] * (len(out[-1]) + 1) <= max_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def _pad(seqs: Sequence[Sequence[float]], dtype: Any, fill: float = 0) -> Any:
+    import torch
+
+    T = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), T), fill, dtype=dtype)
+    for b, s in enumerate(seqs):
+        out[b, : len(s)] = torch.tensor(list(s), dtype=dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 3: the optimizer step
+
+def optimizer_step(model: Any, opt: Any, grad_clip: float) -> float:
+    """Clip and step; returns the gradient norm (0.0 and no step when no parameter has a
+    gradient)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    if not params:
+        return 0.0
+    if grad_clip > 0:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    else:
+        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+    opt.step()
+    return norm
+
+
+# ---------------------------------------------------------------------------------------------
+# the update
+
+def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig, pad_id: int,
+           autocast: Callable[[Any], Any]) -> tuple[dict[str, float], list[dict]]:
+    """Forward/backward over micro-batches (stage 2 per term), then :func:`optimizer_step`.
+    Returns metrics and per-trajectory token scores (for the report)."""
+    import torch
+
+    from agentsd.distill.metrics import masked_values, summarize_values
+    from agentsd.distill.teacher import forward_logprobs, score_rows
+
+    terms = terms_for(cfg)
+    use_teacher = any(t.needs_teacher for t in terms)
+    want_logits = needs_logits(cfg)
+    trajs = data.trajs
+    # score with the distribution the sampler drew from (its temperature), so the importance
+    # ratio compares like with like; top-p renormalization remains a (clipped, logged) mismatch
+    temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    lengths = [len(t.token_ids()) for t in trajs]
+    n_action = [t.num_action_tokens() for t in trajs]
+    denom = float(sum(n_action)) if cfg.loss.reduce == "token" else float(sum(1 for x in n_action if x))
+    denom = max(denom, 1.0)
+    col: dict[str, list[float]] = {k: [] for k in ("div", "gap", "ratio", "isclip", "tokclip", "ent")}
+    totals = {t.name: 0.0 for t in terms}
+    scores: list[dict] = [{} for _ in trajs]
+    dev = next(model.parameters()).device
+    opt.zero_grad(set_to_none=True)
+    for idx in micro_batches(lengths, cfg.optim.max_tokens_per_micro_batch):
+        ts = [trajs[i] for i in idx]
+        ids = _pad([t.token_ids() for t in ts], torch.long, pad_id).to(dev)
+        attn = _pad([[1] * len(t.token_ids()) for t in ts], torch.long).to(dev)
+        mask = _pad([t.action_mask() for t in ts], torch.float32).to(dev)
+        s_lp = _pad([t.sampler_logprobs() for t in ts], torch.float32).to(dev)
+        # per-token weights realizing the chosen reduction with one global denominator
+        tok_w = mask / denom
+        if cfg.loss.reduce == "sequence":
+            tok_w = mask / mask.sum(-1, keepdim=True).clamp_min(1.0) / denom
+        t_out = None
+        if use_teacher:
+            import dataclasses
+
+            rows = [dataclasses.replace(r, traj_index=j) for j, i in enumerate(idx)
+                    for r in data.rows[i]]
+            with teacher.scoring() as tm, autocast(tm):
+                t_out = score_rows(tm, rows, [lengths[i] for i in idx], pad_id,
+                                   max_tokens=cfg.teacher.max_tokens_per_forward,
+                                   want_logits=want_logits, chunk_size=cfg.loss.chunk_size,
+                                   temperature=temp)
+        with autocast(model):
+            out = forward_logprobs(model, ids, attn, chunk_size=cfg.loss.chunk_size,
+                                   want_logits=want_logits, want_entropy=True, temperature=temp)
+        mb = MicroBatch(idx, ids, mask, s_lp, tok_w, out, t_out, data)
+        total = out["logp_BT"].new_zeros(())
+        for term in terms:
+            if term.name == "grpo" and not any(data.grpo_w[i] for i in idx):
+                continue
+            if term.name == "sft" and not any(data.sft_w[i] for i in idx):
+                continue
+            v = term.fn(mb, cfg, col)
+            totals[term.name] += float(v.detach())
+            total = total + v
+        col["ent"] += masked_values(out["entropy_BT"], mask)
+        if total.requires_grad:
+            total.backward()
+        lp = out["logp_BT"]
+        for j, i in enumerate(idx):
+            scores[i] = {"student_logp": lp[j, : lengths[i]].detach().cpu().tolist()}
+            if t_out is not None:
+                scores[i]["teacher_logp"] = t_out["teacher_logp_BT"][j, : lengths[i]].cpu().tolist()
+    grad_norm = optimizer_step(model, opt, cfg.optim.grad_clip)
+    m = {f"loss/{k}": v for k, v in totals.items()}
+    m["loss/total"] = sum(totals.values())
+    m["optim/grad_norm"] = grad_norm
+    m["optim/updated"] = float(grad_norm > 0)  # e.g. GRPO with equal rewards: zero gradient
+    m.update(summarize_values(col["div"], "kl"))
+    m.update(summarize_values(col["gap"], "gap"))
+    m.update(summarize_values(col["ent"], "entropy", pcts=()))
+    if col["ratio"]:
+        m["is/ratio_mean"] = float(sum(col["ratio"]) / len(col["ratio"]))
+        m["is/ratio_max"] = float(max(col["ratio"]))
+        m["is/clip_frac"] = float(sum(col["isclip"]) / len(col["isclip"]))
+    if col["tokclip"]:
+        m["clip/token_frac"] = float(sum(col["tokclip"]) / len(col["tokclip"]))
+    return m, scores
