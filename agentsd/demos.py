@@ -78,14 +78,14 @@ def _play(env: Any, base: Any, env_id: str, seed: int, kw: dict, tokenizer: Any,
                       task_id=str(info.get("task_id") or f"{env_id}/seed={seed}"),
                       policy="oracle", meta={"demo": "oracle"})
     history: list[dict] = []
+    if base.oracle_action() is None:
+        raise NoOracleError(f"env {env_id} has no oracle (oracle_action() returned None at "
+                            "reset), so it cannot produce demonstrations; pass a trajectory "
+                            "file instead")
     prompt = renderer.first(obs)
     for _ in range(limit):
         action = base.oracle_action()
         if action is None:
-            if not traj.turns:
-                raise NoOracleError(f"env {env_id} has no oracle (oracle_action() returned None "
-                                    "at reset), so it cannot produce demonstrations; pass a "
-                                    "trajectory file instead")
             break
         text = action_text(action) or ""
         ids = [int(t) for t in tokenizer.encode(text, add_special_tokens=False)] + end

@@ -202,8 +202,8 @@ def render_skills(skills: Sequence[Skill | str]) -> str:
 def _view_value(privileged: Privileged, name: str) -> Any:
     if name.startswith("extra:"):
         return privileged.extra.get(name[6:])
-    if name == "feedback":
-        return privileged.extra.get("feedback")
+    if name in ("feedback", "reference"):
+        return privileged.extra.get(name)
     return getattr(privileged, name)
 
 
@@ -457,7 +457,10 @@ def turn_views(env: Any) -> dict[str, Any]:
 
 def _views_privileged(views: dict[str, Any]) -> Privileged:
     names = {f.name for f in dataclasses.fields(Privileged)}
-    return Privileged(**{k: v for k, v in views.items() if k in names})
+    p = Privileged(**{k: v for k, v in views.items() if k in names})
+    if views.get("reference"):
+        p.extra = {**p.extra, "reference": views["reference"]}
+    return p
 
 
 def skills_section(skills: Sequence[Skill | str], config: TeacherContextConfig) -> str:

@@ -1,18 +1,26 @@
-"""Compare GRPO, plain OPSD (teacher sees privileged hints) and skill-conditioned OPD (teacher sees
-skills + hints) on one env: same model, same episode budget, same code path, several seeds.
+"""Compare GRPO, RFT, plain OPSD (teacher sees the per-turn reference reply) and skill-conditioned
+OPD (skills + reference) from one shared warm start: same model, same episode budget, same code
+path, several seeds, the same held-out tasks.
 
-Each (algo, seed) run starts from the same base weights (a fresh LoRA adapter), trains for
-``--steps`` steps of ``--tasks x --samples`` episodes, and is evaluated on the same held-out
-test-split tasks. The base model is evaluated once. Prints a Markdown table (mean and spread of
-held-out success over seeds) and writes every run folder plus ``results.json`` under ``--out``.
+1. **Warm start**: one SFT run on oracle demonstrations (a share of them in the teacher's
+   context, so the teacher is on-format before it teaches), evaluated on the held-out tasks.
+2. **Teacher check**: the warm model *acting* with each teacher context (OPD's skills + reference,
+   OPSD's reference only) on the same held-out tasks.
+3. **Runs**: every (algo, seed) starts from the warm start (``--model.init-from``: its adapter
+   merged, a fresh adapter trained on top, so the ``frozen`` teacher is the warm model) and
+   trains ``--steps`` steps of ``--tasks x --samples`` episodes. Jobs run in ``--workers``
+   processes with one torch thread each (on a shared CPU that beats one multi-threaded job).
 
-    python scripts/compare.py --env Sokoban-Easy-v0 --seeds 0 1 2 --steps 4
+Writes ``results.json`` (as results come in), ``results.md`` (the README table),
+``learning_curve.png`` (held-out success vs step, mean ± std over seeds per algorithm) and every
+run folder under ``--out``::
+
+    python scripts/compare.py --env Sokoban-Easy-v0 --seeds 0 1 2 --steps 8 --out runs/compare
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import statistics
@@ -20,37 +28,50 @@ import sys
 import time
 from pathlib import Path
 
+ALGOS = ("grpo", "rft", "opsd", "opd")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="Sokoban-Easy-v0", help="registered env id")
     p.add_argument("--model", default="smollm2", help="model name ('tiny-random' for a smoke run)")
-    p.add_argument("--algos", nargs="+", default=["grpo", "opsd", "opd"],
-                   choices=["grpo", "opsd", "opd", "rft"], help="algorithms to compare")
+    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS),
+                   help="algorithms to compare")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="run seeds")
-    p.add_argument("--steps", type=int, default=4, help="training steps per run")
-    p.add_argument("--tasks", type=int, default=2, help="tasks per step")
-    p.add_argument("--samples", type=int, default=4, help="samples per task (GRPO group size)")
+    p.add_argument("--warm-steps", type=int, default=20, help="SFT steps of the shared warm start")
+    p.add_argument("--warm-lr", type=float, default=1e-3, help="SFT learning rate")
+    p.add_argument("--warm-from", default="", help="reuse this warm-start run folder instead")
+    p.add_argument("--teacher-frac", type=float, default=0.5,
+                   help="share of warm-start demos in the teacher's context")
+    p.add_argument("--steps", type=int, default=8, help="training steps per run")
+    p.add_argument("--eval-every", type=int, default=4, help="held-out evaluation every N steps")
+    p.add_argument("--tasks", type=int, default=4, help="tasks per step")
+    p.add_argument("--samples", type=int, default=2, help="samples per task (GRPO group size)")
     p.add_argument("--max-turns", type=int, default=2, help="turns per episode")
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per action")
-    p.add_argument("--eval-tasks", type=int, default=16, help="held-out test tasks")
-    p.add_argument("--temperature", type=float, default=0.7, help="training sampling temperature")
+    p.add_argument("--eval-tasks", type=int, default=32, help="held-out test tasks")
+    p.add_argument("--temperature", type=float, default=1.0, help="training sampling temperature")
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate (all algorithms)")
-    p.add_argument("--teacher-mode", default="frozen", help="teacher mode for opd / opsd")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--max-skills", type=int, default=2, help="skills shown to the OPD teacher")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     p.add_argument("--out", default="runs/compare", help="output folder")
     p.add_argument("--table-only", action="store_true",
-                   help="only rebuild the table from <out>/results.json and the run folders")
+                   help="only rebuild the table and plot from <out>/results.json")
     args = p.parse_args(argv)
-    for n in ("steps", "tasks", "samples", "max_turns", "max_tokens", "eval_tasks"):
+    for n in ("steps", "tasks", "samples", "max_turns", "max_tokens", "eval_tasks", "workers",
+              "warm_steps"):
         if getattr(args, n) < 1:
             p.error(f"--{n.replace('_', '-')} must be >= 1")
+    if "grpo" in args.algos and args.samples < 2:
+        p.error("--samples must be >= 2 when comparing grpo (group-relative advantages)")
     return args
 
 
-def base_config(args: argparse.Namespace, algo: str, seed: int):
+def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, steps: int,
+               init_from: str = ""):
     from agentsd.distill.config import (
+        DemoConfig,
         ModelConfig,
         OptimConfig,
         RolloutSettings,
@@ -59,96 +80,189 @@ def base_config(args: argparse.Namespace, algo: str, seed: int):
     )
     from agentsd.hints import TeacherContextConfig
 
+    warm = algo == "sft"
     return TrainConfig(
-        algo=algo, steps=args.steps, seed=seed, out_dir=str(Path(args.out) / f"{algo}_seed{seed}"),
-        eval_every=0, eval_at_start=False, checkpoint_every=args.steps, resume=False,
-        progress=False, samples_to_keep=4,
-        model=ModelConfig(name=args.model, lora=True, lora_rank=8, lora_alpha=16.0, tiny_hidden=16),
-        rollout=RolloutSettings(env=args.env, tasks_per_step=args.tasks, samples_per_task=args.samples,
+        algo=algo, steps=steps, seed=seed, out_dir=out_dir,
+        eval_every=0 if warm else args.eval_every, eval_at_start=warm, teacher_eval=False,
+        checkpoint_every=steps, resume=False, progress=False, samples_to_keep=4,
+        model=ModelConfig(name=args.model, lora=True, lora_rank=16, lora_alpha=32.0,
+                          tiny_hidden=16, init_from=init_from),
+        rollout=RolloutSettings(env=args.env, tasks_per_step=args.tasks if not warm else
+                                args.tasks * args.samples,
+                                samples_per_task=args.samples if not warm else 1,
                                 max_turns=args.max_turns, max_tokens=args.max_tokens,
                                 eval_tasks=args.eval_tasks, temperature=args.temperature),
-        teacher=TeacherConfig(mode=args.teacher_mode, context=TeacherContextConfig(
-            views=("skills", "plan", "notes"), max_skills=2)),
-        optim=OptimConfig(lr=args.lr),
+        teacher=TeacherConfig(mode="frozen", context=TeacherContextConfig(
+            views=("skills", "reference"), max_skills=args.max_skills, max_skill_chars=500)),
+        optim=OptimConfig(lr=args.warm_lr if warm else args.lr),
+        demos=DemoConfig(source="oracle", teacher_frac=args.teacher_frac),
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.table_only:
-        results = json.loads((Path(args.out) / "results.json").read_text())
-        table = markdown_table(results, Path(args.out))
-        (Path(args.out) / "results.md").write_text(table + "\n")
-        print(table)
-        return 0
+# ---------------------------------------------------------------------------------------------
+# worker processes: each loads the base model once and runs jobs with one torch thread
+
+_BASE: dict = {}
+
+
+def _worker_init(model: str) -> None:
     import torch
 
-    from agentsd.distill.models import with_lora
-    from agentsd.distill.trainer import build_student, evaluate, train
+    torch.set_num_threads(1)
+    if model == "tiny-random":
+        return
+    from agentsd.policy.models import load_model
+
+    _BASE["model"], _BASE["tok"] = load_model(model)
+
+
+def _base(cfg):
+    import copy
+
+    from agentsd.distill.trainer import build_student, prepare_student
+
+    if "model" not in _BASE:
+        return build_student(cfg)
+    return prepare_student(copy.deepcopy(_BASE["model"]), cfg), _BASE["tok"]
+
+
+def _run_job(job: dict) -> dict:
+    from agentsd.distill.trainer import train
+
+    cfg = job["cfg"]
+    t = time.perf_counter()
+    model, tok = _base(cfg)
+    res = train(cfg, model=model, tokenizer=tok)
+    return {"algo": job["algo"], "seed": cfg.seed, **res.final_eval,
+            "curve": [(h["step"], h["eval/success"]) for h in res.history if "eval/success" in h],
+            "updated_steps": int(sum(h.get("optim/updated", 0) for h in res.history)),
+            "wall_s": round(time.perf_counter() - t, 1)}
+
+
+def _teacher_job(job: dict) -> dict:
+    """The warm model acting with a teacher context (no training)."""
+    from agentsd.distill.teacher import Teacher
+    from agentsd.distill.trainer import _TeacherContexts, evaluate_teacher
     from agentsd.policy.hf import HFPolicy
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cfg = job["cfg"]
+    model, tok = _base(cfg)
+    teacher = Teacher(model, "frozen")
+    ev = evaluate_teacher(HFPolicy(model, tok), teacher, _TeacherContexts(cfg, tok), cfg)
+    return {"algo": job["algo"], "teacher_context": job["context"], **ev}
+
+
+def _dispatch(job: dict) -> dict:
+    return _teacher_job(job) if job.get("kind") == "teacher" else _run_job(job)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     out = Path(args.out)
+    if args.table_only:
+        results = json.loads((out / "results.json").read_text())
+        _write_outputs(results, out)
+        return 0
+    import multiprocessing as mp
+
     out.mkdir(parents=True, exist_ok=True)
-    cfg0 = base_config(args, "opd", args.seeds[0])
-    # the base weights, loaded once; every run trains a fresh adapter on a copy of them
-    base_model, tok = build_student(dataclasses.replace(
-        cfg0, model=dataclasses.replace(cfg0.model, lora=False)))
-    base_model.requires_grad_(False).eval()
+    results: dict = {"args": vars(args), "warm": None, "teacher": [], "runs": []}
     t0 = time.perf_counter()
-    base_eval = evaluate(HFPolicy(base_model, tok), cfg0)
-    print(f"base model: held-out success {base_eval['eval/success']:.3f} "
-          f"({time.perf_counter() - t0:.0f}s)", flush=True)
-    results = {"args": vars(args), "base": base_eval, "runs": []}
-    for algo in args.algos:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(args.workers, initializer=_worker_init, initargs=(args.model,)) as pool:
+        warm_dir = args.warm_from or str(out / "warm_start")
+        if not args.warm_from:
+            print(f"[1/3] warm start: SFT on oracle demos, {args.warm_steps} steps", flush=True)
+            cfg = run_config(args, "sft", 0, warm_dir, args.warm_steps)
+            w = pool.apply(_dispatch, ({"algo": "sft", "cfg": cfg},))
+            results["warm"] = w
+            print(f"      warm start: held-out success {w['eval/success']:.3f} "
+                  f"(parse {w['eval/parse_rate']:.2f}), T=1 {w.get('eval/success_t1', 0):.3f} "
+                  f"[{w['wall_s']:.0f}s]", flush=True)
+            _save(results, out)
+        jobs = []
+        for algo in ("opd", "opsd"):
+            if algo in args.algos:
+                cfg = run_config(args, algo, 0, str(out / f"teacher_{algo}"), 1, warm_dir)
+                jobs.append({"kind": "teacher", "algo": algo, "cfg": cfg,
+                             "context": ",".join(cfg.teacher_views().views)})
         for seed in args.seeds:
-            cfg = base_config(args, algo, seed)
-            torch.manual_seed(seed)
-            model = with_lora(copy.deepcopy(base_model), rank=cfg.model.lora_rank,
-                              alpha=cfg.model.lora_alpha).train()
-            t = time.perf_counter()
-            res = train(cfg, model=model, tokenizer=tok)
-            episodes = sum(args.tasks * args.samples for _ in range(args.steps))
-            row = {"algo": algo, "seed": seed, **res.final_eval, "episodes": episodes,
-                   "train_success_last": res.history[-1].get("rollout/success"),
-                   "updated_steps": sum(h.get("optim/updated", 0) for h in res.history),
-                   "wall_s": round(time.perf_counter() - t, 1)}
-            results["runs"].append(row)
-            print(json.dumps(row), flush=True)
-            (out / "results.json").write_text(json.dumps(results, indent=1))
-            del model
-    table = markdown_table(results, out)
-    (out / "results.md").write_text(table + "\n")
-    print("\n" + table)
+            for algo in args.algos:
+                jobs.append({"algo": algo, "cfg": run_config(
+                    args, algo, seed, str(out / f"{algo}_seed{seed}"), args.steps, warm_dir)})
+        print(f"[2/3] teacher check + [3/3] {len(jobs) - 2} runs on {args.workers} workers",
+              flush=True)
+        for r in pool.imap_unordered(_dispatch, jobs):
+            key = "teacher" if "teacher_context" in r else "runs"
+            results[key].append(r)
+            print("      " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                         for k, v in r.items() if k != "curve"}), flush=True)
+            _save(results, out)
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    _save(results, out)
+    _write_outputs(results, out)
     return 0
 
 
-def _updated_steps(run_dir: Path) -> int:
-    """Optimizer steps whose gradient was non-zero (GRPO with equal rewards in a group has none)."""
-    from agentsd.distill.metrics import read_metrics
+def _save(results: dict, out: Path) -> None:
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "results.json")
 
-    return sum(1 for r in read_metrics(run_dir) if (r.get("optim/grad_norm") or 0) > 0)
+
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def markdown_table(results: dict, out: Path) -> str:
-    """Held-out success per algorithm: mean, std over seeds, and the per-seed values."""
-    lines = ["| algo | held-out success, mean ± std over seeds | per seed | held-out reward, mean |"
-             " steps with a non-zero gradient |",
-             "|---|---|---|---|---|",
-             f"| base model (no training) | {results['base']['eval/success']:.3f} | - | "
-             f"{results['base']['eval/reward']:.2f} | - |"]
-    algos = list(dict.fromkeys(r["algo"] for r in results["runs"]))
-    for a in algos:
-        rs = [r for r in results["runs"] if r["algo"] == a]
-        s = [r["eval/success"] for r in rs]
-        sd = statistics.pstdev(s) if len(s) > 1 else 0.0
-        upd = sum(_updated_steps(out / f"{a}_seed{r['seed']}") for r in rs)
-        lines.append(f"| {a} | {statistics.mean(s):.3f} ± {sd:.3f} | "
-                     f"{', '.join(f'{x:.2f}' for x in s)} | "
-                     f"{statistics.mean(r['eval/reward'] for r in rs):.2f} | "
-                     f"{upd}/{len(rs) * results['args']['steps']} |")
+def markdown_table(results: dict) -> str:
+    """Held-out success per algorithm: mean ± sample std over seeds, the per-seed values, the
+    parse rate and temperature-1 success, next to the warm start and the teacher acting."""
+    a = results["args"]
+    lines = ["| policy | held-out success (greedy), mean ± std over seeds | per seed | parse rate |"
+             " success at T=1 | steps with a non-zero gradient |",
+             "|---|---|---|---|---|---|"]
+    w = results.get("warm")
+    if w:
+        lines.append(f"| warm start (SFT, {a['warm_steps']} steps) | {w['eval/success']:.3f} | - | "
+                     f"{w['eval/parse_rate']:.2f} | {w.get('eval/success_t1', float('nan')):.3f} | - |")
+    for t in results.get("teacher", []):
+        lines.append(f"| teacher acting ({t['algo']} context: {t['teacher_context']}) | "
+                     f"{t['teacher/eval_success']:.3f} | - | {t['teacher/eval_parse_rate']:.2f} | "
+                     f"{t.get('teacher/eval_success_t1', float('nan')):.3f} | - |")
+    for algo in dict.fromkeys(r["algo"] for r in results["runs"]):
+        rs = sorted((r for r in results["runs"] if r["algo"] == algo), key=lambda r: r["seed"])
+        m, sd = _mean_sd([r["eval/success"] for r in rs])
+        p, _ = _mean_sd([r["eval/parse_rate"] for r in rs])
+        t1, t1sd = _mean_sd([r.get("eval/success_t1", float("nan")) for r in rs])
+        lines.append(f"| {algo} | {m:.3f} ± {sd:.3f} | "
+                     f"{', '.join(f'{r['eval/success']:.3f}' for r in rs)} | {p:.2f} | "
+                     f"{t1:.3f} ± {t1sd:.3f} | "
+                     f"{sum(r['updated_steps'] for r in rs)}/{len(rs) * a['steps']} |")
     return "\n".join(lines)
+
+
+def _write_outputs(results: dict, out: Path) -> None:
+    table = markdown_table(results)
+    (out / "results.md").write_text(table + "\n")
+    print("\n" + table)
+    curves: dict[str, list[list[tuple[int, float]]]] = {}
+    w = results.get("warm")
+    for r in results["runs"]:
+        pts = [tuple(p) for p in r["curve"]]
+        if w:
+            pts = [(0, w["eval/success"])] + [p for p in pts if p[0] > 0]
+        curves.setdefault(r["algo"], []).append(pts)
+    if curves:
+        try:
+            from agentsd.distill.report import plot_comparison
+
+            plot_comparison(curves, out / "learning_curve.png",
+                            title=f"{results['args']['env']}: held-out success from one warm start",
+                            ylabel="held-out success (greedy)")
+        except ImportError as e:
+            print(f"(no plot: {e})")
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def test_skills_capped_at_max_skills():
 def test_per_turn_hint_step_mode():
     step = TeacherContextConfig(views=("skills", "next_step"), exposure_mode="step", exposure=1.0)
     assert per_turn_hint(PRIV, 0, step).endswith("Right Right")
-    assert per_turn_hint(PRIV, 0, TeacherContextConfig()) is None  # episode mode: no per-turn hint
+    assert per_turn_hint(PRIV, 0, TeacherContextConfig(exposure_mode="episode")) is None  # no per-turn hint
     # without next_step the plan from the turn index on is the continuation
     no_next = dataclasses.replace(PRIV, next_step=None)
     assert per_turn_hint(no_next, 2, step).endswith("Up Left")

@@ -19,7 +19,8 @@ from agentsd.distill.config import (
     add_config_args,
     config_from_args,
 )
-from agentsd.distill.trainer import _step_data, micro_batches, train, train_seeds
+from agentsd.distill.trainer import micro_batches, train, train_seeds
+from agentsd.distill.update import build_batch as _step_data
 from agentsd.hints import TeacherContextConfig
 from agentsd.trajectory import Trajectory, Turn
 
