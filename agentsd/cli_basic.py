@@ -95,21 +95,34 @@ def register_quickstart(sub: Any) -> None:
     p = sub.add_parser("quickstart", help="the main job on the embedded default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/quickstart", help="run folder")
-    p.add_argument("--steps", type=int, default=2, help="OPD training steps")
+    p.add_argument("--steps", type=int, default=4, help="OPD training steps (default: 4)")
+    p.add_argument("--warm-steps", type=int, default=12,
+                   help="SFT warm-start steps of 8 oracle demos (default: 12; 0 skips it)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0 = auto: 1 on a busy machine)")
     p.set_defaults(func=_cmd_quickstart)
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     """The whole pipeline on the embedded default (SmolLM2-135M on CPU, Sokoban-Easy-v0):
-    rollouts -> skills -> OPD training -> held-out evaluation -> run folder with a report."""
+    skills -> SFT warm start -> OPD training -> held-out evaluation -> run folder with a report."""
+    import sys
+
     import agentsd
+    from agentsd.threads import apply_threads, pick_threads
 
     agentsd.pprint_registry()
     print()
     from agentsd.distill.pipeline import quickstart_config, run_pipeline
 
-    cfg = quickstart_config(out_dir=getattr(args, "out", "runs/quickstart"), seed=args.seed,
-                            steps=getattr(args, "steps", 2))
+    try:
+        cfg = quickstart_config(out_dir=getattr(args, "out", "runs/quickstart"), seed=args.seed,
+                                steps=getattr(args, "steps", 4),
+                                warm_steps=getattr(args, "warm_steps", 12))
+    except ValueError as e:
+        print(f"agentsd quickstart: {e}", file=sys.stderr)
+        return 2
+    print(f"torch CPU threads: {apply_threads(pick_threads(getattr(args, 'threads', 0) or None))}")
     summary = run_pipeline(cfg)
     print(json.dumps(summary, indent=1))
     return 0

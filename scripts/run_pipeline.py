@@ -23,19 +23,24 @@ def main(argv: list[str] | None = None) -> int:
 
     defaults = quickstart_config()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--collect-tasks", type=int, default=defaults.collect_tasks,
-                   help="train tasks the base model plays before training (skill sources)")
-    p.add_argument("--collect-samples", type=int, default=defaults.collect_samples,
-                   help="samples per collected task")
+    p.add_argument("--warm-steps", type=int, default=defaults.warm_steps,
+                   help="SFT warm-start steps (0 = none)")
+    p.add_argument("--warm-demos", type=int, default=defaults.warm_demos,
+                   help="oracle demos per warm-start step")
+    p.add_argument("--warm-lr", type=float, default=defaults.warm_lr, help="warm-start learning rate")
+    p.add_argument("--demo-teacher-frac", type=float, default=defaults.demo_teacher_frac,
+                   help="share of warm-start demos in the teacher's context")
+    p.add_argument("--skill-demos", type=int, default=defaults.skill_demos,
+                   help="oracle episodes the skill summarizer reads")
     p.add_argument("--no-shipped-skills", action="store_true",
                    help="the teacher reads only skills summarized in this run")
     add_config_args(p, defaults=defaults.train)
     args = p.parse_args(argv)
     try:
         train = config_from_args(args, base=defaults.train)
-        cfg = PipelineConfig(train=train, collect_tasks=args.collect_tasks,
-                             collect_samples=args.collect_samples,
-                             shipped_skills=not args.no_shipped_skills)
+        cfg = PipelineConfig(train=train, warm_steps=args.warm_steps, warm_demos=args.warm_demos,
+                             warm_lr=args.warm_lr, demo_teacher_frac=args.demo_teacher_frac,
+                             skill_demos=args.skill_demos, shipped_skills=not args.no_shipped_skills)
     except (ValueError, TypeError) as e:
         print(f"error: bad config: {e}", file=sys.stderr)
         return 2

@@ -213,10 +213,12 @@ def test_pipeline_writes_a_complete_run_folder(tmp_path):
         qs.train, progress=False, tensorboard=True,
         model=ModelConfig(name="tiny-random", tiny_hidden=16, lora_rank=4),
         rollout=dataclasses.replace(qs.train.rollout, max_tokens=6, eval_tasks=2))
-    summary = run_pipeline(PipelineConfig(train=train_cfg, collect_tasks=1, collect_samples=2),
+    summary = run_pipeline(PipelineConfig(train=train_cfg, warm_steps=1, warm_demos=2, skill_demos=2),
                            log=lambda *a: None)
     run = tmp_path / "pipe"
-    for name in ("rollouts.jsonl", "metrics.jsonl", "config.json", "learning_curve.png",
+    assert (run / "warm_start" / "checkpoints" / "latest").exists()
+    assert summary["warm_start"] and summary["teacher_acting_success"] is not None
+    for name in ("demos.jsonl", "metrics.jsonl", "config.json", "learning_curve.png",
                  "report.html", "summary.json", "checkpoints/latest"):
         assert (run / name).exists(), name
     assert list((run / "tb").iterdir()), "no TensorBoard events"

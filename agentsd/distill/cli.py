@@ -20,7 +20,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
     add_config_args(p)
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0 = torch's default)")
+                   help="torch CPU threads (0 = auto: 1 when other jobs keep the cores busy, "
+                        "else the cores, at most 4; see agentsd.threads)")
     p.add_argument("--report", action="store_true",
                    help="write the learning curve and HTML report into the run folder at the end")
 
@@ -47,12 +48,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:  # before any model is loaded
         print(f"error: bad config: {e}", file=sys.stderr)
         return 2
-    import torch
-
     from agentsd.distill.trainer import train
+    from agentsd.threads import apply_threads, pick_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    n = apply_threads(pick_threads(args.threads or None))
+    print(f"torch CPU threads: {n}", file=sys.stderr)
     res = train(cfg)
     if args.report:
         from agentsd.distill.report import write_report

@@ -247,6 +247,8 @@ class TrainConfig:
     eval_every: int = _f(5, "held-out evaluation every N steps (and at the end); 0 = only at "
                             "the end")
     eval_at_start: bool = _f(True, "evaluate once before training (step 0)")
+    eval_at_end: bool = _f(True, "evaluate after the last step (off: a warm start whose model "
+                                 "the next run evaluates at its step 0 anyway)")
     checkpoint_every: int = _f(5, "checkpoint every N steps (and at the end)")
     keep_checkpoints: int = _f(2, "checkpoints kept on disk (oldest deleted first)")
     resume: bool = _f(True, "resume from the latest checkpoint in out_dir if there is one")

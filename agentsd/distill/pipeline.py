@@ -1,10 +1,11 @@
-"""The main job: rollouts -> skills -> OPD training -> held-out evaluation -> report.
+"""The main job: skills -> warm start -> OPD training -> held-out evaluation -> report.
 
 One call (:func:`run_pipeline`) on one in-memory model, writing a run folder::
 
-    <run>/rollouts.jsonl        the base student's trajectories on train-split tasks
-    <run>/skills/               the library the teacher reads (shipped skills + ones summarized
-                                from those rollouts by the deterministic summarizer)
+    <run>/demos.jsonl           oracle episodes on train-split tasks (the skill summarizer's input)
+    <run>/skills_source/        shipped skills + ones summarized from those episodes
+    <run>/warm_start/           the SFT run on oracle demonstrations (its own metrics, checkpoint)
+    <run>/skills/               the library the teacher reads (a snapshot of skills_source)
     <run>/metrics.jsonl, tb/    per-step metrics (held-out evaluation at step 0 and at the end)
     <run>/checkpoints/          adapter, optimizer, RNG and teacher state
     <run>/samples/              scored trajectories (student and teacher log-prob per token)
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsd.distill.config import (
+    DemoConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -39,48 +41,77 @@ __all__ = ["PipelineConfig", "run_pipeline", "quickstart_config"]
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The stages around training. ``train`` configures the OPD run itself."""
+    """The stages around training. ``train`` configures the distillation run itself; the warm
+    start is an SFT run on oracle demonstrations with the same env, model and teacher context
+    (``warm_steps`` steps of ``warm_demos`` demos, ``demo_teacher_frac`` of them in the teacher's
+    context); ``warm_steps=0`` skips it."""
 
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    collect_tasks: int = 4
-    collect_samples: int = 2
+    warm_steps: int = 12
+    warm_demos: int = 8
+    warm_lr: float = 1e-3
+    demo_teacher_frac: float = 0.5
+    #: oracle episodes on train seeds the skill summarizer reads (no model needed)
+    skill_demos: int = 16
     shipped_skills: bool = True
 
     def __post_init__(self) -> None:
-        for n in ("collect_tasks", "collect_samples"):
+        for n in ("warm_demos", "skill_demos"):
             v = getattr(self, n)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"PipelineConfig.{n} must be a positive int, got {v!r}")
+        if not isinstance(self.warm_steps, int) or self.warm_steps < 0:
+            raise ValueError(f"PipelineConfig.warm_steps must be an int >= 0, got {self.warm_steps!r}")
+        if not (self.warm_lr > 0):
+            raise ValueError(f"PipelineConfig.warm_lr must be > 0, got {self.warm_lr!r}")
+        if not 0 <= self.demo_teacher_frac <= 1:
+            raise ValueError("PipelineConfig.demo_teacher_frac must be in [0, 1], got "
+                             f"{self.demo_teacher_frac!r}")
+
+    def warm_config(self, skills_dir: str) -> TrainConfig:
+        """The warm-start run: SFT on oracle demos into ``<run>/warm_start``."""
+        tc = self.train
+        return dataclasses.replace(
+            tc, algo="sft", steps=max(self.warm_steps, 1), out_dir=str(Path(tc.out_dir) / "warm_start"),
+            eval_every=0, eval_at_start=False, eval_at_end=False, resume=False,
+            checkpoint_every=max(self.warm_steps, 1),
+            rollout=dataclasses.replace(tc.rollout, tasks_per_step=self.warm_demos, samples_per_task=1),
+            optim=dataclasses.replace(tc.optim, lr=self.warm_lr),
+            demos=DemoConfig(source="oracle", teacher_frac=self.demo_teacher_frac),
+            teacher=dataclasses.replace(tc.teacher, skills_dir=skills_dir))
 
 
-def quickstart_config(out_dir: str = "runs/quickstart", seed: int = 0, steps: int = 2) -> PipelineConfig:
-    """The embedded default with a budget that finishes on a laptop CPU in a few minutes:
-    Sokoban-Easy-v0, 2 tasks x 2 samples per step, 2 turns of at most 24 tokens, LoRA."""
+def quickstart_config(out_dir: str = "runs/quickstart", seed: int = 0, steps: int = 4,
+                      warm_steps: int = 12) -> PipelineConfig:
+    """The embedded default with a budget for a busy 2-core CPU (about 10-15 minutes): a warm
+    start of ``warm_steps`` x 8 oracle demos on Sokoban-Easy-v0, then ``steps`` OPD steps of
+    4 tasks x 2 samples (frozen teacher = the warm model reading skills and the per-turn
+    reference reply), held-out evaluation on 32 test tasks before and after."""
     from agentsd.hints import TeacherContextConfig
 
     train = TrainConfig(
         algo="opd", steps=steps, seed=seed, out_dir=out_dir, eval_every=0, checkpoint_every=steps,
         resume=False, samples_to_keep=4,
-        model=ModelConfig(name="smollm2", lora=True, lora_rank=8, lora_alpha=16.0),
-        rollout=RolloutSettings(env="Sokoban-Easy-v0", tasks_per_step=2, samples_per_task=2,
-                                max_turns=2, max_tokens=24, eval_tasks=4, temperature=0.7),
+        model=ModelConfig(name="smollm2", lora=True, lora_rank=16, lora_alpha=32.0),
+        rollout=RolloutSettings(env="Sokoban-Easy-v0", tasks_per_step=4, samples_per_task=2,
+                                max_turns=2, max_tokens=24, eval_tasks=32, temperature=1.0),
         loss=LossConfig(kind="reverse_kl", is_clip=2.0),
         teacher=TeacherConfig(mode="frozen", context=TeacherContextConfig(
-            views=("skills", "plan", "notes"), max_skills=2)),
-        optim=OptimConfig(lr=5e-4, max_tokens_per_micro_batch=2048),
+            views=("skills", "reference"), max_skills=2, max_skill_chars=500)),
+        optim=OptimConfig(lr=5e-4, max_tokens_per_micro_batch=1024),
     )
-    return PipelineConfig(train=train, collect_tasks=2, collect_samples=2)
+    return PipelineConfig(train=train, warm_steps=warm_steps)
 
 
 def run_pipeline(cfg: PipelineConfig, model: Any = None, tokenizer: Any = None,
                  log: Any = print) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary also written to
     ``summary.json``."""
-    import agentsd
-    from agentsd.distill.models import with_lora
+    import copy
+
+    from agentsd.demos import oracle_demos
     from agentsd.distill.report import write_report
-    from agentsd.distill.trainer import _rollouts, train
-    from agentsd.policy.hf import HFPolicy
+    from agentsd.distill.trainer import prepare_student, train, train_seeds
     from agentsd.store import write_jsonl
 
     tc = cfg.train
@@ -94,59 +125,73 @@ def run_pipeline(cfg: PipelineConfig, model: Any = None, tokenizer: Any = None,
         log(f"[1/5] loading {tc.model.name} ...")
         model, tokenizer = build_student(dataclasses.replace(
             tc, model=dataclasses.replace(tc.model, lora=False)))
+    model.requires_grad_(False)
     timings["load_s"] = time.perf_counter() - t0
 
-    # 1. rollouts with the base student on train-split tasks (seeds disjoint from evaluation)
+    # 1. skills: the shipped library plus skills summarized from oracle episodes on train seeds
     t = time.perf_counter()
-    log(f"[2/5] rollouts: {cfg.collect_tasks} tasks x {cfg.collect_samples} samples on {tc.rollout.env}")
-    policy = HFPolicy(model, tokenizer, model_id=f"hf:{tc.model.name}")
-    seeds = agentsd.split_seeds(tc.rollout.env, "train", cfg.collect_tasks, offset=500_000)
-    trajs, summary = _rollouts(policy, tc, seeds, cfg.collect_samples, tc.rollout.temperature,
-                               sample_seed=tc.seed + 12345, progress=tc.progress)
-    write_jsonl(trajs, run / "rollouts.jsonl")
-    log(f"      {summary.format() if hasattr(summary, 'format') else summary}")
-    timings["rollouts_s"] = time.perf_counter() - t
-
-    # 2. skills: the shipped library plus skills summarized from these rollouts
-    t = time.perf_counter()
+    seeds = train_seeds(dataclasses.replace(tc, seed=tc.seed + 99_991), 0, cfg.skill_demos)
+    demos = oracle_demos(tc.rollout.env, seeds, tokenizer, max_turns=tc.rollout.max_turns)
+    write_jsonl(demos, run / "demos.jsonl")
     skills_dir = run / "skills_source"
-    n_new, n_total = _build_skills(trajs, tc.rollout.env, skills_dir, cfg.shipped_skills)
-    log(f"[3/5] skills: {n_new} summarized from the rollouts, {n_total} in the teacher's library")
+    n_new, n_total = _build_skills(demos, tc.rollout.env, skills_dir, cfg.shipped_skills)
+    log(f"[2/5] skills: {n_new} summarized from {len(demos)} oracle episodes, {n_total} in the "
+        "teacher's library")
     timings["skills_s"] = time.perf_counter() - t
 
-    # 3-4. OPD training with held-out evaluation before and after
+    # 2. warm start: SFT on oracle demonstrations (a share in the teacher's context)
     t = time.perf_counter()
-    tc = dataclasses.replace(tc, teacher=dataclasses.replace(tc.teacher, skills_dir=str(skills_dir)))
-    log(f"[4/5] training {tc.algo} for {tc.steps} steps (teacher: {tc.teacher.mode}; "
-        f"held-out eval on {tc.rollout.eval_tasks} test tasks before and after)")
-    if tc.model.lora:
-        import torch
+    warm_dir = ""
+    if cfg.warm_steps > 0:
+        wc = cfg.warm_config(str(skills_dir))
+        log(f"[3/5] warm start: SFT on {cfg.warm_steps} x {cfg.warm_demos} oracle demos "
+            f"({cfg.demo_teacher_frac:.0%} in the teacher's context) -> {wc.out_dir}")
+        train(wc, model=prepare_student(copy.deepcopy(model), wc), tokenizer=tokenizer)
+        warm_dir = wc.out_dir
+    timings["warm_start_s"] = time.perf_counter() - t
 
-        torch.manual_seed(tc.seed)
-        model = with_lora(model, rank=tc.model.lora_rank, alpha=tc.model.lora_alpha,
-                          dropout=tc.model.lora_dropout)
-    model.train()
-    res = train(tc, model=model, tokenizer=tokenizer)
+    # 3-4. distillation from the warm start, held-out evaluation before and after
+    t = time.perf_counter()
+    tc = dataclasses.replace(
+        tc, eval_at_start=True,
+        model=dataclasses.replace(tc.model, init_from=warm_dir),
+        teacher=dataclasses.replace(tc.teacher, skills_dir=str(skills_dir)))
+    log(f"[4/5] training {tc.algo} for {tc.steps} steps from the warm start (teacher: "
+        f"{tc.teacher.mode}; held-out eval on {tc.rollout.eval_tasks} test tasks before and after)")
+    res = train(tc, model=prepare_student(model, tc), tokenizer=tokenizer)
     timings["train_s"] = time.perf_counter() - t
 
     # 5. report
     out = write_report(run)
     log(f"[5/5] report: {out['html']}  curve: {out['png']}")
     evals = [h for h in res.history if "eval/success" in h]
+    before, after = (evals[0], evals[-1]) if evals else ({}, {})
     result = {
         "run_dir": str(run), "env": tc.rollout.env, "model": tc.model.name, "algo": tc.algo,
-        "steps": res.steps_done, "rollout_success": summary.success_rate,
+        "warm_start": warm_dir or None, "steps": res.steps_done,
         "skills_summarized": n_new, "skills_in_library": n_total,
-        "eval_before": evals[0]["eval/success"] if evals else None,
-        "eval_after": evals[-1]["eval/success"] if evals else None,
-        "eval_reward_before": evals[0].get("eval/reward") if evals else None,
-        "eval_reward_after": evals[-1].get("eval/reward") if evals else None,
+        "eval_tasks": tc.rollout.eval_tasks,
+        "eval_before": before.get("eval/success"), "eval_after": after.get("eval/success"),
+        "parse_rate_before": before.get("eval/parse_rate"),
+        "parse_rate_after": after.get("eval/parse_rate"),
+        "eval_t1_before": before.get("eval/success_t1"), "eval_t1_after": after.get("eval/success_t1"),
+        "teacher_acting_success": before.get("teacher/eval_success"),
+        "teacher_acting_parse_rate": before.get("teacher/eval_parse_rate"),
+        "eval_reward_before": before.get("eval/reward"), "eval_reward_after": after.get("eval/reward"),
         "report": str(out["html"]), "learning_curve": str(out["png"]),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     (run / "summary.json").write_text(json.dumps(result, indent=1))
+    log(f"held-out success {_pct(result['eval_before'])} -> {_pct(result['eval_after'])}, parse "
+        f"rate {_pct(result['parse_rate_before'])} -> {_pct(result['parse_rate_after'])} "
+        f"({tc.rollout.eval_tasks} test tasks, greedy); at T=1 {_pct(result['eval_t1_before'])} -> "
+        f"{_pct(result['eval_t1_after'])}; teacher acting {_pct(result['teacher_acting_success'])}")
     return result
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
 
 
 def _build_skills(trajs: list, env_id: str, out: Path, shipped: bool) -> tuple[int, int]:

@@ -26,6 +26,7 @@ metrics of an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -289,7 +290,8 @@ def evaluate_teacher(policy: Any, teacher: Any, contexts: _TeacherContexts, cfg:
     from agentsd.rollout import Task
 
     tasks = [Task(contexts.env_factory(t, cfg.rollout.max_turns), t.seed) for t in eval_tasks(cfg)]
-    return evaluate(_ActingTeacher(policy, teacher), cfg, progress, tasks=tasks,
+    greedy = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, eval_sampled=False))
+    return evaluate(_ActingTeacher(policy, teacher), greedy, progress, tasks=tasks,
                     prefix="teacher/eval_")
 
 
@@ -392,7 +394,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                 m["time/action_tokens_per_s_rollout"] = summ.action_tokens / max(t_roll, 1e-9)
             # 4. held-out evaluation
             is_last = step == cfg.steps
-            if (cfg.eval_every and step % cfg.eval_every == 0) or is_last:
+            if (cfg.eval_every and step % cfg.eval_every == 0) or (is_last and cfg.eval_at_end):
                 last_eval = evaluate(policy, cfg)
                 m.update(last_eval)
                 _say(cfg, f"step {step}: " + _fmt_eval(last_eval))
