@@ -4,6 +4,10 @@ Keys are ``section/name`` (``loss/total``, ``kl/mean``, ``rollout/success``, ``e
 ``teacher/age``, ``time/tokens_per_s`` ...). Keys under ``time/`` depend on the machine; every
 other value is a deterministic function of the config, seed and step (resume tests compare them).
 
+A metric may carry its spread as ``<key>_std`` (``eval/success_std``); :func:`metric_series` and
+:func:`mean_curve` turn rows (or several seeds' curves) into a mean and a spread per step, which is
+what the report draws as a band.
+
 On resume the JSONL is cut back to the checkpoint's step and TensorBoard events after it are
 purged, so a resumed run's files read as if it had never stopped.
 """
@@ -13,11 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsWriter", "read_metrics", "summarize_values", "masked_values"]
+__all__ = ["MetricsWriter", "read_metrics", "summarize_values", "masked_values", "Series",
+           "metric_series", "mean_curve", "mean_std"]
 
 
 def summarize_values(values: Sequence[float], prefix: str, pcts: Sequence[int] = (50, 95),
@@ -100,3 +106,62 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric against step: its mean at each step, the spread (sample std; 0 where nothing
+    says how much it varies) and how many values went into each mean."""
+
+    steps: list[int]
+    mean: list[float]
+    std: list[float]
+    n: list[int]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def has_spread(self) -> bool:
+        return any(s > 0 for s in self.std)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value), as ``scripts/compare.py``
+    reports ``mean ± std`` over seeds."""
+    import statistics
+
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _aggregate(points: Iterable[tuple[int, float, float | None]]) -> Series:
+    by_step: dict[int, list[tuple[float, float | None]]] = {}
+    for step, value, std in points:
+        by_step.setdefault(int(step), []).append((float(value), std))
+    steps, means, stds, ns = [], [], [], []
+    for step in sorted(by_step):
+        vals = by_step[step]
+        m, s = mean_std([v for v, _ in vals])
+        if len(vals) == 1 and vals[0][1] is not None:
+            s = float(vals[0][1])  # one run that logged its own spread
+        steps.append(step)
+        means.append(m)
+        stds.append(s)
+        ns.append(len(vals))
+    return Series(steps, means, stds, ns)
+
+
+def metric_series(rows: Sequence[dict[str, Any]], key: str) -> Series:
+    """``key`` against step. Several rows at one step (one per seed) give their mean and sample
+    std; a single row's spread is its ``<key>_std`` when logged. Rows without ``key`` (or with
+    ``None``, a non-finite value) are skipped."""
+    return _aggregate((r.get("step", 0), r[key], r.get(f"{key}_std"))
+                      for r in rows if isinstance(r.get(key), int | float))
+
+
+def mean_curve(curves: Sequence[Sequence[tuple[int, float]]]) -> Series:
+    """Several seeds' ``(step, value)`` curves as one: mean and sample std at every step any seed
+    logged (a step some seeds lack averages the seeds that have it; ``n`` says how many)."""
+    return _aggregate((step, value, None) for curve in curves for step, value in curve)

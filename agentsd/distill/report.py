@@ -1,11 +1,16 @@
-"""Run reports: a learning-curve PNG and an HTML page where a person reads trajectories with
+"""Run reports: learning-curve PNGs and an HTML page where a person reads trajectories with
 the teacher-student per-token gap highlighted.
 
 ``write_report(run_dir)`` reads ``metrics.jsonl``, ``config.json`` and ``samples/*.jsonl`` from a
-run folder and writes ``learning_curve.png`` and ``report.html`` next to them. In the HTML, each
-action token is coloured by ``log p_teacher - log p_student``: green where the teacher likes the
-token more than the student (the update pushes it up), red where less (pushed down); env and
-prompt tokens are grey. Hovering a token shows both log-probabilities.
+run folder and writes ``learning_curve.png`` (held-out success and parse rate vs step, the first
+thing on the page), ``training_curves.png`` and ``report.html`` next to them. Observations keep
+their whitespace (a Sokoban board reads as a board). In the HTML, each action token is coloured
+by ``log p_teacher - log p_student``: green where the teacher likes the token more than the
+student (the update pushes it up), red where less (pushed down); env and prompt tokens are grey.
+Hovering a token shows both log-probabilities.
+
+``plot_comparison`` draws several algorithms' held-out curves, mean ± std over seeds
+(``scripts/compare.py``).
 """
 
 from __future__ import annotations
@@ -15,32 +20,44 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agentsd.distill.metrics import read_metrics
+from agentsd.distill.metrics import Series, mean_curve, metric_series, read_metrics
 
-__all__ = ["write_report", "plot_learning_curve", "render_html", "token_spans"]
+__all__ = ["write_report", "plot_learning_curve", "plot_training_curves", "plot_comparison",
+           "render_html", "token_spans", "HELDOUT_CURVES"]
 
-_CURVES = (("rollout/success", "train success"), ("eval/success", "held-out success"),
-           ("kl/mean", "reverse KL / token"), ("loss/total", "loss"))
+#: what the held-out panels draw: (key, label, line style); keys absent from the metrics are skipped
+HELDOUT_CURVES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "held-out success": (("eval/success", "student, greedy", "-"),
+                         ("eval/success_t1", "student, T=1", "--"),
+                         ("teacher/eval_success", "teacher context acting", ":")),
+    "held-out parse rate": (("eval/parse_rate", "student, greedy", "-"),
+                            ("eval/parse_rate_t1", "student, T=1", "--"),
+                            ("teacher/eval_parse_rate", "teacher context acting", ":")),
+}
+_TRAINING = (("rollout/success", "train success"), ("kl/mean", "reverse KL / token"),
+             ("loss/total", "loss"))
 
 
-def plot_learning_curve(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Four panels (train success, held-out success, per-token reverse KL, loss) vs step."""
+def _pyplot() -> Any:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only; never a display
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(_CURVES), figsize=(4 * len(_CURVES), 3.2))
-    for ax, (key, label) in zip(axes, _CURVES, strict=True):
-        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker="o", ms=3)
-        else:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+    return plt
+
+
+def _draw(ax: Any, series: Series, label: str, style: str = "-", color: Any = None) -> None:
+    """A mean line with markers and, where the series has a spread, a ±std band."""
+    line, = ax.plot(series.steps, series.mean, style, marker="o", ms=3, label=label, color=color)
+    if series.has_spread:
+        lo = [m - s for m, s in zip(series.mean, series.std, strict=True)]
+        hi = [m + s for m, s in zip(series.mean, series.std, strict=True)]
+        ax.fill_between(series.steps, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)
+
+
+def _save(fig: Any, path: str | Path, title: str) -> Path:
+    plt = _pyplot()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -50,13 +67,82 @@ def plot_learning_curve(rows: list[dict[str, Any]], path: str | Path, title: str
     return path
 
 
+def _not_logged(ax: Any, what: str = "not logged") -> None:
+    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="#888")
+
+
+def plot_learning_curve(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Held-out success and parse rate vs step (:data:`HELDOUT_CURVES`: the student greedy and
+    at temperature 1, the teacher context acting), with a ±std band where the metrics carry a
+    spread (``<key>_std``, or several rows per step from several seeds)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(HELDOUT_CURVES), figsize=(5.5 * len(HELDOUT_CURVES), 3.4))
+    for ax, (panel, curves) in zip(axes, HELDOUT_CURVES.items(), strict=True):
+        drawn = 0
+        for key, label, style in curves:
+            series = metric_series(rows, key)
+            if len(series):
+                _draw(ax, series, label, style)
+                drawn += 1
+        if drawn:
+            ax.legend(fontsize=8, loc="best")
+        else:
+            _not_logged(ax, "no held-out evaluation logged")
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    return _save(fig, path, title)
+
+
+def plot_training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Train success, per-token reverse KL and loss vs step."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(_TRAINING), figsize=(3.7 * len(_TRAINING), 2.8))
+    for ax, (key, label) in zip(axes, _TRAINING, strict=True):
+        series = metric_series(rows, key)
+        if len(series):
+            _draw(ax, series, label)
+        else:
+            _not_logged(ax)
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return _save(fig, path, title)
+
+
+def plot_comparison(curves: dict[str, list[list[tuple[int, float]]]], path: str | Path,
+                    title: str = "", ylabel: str = "held-out success") -> Path:
+    """One line per algorithm: the mean over seeds of its ``(step, value)`` curves, with a ±std
+    band (sample std over seeds, as in ``scripts/compare.py``'s table). A single seed draws a
+    line without a band; an algorithm with no points is listed in the legend as ``(no data)``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for algo, runs in curves.items():
+        series = mean_curve([r for r in runs if r])
+        if not len(series):
+            ax.plot([], [], label=f"{algo} (no data)")
+            continue
+        n_seeds = sum(1 for r in runs if r)
+        _draw(ax, series, f"{algo} ({n_seeds} seed{'s' if n_seeds > 1 else ''})")
+    if not curves:
+        _not_logged(ax, "no curves")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=9, loc="best")
+    return _save(fig, path, title)
+
+
 def token_spans(sample: dict[str, Any], max_abs_gap: float = 3.0) -> str:
     """HTML spans for one scored trajectory (see the module docstring for the colours)."""
     toks, mask = sample["tokens"], sample["mask"]
     s_lp, t_lp = sample.get("student_logp"), sample.get("teacher_logp")
     out = []
     for i, tok in enumerate(toks):
-        text = html.escape(tok).replace("\n", "↵<br>")
+        # the page keeps whitespace (pre-wrap): boards and indentation stay as the model saw them
+        text = html.escape(tok).replace("\n", "↵\n")
         if not mask[i]:
             out.append(f'<span class="env">{text}</span>')
             continue
@@ -72,19 +158,61 @@ def token_spans(sample: dict[str, Any], max_abs_gap: float = 3.0) -> str:
     return "".join(out)
 
 
-_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-.traj{font-family:monospace;font-size:13px;line-height:1.6;border:1px solid #ddd;padding:8px;
-margin:8px 0;white-space:normal;word-break:break-word}.env{color:#999}.act{color:#000}
-details{margin:6px 0}summary{cursor:pointer}"""
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:1.2em auto;color:#222}
+h1{font-size:1.3em;margin:.2em 0}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+.traj{font-family:monospace;font-size:13px;line-height:1.45;border:1px solid #ddd;padding:8px;
+margin:8px 0;white-space:pre-wrap;overflow-wrap:anywhere;tab-size:4}.env{color:#999}.act{color:#000}
+.headline{font-size:1.05em;margin:.3em 0}details{margin:6px 0}summary{cursor:pointer}
+img{max-width:100%}"""
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.1%}" if isinstance(x, int | float) else "–"
+
+
+def _headline(rows: list[dict[str, Any]]) -> str:
+    """First and last held-out numbers in words, next to the curve."""
+    evals = [r for r in rows if isinstance(r.get("eval/success"), int | float)]
+    if not evals:
+        return "<p class='headline'>No held-out evaluation was logged.</p>"
+    first, last = evals[0], evals[-1]
+    text = (f"Held-out success (greedy) <b>{_pct(first['eval/success'])}</b> at step "
+            f"{first.get('step', 0)} &rarr; <b>{_pct(last['eval/success'])}</b> at step "
+            f"{last.get('step', 0)}; parse rate {_pct(first.get('eval/parse_rate'))} &rarr; "
+            f"{_pct(last.get('eval/parse_rate'))}")
+    if isinstance(last.get("eval/success_t1"), int | float):
+        text += f"; at T=1 {_pct(last['eval/success_t1'])}"
+    teacher = [r for r in rows if isinstance(r.get("teacher/eval_success"), int | float)]
+    if teacher:
+        text += f"; teacher context acting {_pct(teacher[-1]['teacher/eval_success'])}"
+    return f"<p class='headline'>{text}.</p>"
+
+
+def _eval_table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = [k for k in ("eval/success", "eval/success_t1", "eval/parse_rate", "eval/parse_rate_t1",
+                        "eval/reward", "teacher/eval_success", "teacher/eval_parse_rate")
+            if any(r.get(k) is not None for r in rows)]
+    evals = [r for r in rows if any(r.get(k) is not None for k in cols)]
+    if not evals:
+        return []
+    out = ["<h2>Held-out evaluation</h2><table><tr><th>step</th>"
+           + "".join(f"<th>{html.escape(k)}</th>" for k in cols) + "</tr>"]
+    for r in evals:
+        cells = "".join(f"<td>{r[k]:.3f}</td>" if isinstance(r.get(k), int | float) else "<td></td>"
+                        for k in cols)
+        out.append(f"<tr><td>{r.get('step', 0)}</td>{cells}</tr>")
+    out.append("</table>")
+    return out
 
 
 def render_html(run_dir: str | Path) -> str:
-    """The report page of a run folder as a string."""
+    """The report page of a run folder as a string. The first screen is the held-out learning
+    curve (``learning_curve.png``) and a one-line summary; training curves, the evaluation table,
+    the token-level trajectories and the config follow."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-    evals = [r for r in rows if r.get("eval/success") is not None]
     parts = [f"<!doctype html><meta charset='utf-8'><title>agentsd run {html.escape(run_dir.name)}"
              f"</title><style>{_CSS}</style>",
              f"<h1>Run <code>{html.escape(str(run_dir))}</code></h1>",
@@ -92,19 +220,19 @@ def render_html(run_dir: str | Path) -> str:
              f"<b>{html.escape(str(cfg.get('rollout', {}).get('env', '?')))}</b>, model "
              f"<b>{html.escape(str(cfg.get('model', {}).get('name', '?')))}</b>, teacher "
              f"<b>{html.escape(str(cfg.get('teacher', {}).get('mode', '?')))}</b>, "
-             f"{len([r for r in rows if r.get('step', 0) > 0])} steps logged.</p>"]
+             f"{len({r['step'] for r in rows if r.get('step', 0) > 0})} steps logged.</p>",
+             _headline(rows)]
     if (run_dir / "learning_curve.png").exists():
-        parts.append("<img src='learning_curve.png' style='max-width:100%'>")
-    if evals:
-        parts.append("<h2>Held-out evaluation</h2><table><tr><th>step</th><th>success</th>"
-                     "<th>reward</th></tr>")
-        parts += [f"<tr><td>{r['step']}</td><td>{r['eval/success']:.3f}</td>"
-                  f"<td>{r.get('eval/reward', float('nan')):.3f}</td></tr>" for r in evals]
-        parts.append("</table>")
+        parts.append("<img src='learning_curve.png' alt='held-out success and parse rate vs step'>")
+    if (run_dir / "training_curves.png").exists():
+        parts.append("<h2>Training</h2><img src='training_curves.png' "
+                     "alt='train success, reverse KL and loss vs step'>")
+    parts += _eval_table(rows)
     parts.append("<h2>Trajectories</h2><p>Action tokens are coloured by log p<sub>teacher</sub> "
                  "&minus; log p<sub>student</sub>: <span style='background:rgba(40,160,60,.6)'>"
                  "teacher prefers</span>, <span style='background:rgba(220,50,50,.6)'>teacher "
-                 "disprefers</span>; grey = prompt/env tokens. Hover for values.</p>")
+                 "disprefers</span>; grey = prompt/env tokens; &crarr; marks a line break. Hover "
+                 "for values.</p>")
     for f in sorted((run_dir / "samples").glob("step_*.jsonl"), reverse=True):
         samples = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
         parts.append(f"<h3>{html.escape(f.stem)}</h3>")
@@ -120,10 +248,12 @@ def render_html(run_dir: str | Path) -> str:
 
 
 def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Write ``learning_curve.png`` and ``report.html`` into ``run_dir``; return their paths."""
+    """Write ``learning_curve.png`` (held-out), ``training_curves.png`` and ``report.html`` into
+    ``run_dir``; return their paths (``png``, ``training_png``, ``html``)."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     png = plot_learning_curve(rows, run_dir / "learning_curve.png", title=run_dir.name)
+    training = plot_training_curves(rows, run_dir / "training_curves.png")
     page = run_dir / "report.html"
     page.write_text(render_html(run_dir), encoding="utf-8")
-    return {"png": png, "html": page}
+    return {"png": png, "training_png": training, "html": page}
