@@ -8,8 +8,9 @@ The env registry API lives at the top level::
     obs, info = env.reset()
     obs, reward, terminated, truncated, info = env.step("<answer>Up Left</answer>")
 
-Everything heavy (torch, transformers, docker) is imported inside the functions that need it, so
-``import agentsd`` stays fast.
+Every id is also registered with gymnasium under the ``agentsd/`` namespace
+(``gymnasium.make("agentsd/Sokoban-Easy-v0")``). Everything heavy (torch, transformers, docker) is
+imported inside the functions that need it, so ``import agentsd`` stays fast.
 """
 
 from agentsd.checker import EnvCheckError, check_env
@@ -17,6 +18,7 @@ from agentsd.env import TextEnv
 from agentsd.registry import (
     EnvSpec,
     Split,
+    _load_builtins,
     make,
     pprint_registry,
     register,
@@ -26,6 +28,10 @@ from agentsd.registry import (
 )
 from agentsd.tools import ParsedAction, Tool, ToolCall, parse_action
 from agentsd.types import ParseStatus, Privileged, StopReason
+
+# registering the built-in ids is cheap (string entry points) and puts them in gymnasium's registry
+# too, so `import agentsd; gymnasium.make("agentsd/Sokoban-v0")` works
+_load_builtins()
 
 __version__ = "0.1.0"
 

@@ -33,6 +33,7 @@ A minimal env::
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 import gymnasium
@@ -41,7 +42,7 @@ from gymnasium import spaces
 from agentsd.tools import ParsedAction, Tool, parse_action
 from agentsd.types import Action, Message, ParseStatus, Privileged
 
-__all__ = ["TextEnv", "ChatSpace"]
+__all__ = ["TextEnv", "ChatSpace", "ActionSpace"]
 
 
 class ChatSpace(spaces.Space):
@@ -64,10 +65,31 @@ class ChatSpace(spaces.Space):
         return isinstance(other, ChatSpace)
 
 
+class ActionSpace(spaces.Text):
+    """The action space of text envs: any string up to ``max_length`` characters (any Unicode, not
+    only gymnasium's default alphanumeric charset) or an assistant message dict (``content`` text
+    and/or ``tool_calls``). ``sample()`` draws printable ASCII, which an env must survive."""
+
+    def __init__(self, max_length: int, seed: Any = None) -> None:
+        super().__init__(max_length=max_length, min_length=0, charset=string.printable, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        if isinstance(x, str):
+            return len(x) <= self.max_length
+        if not (isinstance(x, dict) and x.get("role", "assistant") == "assistant"):
+            return False
+        content, calls = x.get("content"), x.get("tool_calls")
+        return (content is None or isinstance(content, str | list)) and (calls is None or isinstance(calls, list))
+
+    def __repr__(self) -> str:
+        return f"ActionSpace(max_length={self.max_length})"
+
+
 class TextEnv(gymnasium.Env):
     """Base class for multi-turn text envs (see the module docstring for the contract)."""
 
-    metadata = {"render_modes": ["ansi"]}
+    # text has no frame rate; gymnasium's checker warns when render_fps is missing
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
     #: tools this env offers (empty for envs that take plain-text answers)
     tools: tuple[Tool, ...] = ()
     #: actions longer than this are rejected with ``ParseStatus.TOO_LONG``
@@ -76,7 +98,7 @@ class TextEnv(gymnasium.Env):
     def __init__(self, render_mode: str | None = None) -> None:
         self.render_mode = render_mode
         self.observation_space = ChatSpace()
-        self.action_space = spaces.Text(max_length=self.max_action_chars)
+        self.action_space = ActionSpace(self.max_action_chars)
         self._pending_seed: int | None = None
         #: the seed of the current episode (``None`` when reset without one)
         self.episode_seed: int | None = None
@@ -107,11 +129,11 @@ class TextEnv(gymnasium.Env):
 
     @staticmethod
     def tool_result(content: str, call_id: str | None = None, name: str | None = None) -> Message:
+        """An OpenAI tool message answering the call ``call_id``. ``name`` is accepted but not
+        written: OpenAI's tool message has no ``name`` key (``tool_call_id`` identifies the call)."""
         msg: Message = {"role": "tool", "content": content}
         if call_id:
             msg["tool_call_id"] = call_id
-        if name:
-            msg["name"] = name
         return msg
 
     @staticmethod
@@ -140,6 +162,14 @@ class TextEnv(gymnasium.Env):
         """An action that follows the privileged plan from the current state, or ``None`` when
         the env has no oracle. Demos and tests use it; it never reaches a student."""
         return None
+
+    def render(self) -> str | None:
+        """With ``render_mode="ansi"``: a line naming the env and the current task (envs with a
+        picture to show, like Sokoban's board, override this)."""
+        if self.render_mode != "ansi":
+            return None
+        name = self.spec.id if self.spec is not None else type(self).__name__
+        return f"{name}: task {self.task_id}"
 
     @property
     def task_id(self) -> str | None:

@@ -1,11 +1,18 @@
 """The env registry: versioned ids, lazy entry points, third-party plugins.
 
 Ids look like ``[namespace/]Name-vN``. Envs register by string entry point
-(``"envs.sokoban:SokobanEnv"``) so nothing heavy is imported until :func:`make`::
+(``"agentsd.envs.sokoban:SokobanEnv"``) so nothing heavy is imported until :func:`make`::
 
     >>> import agentsd
     >>> env = agentsd.make("Sokoban-v0", seed=3)
     >>> obs, info = env.reset()
+
+Specs are gymnasium ``EnvSpec`` objects with agentsd's extras (splits, tags), and every id is also
+in gymnasium's registry under the ``agentsd/`` namespace, so gymnasium's own tools work::
+
+    >>> import gymnasium as gym
+    >>> gym.register_envs(agentsd)  # a no-op that keeps linters from dropping the import
+    >>> env = gym.make("agentsd/Sokoban-Easy-v0")
 
 Third-party packages expose a function or module under the entry-point group ``agentsd.envs``
 (``[project.entry-points."agentsd.envs"] mypkg = "mypkg.envs:register_all"``); the group is
@@ -23,13 +30,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium
+
 __all__ = [
     "EnvSpec", "Split", "register", "make", "spec", "registry", "pprint_registry",
     "RegistryError", "UnknownEnvError", "DuplicateEnvError", "EntryPointError",
-    "split_seeds", "ENTRY_POINT_GROUP",
+    "split_seeds", "gymnasium_id", "ENTRY_POINT_GROUP", "GYMNASIUM_NAMESPACE",
 ]
 
 ENTRY_POINT_GROUP = "agentsd.envs"
+#: the package that registers the built-in suite (the repository's envs/ folder, installed under agentsd)
+BUILTINS_MODULE = "agentsd.envs"
+#: every agentsd id is also in gymnasium's registry under this namespace (see :func:`gymnasium_id`)
+GYMNASIUM_NAMESPACE = "agentsd"
 _ID_RE = re.compile(r"^(?:(?P<namespace>[\w.\-]+)/)?(?P<name>[\w.\-]+?)-v(?P<version>\d+)$")
 
 
@@ -71,45 +84,39 @@ class Split:
         return list(range(lo + offset, lo + offset + n))
 
 
-@dataclass(frozen=True)
-class EnvSpec:
-    """Everything needed to build an env from its id."""
+@dataclass
+class EnvSpec(gymnasium.envs.registration.EnvSpec):
+    """Everything needed to build an env from its id: gymnasium's ``EnvSpec`` (so gymnasium's
+    checker, wrappers and ``gymnasium.make`` accept it) plus agentsd's extras, ``tags``, named
+    ``splits`` and a one-line ``description``. The turn limit is gymnasium's ``max_episode_steps``
+    (also readable as :attr:`max_turns`)."""
 
-    id: str
-    entry_point: str | Callable[..., Any]
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    max_turns: int | None = None
     tags: tuple[str, ...] = ()
     splits: Mapping[str, Split] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not _ID_RE.match(self.id):
+        if not isinstance(self.id, str) or not _ID_RE.match(self.id):
             raise RegistryError(
                 f"malformed env id {self.id!r}: expected '[namespace/]Name-vN', e.g. 'Sokoban-v0'"
             )
+        super().__post_init__()  # namespace, name, version
         if isinstance(self.entry_point, str) and ":" not in self.entry_point:
             raise RegistryError(
                 f"entry point {self.entry_point!r} of {self.id} must look like 'module:Attr'"
             )
-        if self.max_turns is not None and (not isinstance(self.max_turns, int) or self.max_turns < 1):
-            raise RegistryError(f"max_turns of {self.id} must be a positive int, got {self.max_turns!r}")
+        steps = self.max_episode_steps
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+            raise RegistryError(f"max_turns of {self.id} must be a positive int, got {steps!r}")
         ranges = sorted((s.seeds, name) for name, s in self.splits.items())
         for (a, na), (b, nb) in zip(ranges, ranges[1:]):
             if b[0] < a[1]:
                 raise RegistryError(f"splits {na!r} and {nb!r} of {self.id} share seeds {b[0]}..")
 
     @property
-    def namespace(self) -> str | None:
-        return _ID_RE.match(self.id)["namespace"]
-
-    @property
-    def name(self) -> str:
-        return _ID_RE.match(self.id)["name"]
-
-    @property
-    def version(self) -> int:
-        return int(_ID_RE.match(self.id)["version"])
+    def max_turns(self) -> int | None:
+        """The turn limit (gymnasium's ``max_episode_steps``)."""
+        return self.max_episode_steps
 
     def load(self) -> Callable[..., Any]:
         """Import and return the env constructor."""
@@ -146,7 +153,7 @@ class EnvSpec:
         max_turns = kwargs.pop("max_turns", self.max_turns)
         merged.update(kwargs)
         env = self.load()(**merged)
-        env_spec = dataclasses.replace(self, kwargs=merged, max_turns=max_turns)
+        env_spec = dataclasses.replace(self, kwargs=merged, max_episode_steps=max_turns)
         base = getattr(env, "unwrapped", env)
         base.spec = env_spec  # type: ignore[attr-defined]
         if seed is not None:
@@ -176,8 +183,8 @@ def register(
     or ``"ignore"`` (keep the existing spec silently)."""
     if on_duplicate not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_duplicate must be 'warn', 'raise' or 'ignore', got {on_duplicate!r}")
-    new = EnvSpec(id, entry_point, dict(kwargs or {}), max_turns, tuple(tags),
-                  dict(splits or {}), description)
+    new = EnvSpec(id=id, entry_point=entry_point, kwargs=dict(kwargs or {}), max_episode_steps=max_turns,
+                  tags=tuple(tags), splits=dict(splits or {}), description=description)
     if id in _REGISTRY:
         if on_duplicate == "raise":
             raise DuplicateEnvError(f"env {id!r} is already registered (entry point "
@@ -186,14 +193,31 @@ def register(
             return _REGISTRY[id]
         warnings.warn(f"overriding the already registered env {id!r}", stacklevel=2)
     _REGISTRY[id] = new
+    gid = gymnasium_id(id)
+    gymnasium.envs.registration.registry[gid] = dataclasses.replace(new, id=gid)
     return new
 
 
+def gymnasium_id(id: str) -> str:
+    """The id of an agentsd env in gymnasium's registry: ``Sokoban-v0`` -> ``agentsd/Sokoban-v0``;
+    a namespaced ``tp/Thing-v0`` -> ``agentsd/tp.Thing-v0`` (gymnasium ids have one namespace)."""
+    return f"{GYMNASIUM_NAMESPACE}/{id.replace('/', '.')}"
+
+
 def _load_builtins() -> None:
+    """Register the built-in suite once. A failed import raises (and is retried next time) rather
+    than leaving the registry silently empty."""
     global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("envs")
+    if _BUILTINS_LOADED:
+        return
+    try:
+        importlib.import_module(BUILTINS_MODULE)
+    except Exception as e:  # noqa: BLE001 - report any import failure with its cause
+        raise EntryPointError(
+            f"cannot register the built-in envs: importing {BUILTINS_MODULE} failed "
+            f"({type(e).__name__}: {e}); is agentsd installed (pip install -e . in a checkout)?"
+        ) from e
+    _BUILTINS_LOADED = True
 
 
 def _load_plugins() -> None:
@@ -235,6 +259,10 @@ def spec(id: str) -> EnvSpec:
         _load_plugins()
     if id in _REGISTRY:
         return _REGISTRY[id]
+    if id.startswith(f"{GYMNASIUM_NAMESPACE}/"):  # gymnasium's name of an agentsd env
+        for s in _REGISTRY.values():
+            if gymnasium_id(s.id) == id:
+                return s
     raise UnknownEnvError(_unknown_message(id))
 
 

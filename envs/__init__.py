@@ -9,7 +9,7 @@ SEED_SPLITS = {"train": Split((0, 1_000_000)), "test": Split((1_000_000, 1_100_0
 for _suffix, _difficulty, _turns in (("Easy-", "easy", 10), ("", "medium", 20), ("Hard-", "hard", 30)):
     register(
         f"Sokoban-{_suffix}v0",
-        "envs.sokoban:SokobanEnv",
+        "agentsd.envs.sokoban:SokobanEnv",
         kwargs={"difficulty": _difficulty},
         max_turns=_turns,
         tags=("puzzle", "planning", _difficulty),
@@ -24,7 +24,7 @@ TOOLWORLD_SPLITS = {"train": Split((0, 1_000_000), {"task_split": "train"}),
 for _suffix, _difficulty, _turns in (("Easy-", "easy", 15), ("", "medium", 30), ("Hard-", "hard", 40)):
     register(
         f"ToolWorld-{_suffix}v0",
-        "envs.toolworld.env:ToolWorldEnv",
+        "agentsd.envs.toolworld.env:ToolWorldEnv",
         kwargs={"difficulty": _difficulty, "task_split": "train"},
         max_turns=_turns,
         tags=("tool-use", "apps", "multi-turn", _difficulty),
@@ -41,7 +41,7 @@ for _id, _problems, _desc in (
 ):
     register(
         _id,
-        "envs.code:CodeEnv",
+        "agentsd.envs.code:CodeEnv",
         kwargs={"problems": _problems},
         max_turns=6,
         tags=("code", "sandbox", "multi-turn"),

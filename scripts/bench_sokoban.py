@@ -18,7 +18,7 @@ import numpy as np
 
 def bench_preset(preset: str, levels: int) -> dict:
     import agentsd
-    from envs.sokoban import PRESETS, generate_level, step_level
+    from agentsd.envs.sokoban import PRESETS, generate_level, step_level
 
     env_id = {"easy": "Sokoban-Easy-v0", "medium": "Sokoban-v0", "hard": "Sokoban-Hard-v0"}[preset]
     gen_s = []

@@ -23,8 +23,8 @@ import time
 
 def bench(difficulty: str, episodes: int) -> dict:
     """Run ``episodes`` gold replays at one difficulty; return the timings."""
-    from envs.toolworld.api import call_api
-    from envs.toolworld.env import ToolWorldEnv
+    from agentsd.envs.toolworld.api import call_api
+    from agentsd.envs.toolworld.env import ToolWorldEnv
 
     env = ToolWorldEnv(difficulty=difficulty, task_split="all")
     reset_s = step_s = raw_s = grade_s = 0.0

@@ -56,7 +56,7 @@ def builtin_envs() -> list[str]:
     import agentsd
 
     return sorted(i for i, s in agentsd.registry().items()
-                  if str(s.entry_point).startswith("envs."))
+                  if str(s.entry_point).startswith("agentsd.envs."))
 
 
 def collect(env_id: str, args: argparse.Namespace, policy=None) -> list:

@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def builtin_envs() -> list[str]:
     import agentsd
 
-    return sorted(i for i, s in agentsd.registry().items() if str(s.entry_point).startswith("envs."))
+    return sorted(i for i, s in agentsd.registry().items() if str(s.entry_point).startswith("agentsd.envs."))
 
 
 def token_logprobs(model: Any, ids: list[int], positions: list[int]) -> list[float]:

@@ -14,11 +14,16 @@ def scratch_registry():
 
     reg = sys.modules["agentsd.registry"]
 
+    import gymnasium
+
     agentsd.registry()  # built-ins and plugins loaded first
     saved = dict(reg._REGISTRY)
+    gym_saved = dict(gymnasium.envs.registration.registry)  # agentsd.register mirrors ids there
     yield reg
     reg._REGISTRY.clear()
     reg._REGISTRY.update(saved)
+    gymnasium.envs.registration.registry.clear()
+    gymnasium.envs.registration.registry.update(gym_saved)
 
 
 @pytest.fixture(scope="session")

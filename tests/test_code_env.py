@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import agentsd
-from envs.code import (
+from agentsd.envs.code import (
     TEMPLATES,
     TEST_TEMPLATES,
     TRAIN_TEMPLATES,
@@ -127,7 +127,7 @@ def test_partial_credit_is_the_hidden_pass_rate(backend):
 
 
 def test_garbage_and_uncompilable_code_never_start_the_sandbox(monkeypatch):
-    import envs.code as mod
+    import agentsd.envs.code as mod
 
     def boom(*a, **k):
         raise AssertionError("the sandbox must not run for this action")

@@ -22,6 +22,20 @@ def test_check_env(env_id):
     agentsd.check_env(env_id)
 
 
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_gymnasium_check_env(env_id, recwarn):
+    """gymnasium's own checker passes on what ``agentsd.make`` returns (and its only complaint
+    is that the env is wrapped)."""
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+
+    env = agentsd.make(env_id)
+    gym_check_env(env)
+    gym_check_env(env.unwrapped)
+    complaints = [str(w.message) for w in recwarn if "different from the unwrapped" not in str(w.message)]
+    assert not complaints
+    assert all(env.action_space.contains(a) for a in env.example_actions())
+
+
 _actions = st.one_of(
     st.text(max_size=400),
     st.builds(lambda s: f"<answer>{s}</answer>", st.text(max_size=80)),

@@ -296,9 +296,8 @@ def test_opd_step_zero_reports_teacher_acting(tmp_path):
 # held out means held out
 
 def test_toolworld_evaluation_uses_test_templates(tmp_path):
-    from envs.toolworld.tasks import TEMPLATES
-
     from agentsd.distill.trainer import _rollouts, eval_tasks
+    from agentsd.envs.toolworld.tasks import TEMPLATES
     from agentsd.policy.base import Generation
 
     cfg = dataclasses.replace(_tiny("grpo", tmp_path / "g"), rollout=RolloutSettings(

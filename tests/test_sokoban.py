@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import agentsd
-from envs.sokoban import (
+from agentsd.envs.sokoban import (
     PRESETS,
     Level,
     generate_level,

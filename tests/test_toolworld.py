@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import agentsd
-from envs.toolworld import TEMPLATES, ToolWorldEnv, replay_gold, validate
-from envs.toolworld.api import APIS, APPS, AppError, api_docs, call_api
-from envs.toolworld.env import LEVELS
-from envs.toolworld.grader import answers_match
-from envs.toolworld.world import SIZES, diff_worlds, generate_world
+from agentsd.envs.toolworld import TEMPLATES, ToolWorldEnv, replay_gold, validate
+from agentsd.envs.toolworld.api import APIS, APPS, AppError, api_docs, call_api
+from agentsd.envs.toolworld.env import LEVELS
+from agentsd.envs.toolworld.grader import answers_match
+from agentsd.envs.toolworld.world import SIZES, diff_worlds, generate_world
 
 IDS = {"easy": "ToolWorld-Easy-v0", "medium": "ToolWorld-v0", "hard": "ToolWorld-Hard-v0"}
 

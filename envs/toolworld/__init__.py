@@ -22,7 +22,7 @@ diff), :mod:`.apps` (the API functions), :mod:`.grader` (state-based grading), :
 (templates and gold solvers), :mod:`.env` (:class:`ToolWorldEnv`).
 """
 
-from envs.toolworld.env import ToolWorldEnv, all_tools, replay_gold, validate
-from envs.toolworld.tasks import TEMPLATES
+from agentsd.envs.toolworld.env import ToolWorldEnv, all_tools, replay_gold, validate
+from agentsd.envs.toolworld.tasks import TEMPLATES
 
 __all__ = ["ToolWorldEnv", "TEMPLATES", "all_tools", "replay_gold", "validate"]

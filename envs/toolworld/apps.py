@@ -1,8 +1,8 @@
 """The eight simulated apps of ToolWorld and their 55 API functions.
 
-Each function is declared with :func:`envs.toolworld.api.api` (typed parameters, description,
-return value) and takes the :class:`~envs.toolworld.world.World` first. Apps raise
-:class:`~envs.toolworld.api.AppError` for not-found ids, bad values, missing permission,
+Each function is declared with :func:`agentsd.envs.toolworld.api.api` (typed parameters, description,
+return value) and takes the :class:`~agentsd.envs.toolworld.world.World` first. Apps raise
+:class:`~agentsd.envs.toolworld.api.AppError` for not-found ids, bad values, missing permission,
 conflicts and insufficient funds; the dispatcher turns those into error observations. Money is
 stored in integer cents and shown as dollars. Long lists are paginated (``page`` from 1).
 """
@@ -13,8 +13,8 @@ import datetime as dt
 import re
 from typing import Any
 
-from envs.toolworld.api import APPS, AppError, Param, api, paginate
-from envs.toolworld.world import (
+from agentsd.envs.toolworld.api import APPS, AppError, Param, api, paginate
+from agentsd.envs.toolworld.world import (
     RELATIONSHIPS,
     World,
     add_email,

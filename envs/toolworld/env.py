@@ -15,12 +15,12 @@ import json
 from typing import Any
 
 from agentsd.env import TextEnv
+from agentsd.envs.toolworld.api import APIS, APPS, api_docs, call_api
+from agentsd.envs.toolworld.grader import Grade, grade
+from agentsd.envs.toolworld.tasks import TEMPLATES, Client, GoldCall, Template, templates_for
+from agentsd.envs.toolworld.world import SIZES, World, generate_world
 from agentsd.tools import ParsedAction, Tool, parse_action
 from agentsd.types import ParseStatus, Privileged
-from envs.toolworld.api import APIS, APPS, api_docs, call_api
-from envs.toolworld.grader import Grade, grade
-from envs.toolworld.tasks import TEMPLATES, Client, GoldCall, Template, templates_for
-from envs.toolworld.world import SIZES, World, generate_world
 
 __all__ = ["ToolWorldEnv", "LEVELS", "DOCS_TOOL", "COMPLETE_TOOL", "all_tools", "replay_gold", "validate"]
 

@@ -6,7 +6,7 @@ worlds and lists collateral damage (any record added, removed or modified that n
 accounts for). Partial credit is ``passed / total`` checks, halved by collateral damage; the task
 passes only when every check passes and nothing else changed. Pure functions of data::
 
-    >>> from envs.toolworld.grader import Expectation, answers_match
+    >>> from agentsd.envs.toolworld.grader import Expectation, answers_match
     >>> answers_match("$1,204.50", 1204.5, "number"), answers_match("bob  SMITH", "Bob Smith", "text")
     (True, True)
 """
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.toolworld.world import TABLES, World, diff_worlds
+from agentsd.envs.toolworld.world import TABLES, World, diff_worlds
 
 __all__ = ["AllOf", "Lines", "Contains", "SetEq", "Includes", "Approx", "Added", "Removed", "Changed", "Expectation",
            "Check", "Grade", "grade", "answers_match", "matches"]

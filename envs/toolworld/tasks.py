@@ -4,7 +4,7 @@ A template plants what its task needs into a freshly generated world (``setup``,
 the episode's RNG), words the task (``instruction``), solves it through the public APIs
 (``solve``, run by a recording :class:`Client`: the recorded calls are the gold call sequence)
 and states what a correct run changes and answers (``expect``, computed from the world data
-directly, independently of the solver). ``validate`` in :mod:`envs.toolworld.env` proves that
+directly, independently of the solver). ``validate`` in :mod:`agentsd.envs.toolworld.env` proves that
 replaying the gold calls scores full marks.
 
 Levels: 1 = a lookup or one change (1-4 calls), 2 = a search then several changes, 3 = a
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.toolworld.api import call_api
-from envs.toolworld.apps import SHOP_ACCOUNT  # importing apps declares the APIs
-from envs.toolworld.grader import (
+from agentsd.envs.toolworld.api import call_api
+from agentsd.envs.toolworld.apps import SHOP_ACCOUNT  # importing apps declares the APIs
+from agentsd.envs.toolworld.grader import (
     Added,
     AllOf,
     Changed,
@@ -34,7 +34,7 @@ from envs.toolworld.grader import (
     Removed,
     SetEq,
 )
-from envs.toolworld.world import (
+from agentsd.envs.toolworld.world import (
     FIRST,
     LAST,
     NOTE_TAGS,
@@ -175,7 +175,7 @@ def fresh_person(w: World, rng: np.random.Generator, difficulty: str,
                  relationship: str | None = None) -> dict:
     """Plant a contact whose full name is unique, plus (medium: half the time, hard: always) a
     namesake with the same first name, so the agent has to match the full name."""
-    from envs.toolworld.world import add_person
+    from agentsd.envs.toolworld.world import add_person
 
     names = {_full(c) for c in w.tables["contacts"].values()}
     while True:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.toolworld.api import AppError
+from agentsd.envs.toolworld.api import AppError
 
 __all__ = ["World", "Draws", "WorldSize", "SIZES", "generate_world", "diff_worlds", "WorldDiff", "TABLES",
            "fmt_money", "to_cents"]
