@@ -277,6 +277,8 @@ def _load_cached(ref: ModelRef, d: Path, kwargs: dict[str, Any]) -> Any:
 def _discard(ref: ModelRef, d: Path, problem: str) -> None:
     warnings.warn(f"model cache {d} is corrupt or incomplete ({problem}); deleting it and "
                   f"rebuilding it from {Path(ref.path) / str(ref.gguf_file)}", stacklevel=4)
+    # Delete, never rewrite in place: models loaded earlier mmap these files, and a file
+    # truncated under a live mapping kills its reader with SIGBUS; an unlinked one stays readable.
     shutil.rmtree(d, ignore_errors=True)
 
 
