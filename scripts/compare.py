@@ -21,7 +21,6 @@ run folder under ``--out``::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -236,8 +235,8 @@ def markdown_table(results: dict) -> str:
         m, sd = _mean_sd([r["eval/success"] for r in rs])
         p, _ = _mean_sd([r["eval/parse_rate"] for r in rs])
         t1, t1sd = _mean_sd([r.get("eval/success_t1", float("nan")) for r in rs])
-        lines.append(f"| {algo} | {m:.3f} ± {sd:.3f} | "
-                     f"{', '.join(f'{r['eval/success']:.3f}' for r in rs)} | {p:.2f} | "
+        per_seed = ", ".join(f"{r['eval/success']:.3f}" for r in rs)
+        lines.append(f"| {algo} | {m:.3f} ± {sd:.3f} | {per_seed} | {p:.2f} | "
                      f"{t1:.3f} ± {t1sd:.3f} | "
                      f"{sum(r['updated_steps'] for r in rs)}/{len(rs) * a['steps']} |")
     return "\n".join(lines)

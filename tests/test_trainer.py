@@ -236,11 +236,14 @@ def test_compare_and_bench_scripts_smoke(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "cmp"
     r = subprocess.run([sys.executable, str(root / "scripts" / "compare.py"), "--model", "tiny-random",
-                        "--algos", "grpo", "opd", "--seeds", "0", "--steps", "1", "--tasks", "1",
+                        "--algos", "grpo", "opd", "--seeds", "0", "1", "--steps", "2", "--eval-every",
+                        "1", "--tasks", "1", "--warm-steps", "1", "--workers", "2",
                         "--samples", "2", "--max-turns", "1", "--max-tokens", "4", "--eval-tasks", "2",
                         "--out", str(out)], capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| opd |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| opd |" in md and "warm start" in md and "teacher acting" in md
+    assert (out / "learning_curve.png").stat().st_size > 1000
     r = subprocess.run([sys.executable, str(root / "scripts" / "bench_trainer.py"), "--hidden", "64",
                         "--layers", "2", "--vocab", "512", "--batch", "2", "--seq", "32",
                         "--repeats", "1"], capture_output=True, text=True, timeout=900, env=env)

@@ -61,7 +61,7 @@ def build_student(cfg: TrainConfig) -> tuple[Any, Any]:
     (``model.init_from``), LoRA-wrapped if asked, in train mode."""
     import torch
 
-    from agentsd.distill.models import tiny_random_model, with_lora
+    from agentsd.distill.models import tiny_random_model
     from agentsd.policy.models import load_model, load_tokenizer
 
     mc = cfg.model
