@@ -21,14 +21,17 @@ Parsing never raises. It returns a :class:`ParsedAction` whose ``status`` is a
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentsd.types import ParseStatus
 
-__all__ = ["Tool", "ToolCall", "ParsedAction", "parse_action", "action_text", "check_arguments"]
+__all__ = ["Tool", "ToolCall", "ParsedAction", "parse_action", "action_text", "check_arguments",
+           "validate_arguments"]
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -49,7 +52,8 @@ class Tool:
     """A tool an env offers. ``parameters`` maps argument name to a JSON-schema type name
     (``"string"``, ``"integer"``, ``"number"``, ``"boolean"``, ``"array"``, ``"object"``) or to a
     full JSON-schema property dict; ``required`` defaults to every parameter without a
-    ``"default"`` in its property dict."""
+    ``"default"`` in its property dict. :meth:`parameters_schema` is the published schema and
+    the one arguments are checked against."""
 
     name: str
     description: str
@@ -66,26 +70,61 @@ class Tool:
             return tuple(self.required)
         return tuple(k for k, v in self.properties().items() if "default" not in v)
 
-    def to_openai(self) -> dict[str, Any]:
-        """The OpenAI ``tools=[...]`` entry for this tool."""
-        props = {
-            k: {kk: vv for kk, vv in v.items() if kk != "default"} | (
-                {"default": v["default"]} if "default" in v else {}
-            )
-            for k, v in self.properties().items()
-        }
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": {
-                    "type": "object",
-                    "properties": props,
-                    "required": list(self.required_names()),
-                },
-            },
-        }
+    def parameters_schema(self) -> dict[str, Any]:
+        """The JSON schema of this tool's arguments: what :meth:`to_openai` publishes and what
+        :func:`check_arguments` enforces (one source of truth). No arguments beyond the listed
+        ones (``additionalProperties: false``); an optional argument also accepts ``null``,
+        meaning "use the default", so the schema fits OpenAI strict mode."""
+        required = self.required_names()
+        props = {}
+        for k, v in self.properties().items():
+            prop = dict(v)
+            if k not in required:
+                prop = _nullable(prop)
+            props[k] = prop
+        return {"type": "object", "properties": props, "required": list(required),
+                "additionalProperties": False}
+
+    def to_openai(self, strict: bool = False) -> dict[str, Any]:
+        """The OpenAI ``tools=[...]`` entry for this tool. ``strict=True`` gives the strict-mode
+        form: every argument listed in ``required`` (optional ones pass ``null``), and the
+        keywords strict mode does not take (``default``, ``maxLength``) left out, so a string over
+        a length cap passes the strict schema and the env still rejects it."""
+        params = self.parameters_schema()
+        function: dict[str, Any] = {"name": self.name, "description": self.description}
+        if strict:
+            params = _strict(params)
+            function["strict"] = True
+        function["parameters"] = params
+        return {"type": "function", "function": function}
+
+
+_STRICT_UNSUPPORTED = ("default", "maxLength", "minLength")
+
+
+def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
+    typ = prop.get("type")
+    if isinstance(typ, str) and typ != "null":
+        prop["type"] = [typ, "null"]
+    elif isinstance(typ, list) and "null" not in typ:
+        prop["type"] = [*typ, "null"]
+    if "enum" in prop and None not in prop["enum"]:
+        prop["enum"] = [*prop["enum"], None]
+    return prop
+
+
+def _strict(schema: Any) -> Any:
+    """``schema`` in OpenAI strict form (recursively: every object lists all its keys as required
+    and forbids others; unsupported keywords dropped)."""
+    if isinstance(schema, list):
+        return [_strict(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items() if k not in _STRICT_UNSUPPORTED}
+    if out.get("type") == "object" and isinstance(out.get("properties"), dict):
+        out["required"] = list(out["properties"])
+        out["additionalProperties"] = False
+    return out
 
 
 @dataclass
@@ -129,30 +168,92 @@ def action_text(action: Any) -> str | None:
 
 def check_arguments(tool: Tool, args: Any) -> str | None:
     """Return a sentence saying what is wrong with ``args`` for ``tool``, or ``None`` if fine."""
+    return validate_arguments(tool, args)[1]
+
+
+def validate_arguments(tool: Tool, args: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """Check ``args`` against :meth:`Tool.parameters_schema` with ``jsonschema``. Returns the
+    arguments ready to use (``null`` optional arguments dropped so the default applies, integral
+    floats of integer arguments as ints) and ``None``, or ``None`` and a sentence saying what is
+    wrong, naming the argument."""
     if not isinstance(args, dict):
-        return f"arguments of {tool.name} must be a JSON object, got {type(args).__name__}"
-    props = tool.properties()
-    missing = [k for k in tool.required_names() if k not in args]
+        return None, f"arguments of {tool.name} must be a JSON object, got {_json_type_name(args)}"
+    bad = _non_json_path(args)
+    if bad is not None:
+        return None, f"argument {bad} of {tool.name} is not a JSON value (NaN and Infinity are not JSON)"
+    schema = tool.parameters_schema()
+    errors = list(_validator(json.dumps(schema, sort_keys=True)).iter_errors(args))
+    if errors:
+        return None, _explain(tool, schema, args, errors)
+    props = schema["properties"]
+    return {k: _as_ints(props[k], v) for k, v in args.items() if v is not None}, None
+
+
+@functools.lru_cache(maxsize=1024)
+def _validator(schema_json: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _explain(tool: Tool, schema: dict[str, Any], args: dict[str, Any], errors: list[Any]) -> str:
+    import jsonschema
+
+    missing = [k for k in schema["required"] if k not in args]
     if missing:
         return f"{tool.name} is missing required argument(s): {', '.join(missing)}"
-    extra = [k for k in args if k not in props]
+    extra = [k for k in args if k not in schema["properties"]]
     if extra:
-        return (
-            f"{tool.name} got unexpected argument(s): {', '.join(map(str, extra))}; "
-            f"it takes: {', '.join(props) or 'no arguments'}"
-        )
-    for k, v in args.items():
-        typ = props[k].get("type")
-        allowed = _JSON_TYPES.get(typ) if isinstance(typ, str) else None
-        if allowed is None:
-            continue
-        if isinstance(v, bool) and bool not in allowed:  # bool is an int subclass in Python
-            return f"argument {k!r} of {tool.name} must be {typ}, got boolean"
-        if not isinstance(v, allowed):
-            return f"argument {k!r} of {tool.name} must be {typ}, got {_json_type_name(v)}"
-        if "enum" in props[k] and v not in props[k]["enum"]:
-            return f"argument {k!r} of {tool.name} must be one of {props[k]['enum']}, got {v!r}"
+        return (f"{tool.name} got unexpected argument(s): {', '.join(map(str, extra))}; "
+                f"it takes: {', '.join(schema['properties']) or 'no arguments'}")
+    e = jsonschema.exceptions.best_match(errors)
+    where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+                    for i, p in enumerate(e.absolute_path))
+    if e.validator == "type":
+        want = e.validator_value if isinstance(e.validator_value, str) else " or ".join(e.validator_value)
+        return f"argument {where!r} of {tool.name} must be {want}, got {_json_type_name(e.instance)}"
+    if e.validator == "enum":
+        allowed = [v for v in e.validator_value if v is not None]
+        return f"argument {where!r} of {tool.name} must be one of {allowed}, got {e.instance!r:.60}"
+    if e.validator == "maxLength":
+        return (f"argument {where!r} of {tool.name} is {len(e.instance)} characters long; "
+                f"the limit is {e.validator_value}")
+    if e.validator == "maxItems":
+        return f"argument {where!r} of {tool.name} has {len(e.instance)} elements; the limit is {e.validator_value}"
+    return f"argument {where!r} of {tool.name}: {e.message[:200]}"
+
+
+def _non_json_path(v: Any, path: str = "") -> str | None:
+    """The path of a value JSON cannot hold (a non-finite float, a non-string key), or ``None``."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(path or "arguments")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                return repr(f"{path}.{k}" if path else str(k))
+            bad = _non_json_path(x, f"{path}.{k}" if path else k)
+            if bad:
+                return bad
+    elif isinstance(v, list | tuple):
+        for i, x in enumerate(v):
+            bad = _non_json_path(x, f"{path}[{i}]")
+            if bad:
+                return bad
     return None
+
+
+def _as_ints(schema: dict[str, Any], v: Any) -> Any:
+    """JSON Schema counts ``1.0`` as an integer; hand the env an ``int``."""
+    typ = schema.get("type")
+    types = typ if isinstance(typ, list) else [typ]
+    if isinstance(v, float) and "integer" in types and "number" not in types:
+        return int(v)
+    if isinstance(v, list) and isinstance(schema.get("items"), dict):
+        return [_as_ints(schema["items"], x) for x in v]
+    return v
 
 
 def _json_type_name(v: Any) -> str:
@@ -255,10 +356,11 @@ def parse_action(
                     ParseStatus.UNKNOWN_TOOL, text=text, tool_calls=calls,
                     error=f"unknown tool {c.name[:80]!r}; available: {', '.join(by_name)}",
                 )
-            problem = check_arguments(by_name[c.name], c.arguments)
+            args, problem = validate_arguments(by_name[c.name], c.arguments)
             if problem:
                 return ParsedAction(ParseStatus.BAD_ARGUMENTS, text=text, tool_calls=calls,
                                     error=problem)
+            c.arguments = args
     answers = _ANSWER_RE.findall(text)
     answer = answers[-1].strip() if answers else None
     if not calls and answer is None:

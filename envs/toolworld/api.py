@@ -15,13 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentsd.tools import Tool, check_arguments
+from agentsd.tools import Tool, validate_arguments
 
 __all__ = ["Param", "Api", "AppError", "CallResult", "APIS", "APPS", "api", "call_api",
-           "paginate", "api_docs", "tool_name", "MAX_STRING_CHARS"]
+           "paginate", "api_docs", "tool_name", "MAX_STRING_CHARS", "MAX_ARRAY_ITEMS"]
 
 #: string arguments longer than this are rejected (a real API caps request bodies too)
 MAX_STRING_CHARS = 5000
+#: array arguments with more elements than this are rejected
+MAX_ARRAY_ITEMS = 100
 
 _REQUIRED = object()
 
@@ -56,9 +58,13 @@ class Param:
         return self.default is _REQUIRED
 
     def schema(self) -> dict[str, Any]:
+        """The JSON schema of this parameter; :func:`call_api` checks arguments against it (with
+        :func:`agentsd.tools.validate_arguments`), so the published schema is the whole rule."""
         out: dict[str, Any] = {"type": self.type, "description": self.description}
+        out.update(_caps(self.type))
         if self.items:
-            out["items"] = {"type": self.items}
+            out["items"] = {"type": self.items, **_caps(self.items)}
+            out["maxItems"] = MAX_ARRAY_ITEMS
         if self.enum:
             out["enum"] = list(self.enum)
         if not self.required:
@@ -164,35 +170,8 @@ class CallResult:
         return {"error": {"type": self.error_kind, "message": self.error}}
 
 
-def _check_values(a: Api, args: dict[str, Any]) -> str | None:
-    """Checks beyond JSON types: array item types, finite numbers, string sizes."""
-    for p in a.all_params():
-        if p.name not in args:
-            continue
-        v = args[p.name]
-        values = v if isinstance(v, list) else [v]
-        if p.items:
-            bad = [x for x in v if not _is_type(x, p.items)]
-            if bad:
-                return f"argument {p.name!r} must be an array of {p.items}, got an element {bad[0]!r:.60}"
-        for x in values:
-            if isinstance(x, float) and not math.isfinite(x):
-                return f"argument {p.name!r} must be a finite number"
-            if isinstance(x, str) and len(x) > MAX_STRING_CHARS:
-                return f"argument {p.name!r} is {len(x)} characters long; the limit is {MAX_STRING_CHARS}"
-        if p.type == "array" and len(v) > 100:
-            return f"argument {p.name!r} has {len(v)} elements; the limit is 100"
-    return None
-
-
-def _is_type(x: Any, typ: str) -> bool:
-    if typ == "string":
-        return isinstance(x, str)
-    if typ == "integer":
-        return isinstance(x, int) and not isinstance(x, bool)
-    if typ == "number":
-        return isinstance(x, int | float) and not isinstance(x, bool)
-    return True
+def _caps(typ: str) -> dict[str, Any]:
+    return {"maxLength": MAX_STRING_CHARS} if typ == "string" else {}
 
 
 def call_api(world: Any, name: str, args: Any) -> CallResult:
@@ -202,7 +181,7 @@ def call_api(world: Any, name: str, args: Any) -> CallResult:
     if a is None:
         return CallResult(False, error_kind="not_found",
                           error=f"no API named {str(name)[:80]!r}; call api_docs() to list the apps")
-    problem = check_arguments(a.tool(), args) or _check_values(a, args)
+    args, problem = validate_arguments(a.tool(), args)
     if problem:
         return CallResult(False, error_kind="invalid_argument", error=problem)
     kwargs = {p.name: args.get(p.name, p.default) for p in a.params}
