@@ -29,6 +29,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import sys
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -36,7 +37,10 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 SYS_PIVOT_ROOT = 155  # x86_64
 PR_SET_NO_NEW_PRIVS = 38
-NEWROOT = "/tmp"  # any existing dir works: the mount is private to this namespace
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+KEYCTL_JOIN_SESSION_KEYRING = 1
+NEWROOT = "/tmp"  # the default when the config names none (the mount is private to the namespace)
+BACKSTOP_GRACE_S = 3
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -64,31 +68,30 @@ def bind_ro(src, target):
 
 
 def build_root(cfg):
+    """Assemble the sandbox's root in ``cfg["newroot"]`` (an empty directory that is no ancestor
+    of any bound tree, so nothing the sandbox needs is hidden), then ``pivot_root`` into it. The
+    sandbox's own directories are made before the binds, and may already exist when the
+    interpreter lives under ``/tmp`` or ``/work``: its read-only bind then sits inside them."""
     size_mb = int(cfg["tmpfs_mb"])
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # never propagate anything back to the host
-    mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV,
-          f"size={size_mb}m,nr_inodes=16384,mode=755")
-    r = NEWROOT
+    r = cfg.get("newroot", NEWROOT)
+    # no MS_NODEV: /dev's nodes are made here (the program has no CAP_MKNOD to add any)
+    mount("tmpfs", r, "tmpfs", MS_NOSUID, f"size={size_mb}m,nr_inodes=16384,mode=755")
+    uid = int(cfg["uid"])
+    work = r + "/work"
+    for d, mode in ((work, 0o700), (r + "/tmp", 0o1777), (r + "/proc", 0o555), (r + "/dev", 0o755)):
+        os.mkdir(d)
+        os.chmod(d, mode)
     for src in cfg["ro_binds"]:
         if os.path.islink(src):  # merged-/usr symlinks such as /bin -> usr/bin
             os.makedirs(os.path.dirname(r + src), exist_ok=True)
             os.symlink(os.readlink(src), r + src)
         elif os.path.exists(src):
             bind_ro(src, r + src)
-    os.makedirs(r + "/proc", exist_ok=True)
-    mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.makedirs(r + "/dev/shm")
-    os.chmod(r + "/dev/shm", 0o1777)
-    for dev in ("null", "zero", "full", "random", "urandom"):
-        bind_dev("/dev/" + dev, r + "/dev/" + dev)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, r + "/dev/" + name)
-    os.makedirs(r + "/tmp")
-    os.chmod(r + "/tmp", 0o1777)
-    uid = int(cfg["uid"])
-    work = r + "/work"
-    os.makedirs(work)
+    # hidepid: the program (an unprivileged uid) cannot see pid 1 (root), so neither its command
+    # line nor its environment
+    mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+    make_dev(r + "/dev")
     for rel, data in cfg["files"].items():
         path = os.path.join(work, rel)
         parent = os.path.dirname(path)
@@ -99,11 +102,26 @@ def build_root(cfg):
             f.write(bytes.fromhex(data))
         os.chown(path, uid, uid)
     os.chown(work, uid, uid)
-    os.chmod(work, 0o700)
     os.chdir(r)
     _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", MNT_DETACH), "detach old root")
     os.chdir("/")
+
+
+def make_dev(dev):
+    """A minimal ``/dev``: fresh device nodes (no bind of the host's devtmpfs, whose size would
+    show in mountinfo), ``shm`` (inside the capped tmpfs) and the fd links."""
+    for name, minor in (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)):
+        try:
+            os.mknod(dev + "/" + name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+            os.chmod(dev + "/" + name, 0o666)
+        except PermissionError:  # no CAP_MKNOD (some containers): bind the host's node instead
+            bind_dev("/dev/" + name, dev + "/" + name)
+    os.mkdir(dev + "/shm")
+    os.chmod(dev + "/shm", 0o1777)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, dev + "/" + name)
 
 
 def bind_dev(src, target):
@@ -143,14 +161,79 @@ def child(cfg, keep_fd):
                      (resource.RLIMIT_MSGQUEUE, (0, 0))):
         resource.setrlimit(res, val)
     uid = int(cfg["uid"])
+    for fd in (0, 1, 2):  # the harness's pipes are root's: let /dev/stdout (re)open them
+        try:
+            os.fchown(fd, uid, uid)
+        except OSError:
+            pass
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+    nr = cfg.get("keyctl_nr")
+    if nr is not None:  # a fresh, empty session keyring owned by this run (the filter then
+        _libc.syscall(nr, KEYCTL_JOIN_SESSION_KEYRING, None)  # denies every keyring call)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     os.chdir("/work")
     os.umask(0o077)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if cfg.get("seccomp_bpf"):
+        install_filter(bytes.fromhex(cfg["seccomp_bpf"]))
     os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install_filter(bpf):
+    """Load a classic-BPF seccomp program (built on the host by libseccomp, see
+    ``local.seccomp_program``); needs no_new_privs, which is set just before."""
+    if len(bpf) % 8:
+        raise ValueError("seccomp program is not a whole number of BPF instructions")
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+
+
+def fetch(cfg, uid):
+    """The files the caller asked back, read as the run's uid (so a symlink planted by the
+    program reaches nothing it could not read itself), hex-encoded, capped in total."""
+    names = cfg.get("fetch_files") or []
+    if not names:
+        return {}
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            out, budget = {}, int(cfg["limits"]["output_kb"]) * 1024
+            for name in names:
+                path = name if name.startswith("/") else os.path.join("/work", name)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+                except OSError:
+                    continue
+                with os.fdopen(fd, "rb") as f:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        continue
+                    data = f.read(budget + 1)
+                if len(data) > budget:
+                    out = {"\x00error": "the fetched files exceed the output limit"}
+                    break
+                budget -= len(data)
+                out[name] = data.hex()
+            with os.fdopen(w, "w") as f:
+                f.write(json.dumps(out))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(text or "{}")
 
 
 def run_in_namespace(cfg_fd, status_fd):
@@ -167,6 +250,10 @@ def run_in_namespace(cfg_fd, status_fd):
         join_cgroups(cfg)
         build_root(cfg)
         _check(_libc.sethostname(b"sandbox", 7), "sethostname")
+        # backstop: if the harness is gone (SIGKILLed), nobody kills this namespace at the wall
+        # limit; pid 1 then does it itself a little later
+        signal.signal(signal.SIGALRM, lambda *_: os.kill(-1, signal.SIGKILL))
+        signal.alarm(int(float(cfg["wall_s"])) + BACKSTOP_GRACE_S)
         err_r, err_w = os.pipe()  # the child reports a failed exec through it (CLOEXEC)
         pid = os.fork()
     except Exception as e:  # noqa: BLE001 - everything here is an infrastructure failure
@@ -174,6 +261,7 @@ def run_in_namespace(cfg_fd, status_fd):
         return 0
     if pid == 0:
         try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
             os.close(err_r)
             status.close()
             child(cfg, err_w)
@@ -201,11 +289,18 @@ def run_in_namespace(cfg_fd, status_fd):
             break
         except InterruptedError:
             continue
+    signal.alarm(0)
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     if exec_error:
         report({"error": f"could not start the program: {exec_error}"})
         return 0
+    try:
+        files = fetch(cfg, int(cfg["uid"]))
+    except Exception as e:  # noqa: BLE001
+        files = {"\x00error": f"fetching files failed: {type(e).__name__}: {e}"}
     report({
+        "files_error": files.pop("\x00error", ""),
+        "files": files,
         "exit_code": os.WEXITSTATUS(main_status) if os.WIFEXITED(main_status) else None,
         "signal": os.WTERMSIG(main_status) if os.WIFSIGNALED(main_status) else None,
         "cpu_s": ru.ru_utime + ru.ru_stime,
@@ -250,7 +345,7 @@ def one_run(fds):
         os.close(fd)
     say({"pid": pid})
     signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
-    signal.alarm(int(wall) + 10)  # backstop if the harness is gone
+    signal.alarm(int(wall) + 2 * BACKSTOP_GRACE_S)  # second backstop: pid 1's own comes first
     os.waitpid(pid, 0)
     signal.alarm(0)
     say({"reaped": True})

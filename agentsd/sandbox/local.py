@@ -33,6 +33,7 @@ a private temp dir — **no network, filesystem or user isolation**.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -40,6 +41,7 @@ import os
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -47,12 +49,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from agentsd.sandbox.types import PY_FLAGS, ExecRequest, ExecResult, Limits, SandboxUnavailable, Status
+from agentsd.sandbox.types import ExecRequest, ExecResult, Limits, SandboxUnavailable, Status
 
 __all__ = ["LocalSandbox", "probe", "LAUNCHER"]
 
 LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
 LOCK_DIR = "/run/agentsd-sandbox"
+#: where each run's root is assembled (in its private mount namespace): a directory of its own,
+#: so no interpreter prefix (under /tmp, /work, anywhere) can be hidden by it or collide with it
+NEWROOT_DIR = LOCK_DIR + "/newroot"
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_NAME = "agentsd-sandbox"
 _ENV = {"PATH": "", "HOME": "/work", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
@@ -89,13 +94,80 @@ def _cgroup_kind() -> str:
     return "none"
 
 
-def _ro_binds() -> list[str]:
-    """System and interpreter trees the sandbox sees read-only."""
+def _ro_binds(python: str | None = None) -> list[str]:
+    """System and interpreter trees the sandbox sees read-only: the harness's prefixes and, for
+    another ``python``, the prefix it lives in (its ``bin/``'s parent)."""
     paths = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
-    for p in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
-        if not any(p == q or p.startswith(q + "/") for q in ("/usr",)):
+    prefixes = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    if python:
+        prefixes.add(os.path.dirname(os.path.dirname(os.path.realpath(python))))
+    for p in sorted(prefixes):
+        if p not in ("/", "") and not any(p == q or p.startswith(q + "/") for q in paths):
             paths.append(p)
     return paths
+
+
+#: syscalls the program may not make (``EPERM``): kernel keyrings (state that would outlive the
+#: run under a reused uid), namespaces and mounts, tracing and other processes' memory, BPF,
+#: perf, kernel modules and other host-wide administration
+DENIED_SYSCALLS = (
+    "keyctl", "add_key", "request_key",
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount",
+    "fspick", "move_mount", "open_tree", "mount_setattr",
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
+    "swapon", "swapoff", "syslog", "acct", "quotactl", "settimeofday", "clock_settime",
+    "clock_adjtime", "adjtimex", "sethostname", "setdomainname", "name_to_handle_at",
+    "open_by_handle_at", "lookup_dcookie", "iopl", "ioperm", "personality",
+)
+#: clone(2) flags that would create namespaces (a new user namespace first of all)
+_CLONE_NS_FLAGS = (0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
+                   0x02000000, 0x00000080)  # NEWNS UTS IPC USER PID NET CGROUP TIME
+_SECCOMP: dict[str, object] = {}
+
+
+def seccomp_program() -> tuple[bytes, int]:
+    """The seccomp filter as classic-BPF bytes, built once per process by libseccomp
+    (``pyseccomp``): default allow, :data:`DENIED_SYSCALLS` and namespace-creating ``clone``
+    flags fail with ``EPERM``, ``clone3`` with ``ENOSYS`` (its flags sit behind a pointer, so
+    libc falls back to ``clone``), foreign architectures are killed. Also returns the number of
+    ``keyctl`` here (the launcher joins a fresh session keyring before the filter is on)."""
+    if "bpf" not in _SECCOMP:
+        import errno
+
+        try:
+            import pyseccomp as sc
+
+            f = sc.SyscallFilter(sc.ALLOW)
+        except (ImportError, OSError, RuntimeError) as e:
+            raise SandboxUnavailable(
+                f"the seccomp filter needs libseccomp's Python bindings ({type(e).__name__}: {e}); "
+                "pip install pyseccomp (and the libseccomp2 system library), or pass seccomp=False "
+                "to run without the filter") from e
+        for name in DENIED_SYSCALLS:
+            with contextlib.suppress(ValueError, OSError, RuntimeError):  # absent on this arch
+                f.add_rule(sc.ERRNO(errno.EPERM), name)
+        for flag in _CLONE_NS_FLAGS:
+            f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        with tempfile.TemporaryFile() as t:
+            f.export_bpf(t)
+            t.seek(0)
+            _SECCOMP["bpf"] = t.read()
+        _SECCOMP["keyctl"] = sc.resolve_syscall(sc.system_arch(), "keyctl")
+    return _SECCOMP["bpf"], _SECCOMP["keyctl"]  # type: ignore[return-value]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 class _Slots:
@@ -150,14 +222,17 @@ class LocalSandbox:
     and cgroup); ``mode="zygote"`` (default) forks each run from one long-lived root launcher,
     ``mode="spawn"`` execs ``unshare`` and a fresh launcher per run (slower, no helper
     process); ``python`` is the interpreter ``cmd=None`` runs (``-E -s -S``: no site-packages,
-    for speed; pass ``cmd`` to use site-packages).
+    for speed; pass ``cmd`` to use site-packages); ``seccomp=False`` drops the syscall filter
+    (only for machines without libseccomp; the docstring of this module says what it denies).
+    Each instance owns its cgroup directories (``agentsd-sandbox/i-<pid>-<random>/slot-N``), so
+    instances in one or several processes never share or remove each other's.
     """
 
     name = "local"
 
     def __init__(self, slots: int | None = None, *, uid_base: int = 60000,
                  isolation: str = "namespaces", python: str | None = None,
-                 use_cgroups: bool = True, mode: str = "zygote") -> None:
+                 use_cgroups: bool = True, mode: str = "zygote", seccomp: bool = True) -> None:
         if isolation not in ("namespaces", "weak"):
             raise ValueError(f"isolation must be 'namespaces' or 'weak', got {isolation!r}")
         if mode not in ("zygote", "spawn"):
@@ -174,21 +249,24 @@ class LocalSandbox:
             raise ValueError(f"uid_base must be an int >= 1000 (unprivileged), got {uid_base!r}")
         self.isolation, self.uid_base, self.slots = isolation, uid_base, slots
         self.python = python or os.path.realpath(sys.executable)
+        self.seccomp = bool(seccomp)
+        self._cg_ready: set[int] = set()
+        self.cgroup_error = ""
+        self._cg_lock = threading.Lock()
+        self._cg_instance = f"i-{os.getpid()}-{os.urandom(4).hex()}"
+        self._closed = False
         if isolation == "namespaces":
             p = probe()
             if not p.ok:
                 raise SandboxUnavailable(p.reason)
-            os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-            self._cgroups = p.cgroups if use_cgroups else "none"
+            self._bpf, self._keyctl = seccomp_program() if self.seccomp else (b"", None)
+            os.makedirs(NEWROOT_DIR, mode=0o700, exist_ok=True)
+            self._cgroups = self._make_instance_cgroups(p.cgroups) if use_cgroups else "none"
             lock_dir = LOCK_DIR
         else:
             self._cgroups = "none"
             lock_dir = tempfile.gettempdir()
         self._slots = _Slots(slots, lock_dir)
-        self._cg_ready: set[int] = set()
-        self.cgroup_error = ""
-        self._cg_lock = threading.Lock()
-        self._closed = False
 
     # -- public -------------------------------------------------------------------------------
     def run(self, request: ExecRequest) -> ExecResult:
@@ -230,6 +308,9 @@ class LocalSandbox:
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
         self._cg_ready.clear()
+        for d in self._instance_dirs():
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
     def __enter__(self) -> LocalSandbox:
         return self
@@ -239,51 +320,69 @@ class LocalSandbox:
 
     def __getstate__(self):  # configuration travels, locks and cgroups do not
         return {"slots": self.slots, "uid_base": self.uid_base, "isolation": self.isolation,
-                "python": self.python, "use_cgroups": self._cgroups != "none", "mode": self.mode}
+                "python": self.python, "use_cgroups": self._cgroups != "none", "mode": self.mode,
+                "seccomp": self.seccomp}
 
     def __setstate__(self, state) -> None:
         self.__init__(**state)
 
     # -- cgroups ------------------------------------------------------------------------------
-    def _cgroup_dirs(self, slot: int) -> list[str]:
-        if self._cgroups == "v1":
-            return [f"{CGROUP_ROOT}/{c}/{CGROUP_NAME}/slot-{slot}" for c in ("memory", "pids")]
-        if self._cgroups == "v2":
-            return [f"{CGROUP_ROOT}/{CGROUP_NAME}/slot-{slot}"]
+    def _instance_dirs(self, kind: str | None = None) -> list[str]:
+        kind = kind or self._cgroups
+        if kind == "v1":
+            return [f"{CGROUP_ROOT}/{c}/{CGROUP_NAME}/{self._cg_instance}" for c in ("memory", "pids")]
+        if kind == "v2":
+            return [f"{CGROUP_ROOT}/{CGROUP_NAME}/{self._cg_instance}"]
         return []
+
+    def _cgroup_dirs(self, slot: int) -> list[str]:
+        return [f"{d}/slot-{slot}" for d in self._instance_dirs()]
+
+    def _make_instance_cgroups(self, kind: str) -> str:
+        """Create this instance's cgroup directories (and sweep those of dead processes); the
+        kind that works, or ``"none"`` with ``cgroup_error`` saying why not."""
+        if kind == "none":
+            return "none"
+        try:
+            for d in self._instance_dirs(kind):
+                os.makedirs(d)
+                if kind == "v2":  # each level must hand the controllers down
+                    for level in (os.path.dirname(d), d):
+                        _write(f"{level}/cgroup.subtree_control", "+memory +pids")
+        except OSError as e:
+            self.cgroup_error = f"{type(e).__name__}: {e}"
+            for d in self._instance_dirs(kind):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+            return "none"
+        for d in self._instance_dirs(kind):
+            _sweep_stale(os.path.dirname(d))
+        return kind
 
     def _prepare_cgroups(self, slot: int, limits: Limits) -> tuple[list[str], int]:
         """Create/limit the slot's cgroups; returns the dirs and the OOM-kill count before the
-        run. Falls back to rlimits only (``_cgroups='none'``) if the hierarchy is not writable."""
+        run. A failure fails this run (``OSError`` → ``sandbox_error``); it never switches the
+        limits off for later runs."""
         dirs = self._cgroup_dirs(slot)
         if not dirs:
             return [], 0
         mem = (limits.memory_mb + limits.file_mb + 64) * 1024 * 1024
-        try:
-            for d in dirs:
-                os.makedirs(d, exist_ok=True)
-            if self._cgroups == "v1":
-                md, pd = dirs
-                # memsw must stay >= the memory limit: raise it first, lower it last
-                with contextlib.suppress(OSError):
-                    _write(f"{md}/memory.memsw.limit_in_bytes", str(mem))
-                _write(f"{md}/memory.limit_in_bytes", str(mem))
-                with contextlib.suppress(OSError):
-                    _write(f"{md}/memory.memsw.limit_in_bytes", str(mem))
-                _write(f"{pd}/pids.max", str(limits.processes + 2))
-            else:
-                if not os.path.exists(f"{CGROUP_ROOT}/{CGROUP_NAME}/cgroup.subtree_control.done"):
-                    with contextlib.suppress(OSError):
-                        _write(f"{CGROUP_ROOT}/{CGROUP_NAME}/cgroup.subtree_control", "+memory +pids")
-                _write(f"{dirs[0]}/memory.max", str(mem))
-                with contextlib.suppress(OSError):
-                    _write(f"{dirs[0]}/memory.swap.max", "0")
-                _write(f"{dirs[0]}/pids.max", str(limits.processes + 2))
-        except OSError as e:
-            with self._cg_lock:
-                self._cgroups = "none"  # not writable here: rlimits still apply
-                self.cgroup_error = f"{type(e).__name__}: {e}"
-            return [], 0
+        for d in dirs:
+            os.makedirs(d, exist_ok=True)
+        if self._cgroups == "v1":
+            md, pd = dirs
+            # memsw must stay >= the memory limit: raise it first, lower it last
+            with contextlib.suppress(OSError):
+                _write(f"{md}/memory.memsw.limit_in_bytes", str(mem))
+            _write(f"{md}/memory.limit_in_bytes", str(mem))
+            with contextlib.suppress(OSError):
+                _write(f"{md}/memory.memsw.limit_in_bytes", str(mem))
+            _write(f"{pd}/pids.max", str(limits.processes + 2))
+        else:
+            _write(f"{dirs[0]}/memory.max", str(mem))
+            with contextlib.suppress(OSError):
+                _write(f"{dirs[0]}/memory.swap.max", "0")
+            _write(f"{dirs[0]}/pids.max", str(limits.processes + 2))
         self._cg_ready.add(slot)
         return dirs, self._oom_kills(dirs)
 
@@ -305,16 +404,19 @@ class LocalSandbox:
     def _run_ns(self, req: ExecRequest, slot: int) -> ExecResult:
         lim = req.limits
         cg_dirs, oom_before = self._prepare_cgroups(slot, lim)
-        cmd = list(req.cmd) if req.cmd else [self.python, *PY_FLAGS, "main.py"]
+        cmd = req.argv(self.python)
         if not os.path.isabs(cmd[0]):
             cmd[0] = _resolve(cmd[0], self.python)
         env = dict(_ENV, PATH=f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin")
         cfg = {
             "files": {k: v.hex() for k, v in req.all_files().items()},
-            "argv": cmd, "env": env, "uid": self.uid_base + slot,
-            "tmpfs_mb": lim.file_mb, "ro_binds": _ro_binds(), "cgroups": cg_dirs, "wall_s": lim.wall_s,
+            "argv": cmd, "env": env, "uid": self.uid_base + slot, "newroot": NEWROOT_DIR,
+            "tmpfs_mb": lim.file_mb, "ro_binds": _ro_binds(self.python), "cgroups": cg_dirs,
+            "wall_s": lim.wall_s, "seccomp_bpf": self._bpf.hex(), "keyctl_nr": self._keyctl,
+            "fetch_files": list(req.fetch_files),
             "limits": {"cpu": lim.cpu_seconds, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
-                       "open_files": lim.open_files, "processes": lim.processes},
+                       "open_files": lim.open_files, "processes": lim.processes,
+                       "output_kb": lim.output_kb},
         }
         cfg_fd = os.memfd_create("agentsd-sandbox-cfg", 0)  # no temp file, no pipe deadlock
         try:
@@ -409,7 +511,7 @@ class LocalSandbox:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as f:
                     f.write(data)
-            cmd = list(req.cmd) if req.cmd else [self.python, *PY_FLAGS, "main.py"]
+            cmd = req.argv(self.python)
 
             def limit() -> None:
                 import resource
@@ -444,9 +546,47 @@ class LocalSandbox:
             io = _pump(in_w, out_r, err_r, None, req.stdin_bytes(), lim, t0, kill,
                        finish=lambda: _reap(proc))
             kill()  # leftovers of the session; setsid'd grandchildren can escape weak mode
+            fetched = _fetch_weak(work, req.fetch_files, lim.output_kb * 1024)
         res = _classify(io, lim, False)
+        res.files = fetched
         res.backend = self.name + "-weak"
         return res
+
+
+def _fetch_weak(work: str, names: tuple[str, ...], budget: int) -> dict[str, str]:
+    """Weak mode's ``fetch_files``: regular files under its temp dir only (no isolation to
+    read through, so absolute paths are refused)."""
+    out = {}
+    for name in names:
+        if name.startswith("/"):
+            continue
+        try:
+            fd = os.open(os.path.join(work, name), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            data = f.read(budget + 1)
+        budget -= len(data)
+        if budget < 0:
+            break
+        out[name] = base64.b64encode(data).decode()
+    return out
+
+
+def _sweep_stale(parent: str) -> None:
+    """Remove the (empty) cgroup directories of instances whose process is gone."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(parent):
+            parts = name.split("-")
+            if len(parts) == 3 and parts[0] == "i" and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+                inst = os.path.join(parent, name)
+                with contextlib.suppress(OSError):
+                    for slot in os.listdir(inst):
+                        if slot.startswith("slot-"):
+                            os.rmdir(os.path.join(inst, slot))
+                    os.rmdir(inst)
 
 
 def _write(path: str, value: str) -> None:
@@ -637,6 +777,9 @@ def _classify(io: _IO, lim: Limits, oom_killed: bool) -> ExecResult:
             res.signal = -io.returncode
         if res.exit_code is None and res.signal is None:
             res.status, res.detail = Status.SANDBOX_ERROR, "no status from the sandbox"
+    res.files = {k: base64.b64encode(bytes.fromhex(v)).decode() for k, v in (st.get("files") or {}).items()}
+    if st.get("files_error") and res.status is Status.OK:
+        res.status, res.detail = Status.OUTPUT_LIMIT, st["files_error"]
     if res.status is not Status.OK:
         return res
     if res.exit_code is None and res.signal is None:
