@@ -3,6 +3,8 @@
 Each subcommand lives next to the code it drives and is listed in :data:`COMMANDS` as
 ``"name": "module:register"``; ``register(subparsers)`` adds the subparser and sets ``func``.
 Modules are imported only when their command is listed or run, so ``agentsd --help`` is fast.
+``python -m agentsd`` runs the same command. Every flag's help shows its default; the exit
+status is 0 on success, 1 on a runtime failure and 2 on a usage error (:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
+from typing import Any
 
 #: subcommand name -> "module:function" adding its parser (one line per command)
 COMMANDS: dict[str, str] = {
@@ -26,12 +30,41 @@ COMMANDS: dict[str, str] = {
 }
 
 
+EXIT_CODES = """exit status: 0 success; 1 runtime failure; 2 usage error (a bad flag or value, an unknown
+env id or skill, a missing input file). AGENTSD_DEBUG=1 shows the traceback of an error."""
+
+
+_STATES_DEFAULT = re.compile(r"\(default\b|\bdefault:|%\(default\)", re.IGNORECASE)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every flag's default, unless its help text already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if _STATES_DEFAULT.search(text) or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action) or ""
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser class of every (sub)command: defaults shown, the exit codes in the epilog."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("epilog", EXIT_CODES)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from agentsd import __version__
+
+    parser = Parser(
         prog="agentsd",
         description="Skill-conditioned on-policy self-distillation for LLM agents.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"agentsd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, target in COMMANDS.items():
         mod, _, fn = target.partition(":")
         getattr(importlib.import_module(mod), fn)(sub)
@@ -53,13 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        if not isinstance(e.code, str):
+            raise
+        # commands raise SystemExit("message") for input they cannot use: a usage error
+        print(f"agentsd {args.command}: error: {e.code}", file=sys.stderr)
+        return 2
     except (RegistryError, ValueError, FileNotFoundError) as e:
-        # user errors (bad id, bad config, missing file): the message says what to do;
-        # AGENTSD_DEBUG=1 shows the traceback
+        # user errors (bad id, bad config, missing file): the message says what to do
         if os.environ.get("AGENTSD_DEBUG"):
             raise
         print(f"agentsd {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a runtime failure: one line, exit 1
+        if os.environ.get("AGENTSD_DEBUG"):
+            raise
+        print(f"agentsd {args.command}: failed: {type(e).__name__}: {e} (AGENTSD_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -30,3 +30,76 @@ def test_play_oracle_solves_and_prints_boards():
 def test_unknown_env_is_a_clear_error():
     out = _cli("play", "--env", "Sokobon-v0")
     assert out.returncode != 0 and "Did you mean" in out.stderr
+
+
+# ---- conventions: python -m, --version, exit codes, defaults, where outputs go ------------------
+
+def _module(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agentsd", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_python_dash_m_and_version():
+    import agentsd
+
+    out = _module("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"agentsd {agentsd.__version__}"
+    out = _module("envs")
+    assert out.returncode == 0 and "Sokoban-v0" in out.stdout
+
+
+def test_exit_codes_usage_2_documented_in_help():
+    assert _module("--no-such-flag").returncode == 2
+    assert _module("play", "--env", "Nope-v0").returncode == 2
+    out = _module("skills", "show", "no-such-skill")
+    assert out.returncode == 2 and "no skill named" in out.stderr
+    out = _module("eval-code", "--problems", "no-such-file", "--samples", "canonical")
+    assert out.returncode == 2 and "error:" in out.stderr
+    assert "exit status: 0 success; 1 runtime failure; 2 usage error" in _module("--help").stdout.replace("\n", " ")
+
+
+def test_runtime_failures_exit_1_without_a_traceback(monkeypatch, capsys):
+    from agentsd import cli
+
+    def boom(args):
+        raise RuntimeError("disk on fire")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["envs"].set_defaults(func=boom)
+    assert cli.main(["envs"]) == 1
+    assert "failed: RuntimeError: disk on fire" in capsys.readouterr().err
+
+
+def test_every_flag_shows_its_default():
+    import argparse
+
+    from agentsd.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif action.option_strings and action.dest not in ("help", "version"):
+                yield path, action, parser.formatter_class("x")._get_help_string(action)
+
+    # `train` builds its flags from the trainer config (being moved to a config library)
+    missing = [f"{p} {a.option_strings[0]}" for p, a, text in walk(build_parser(), "agentsd")
+               if "default" not in text.lower() and not p.startswith("agentsd train")]
+    assert not missing, missing
+
+
+def test_skills_build_never_touches_the_shipped_library_by_default(tmp_path):
+    from agentsd.skills.cli import DEFAULT_BUILD_OUT
+    from agentsd.skills.library import default_root
+    from agentsd.skills.scripted import scripted_episode
+
+    src = tmp_path / "t.jsonl"
+    src.write_text("".join(json.dumps(scripted_episode("Sokoban-Easy-v0", seed=s, policy="oracle",
+                                                       split="train").to_dict()) + "\n" for s in range(2)))
+    before = sorted((p, p.stat().st_mtime_ns) for p in default_root().rglob("*") if p.is_file())
+    out = _module("skills", "build", "--env", "Sokoban-Easy-v0", "--from", str(src), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / DEFAULT_BUILD_OUT / "Sokoban-Easy-v0").is_dir()
+    assert sorted((p, p.stat().st_mtime_ns) for p in default_root().rglob("*") if p.is_file()) == before

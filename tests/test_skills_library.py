@@ -61,17 +61,20 @@ def test_file_errors_name_file_and_field(tmp_path):
     p.write_text("---\nname: [unclosed\n---\nbody")
     with pytest.raises(SkillError, match="not valid YAML"):
         load_skill(p)
-    p.write_text(render_skill_md(S).replace("env: Sokoban-v0\n", ""))
+    p.write_text(render_skill_md(S).replace("  env: Sokoban-v0\n", ""))
     with pytest.raises(SkillError, match="missing required field.*env"):
         load_skill(p)
-    p.write_text(render_skill_md(S).replace("kind: pitfall", "kind: pitfall\ncolour: red"))
+    p.write_text(render_skill_md(S).replace("metadata:\n", "colour: red\nmetadata:\n"))
     with pytest.raises(SkillError, match="unknown field.*colour"):
+        load_skill(p)
+    p.write_text(render_skill_md(S).replace("  kind: pitfall", "  kind: pitfall\n  colour: red"))
+    with pytest.raises(SkillError, match="unknown metadata key 'colour'"):
         load_skill(p)
     p.write_text(render_skill_md(dataclasses.replace(S, name="other-name")))
     with pytest.raises(SkillError, match="folder"):
         load_skill(p)
     p.write_text(render_skill_md(dataclasses.replace(S, stats=SkillStats())).replace(
-        "support: 0", "support: -3"))
+        "stats.support: '0'", "stats.support: '-3'"))
     with pytest.raises(SkillError, match="stats.support"):
         load_skill(p)
 
@@ -136,3 +139,76 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---- the Agent Skills specification (checked by its reference validator, skills-ref) -----------
+
+OLD_LAYOUT = """---
+name: avoid-corners
+description: Use when a box is next to a wall.
+env: Sokoban-v0
+kind: pitfall
+keywords:
+- corner
+- deadlock
+provenance:
+  method: deterministic
+  summarizer: deterministic-v1
+  source_trajectories:
+  - t1
+  - t2
+  n_sources: 2
+stats:
+  support: 2
+  episodes_with: 4
+  successes_with: 3
+---
+
+A box pushed into a corner that is not a target can never be moved again.
+"""
+
+
+def test_files_follow_the_spec_and_custom_data_sits_under_metadata(tmp_path):
+    import skills_ref
+
+    tricky = dataclasses.replace(
+        S, name="quotes-and-colons", description='Use when "it: fails" — ünïcødé, #hash & {braces}',
+        keywords=("a, b", "c:d", " "), provenance=dataclasses.replace(S.provenance, notes="x: 'y'\nz", model="1.0"))
+    paths = SkillLibrary([S, tricky]).save(tmp_path)
+    for p in paths:
+        assert skills_ref.validate(p.parent) == [], p.read_text()
+        props = skills_ref.read_properties(p.parent)
+        assert props.metadata["env"] == "Sokoban-v0" and "kind" in props.metadata
+    back = load_library(tmp_path)
+    assert back.get("Sokoban-v0", "avoid-corners") == S
+    assert back.get("Sokoban-v0", "quotes-and-colons") == tricky
+    assert tricky.keywords == ("a b", "c:d")  # a comma separates keywords on disk, so never inside one
+
+
+def test_the_older_top_level_layout_still_loads(tmp_path):
+    d = tmp_path / "Sokoban-v0" / "avoid-corners"
+    d.mkdir(parents=True)
+    (d / "SKILL.md").write_text(OLD_LAYOUT)
+    old = load_skill(d)
+    assert old == dataclasses.replace(S, stats=SkillStats(support=2, episodes_with=4, successes_with=3))
+    SkillLibrary([old]).save(tmp_path)  # saving upgrades the file to the spec's layout
+    assert "\nmetadata:\n" in (d / "SKILL.md").read_text() and load_skill(d) == old
+
+
+def test_the_shipped_library_and_the_summarizers_pass_the_reference_validator(tmp_path):
+    import skills_ref
+
+    from agentsd.skills.library import default_root
+    from agentsd.skills.scripted import scripted_episode
+    from agentsd.skills.summarize import summarize_deterministic
+
+    shipped = sorted(default_root().glob("*/*/SKILL.md"))
+    assert shipped
+    for p in shipped:
+        assert skills_ref.validate(p.parent) == [], p
+    trajs = [scripted_episode("Sokoban-Easy-v0", seed=s, policy=pol, split="train")
+             for s in range(3) for pol in ("oracle", "examples")]
+    written = SkillLibrary(summarize_deterministic(trajs, "Sokoban-Easy-v0")).save(tmp_path)
+    assert written
+    for p in written:
+        assert skills_ref.validate(p.parent) == [], p.read_text()

@@ -2,7 +2,8 @@
 
     agentsd skills list [--root DIR] [--env ID]
     agentsd skills show NAME [--env ID] [--root DIR]
-    agentsd skills build --env ID --from runs/rollouts.jsonl [--out DIR] [--summarizer deterministic]
+    agentsd skills build --env ID --from runs/rollouts.jsonl [--out runs/skills] [--summarizer deterministic]
+    agentsd skills upgrade --root DIR     # rewrite old SKILL.md files in the spec's layout
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ __all__ = ["register", "build", "LEDGER"]
 
 #: per-env file listing the trajectory ids already summarized into the library
 LEDGER = "ingested.txt"
+#: where ``skills build`` writes unless told (never the shipped library by default)
+DEFAULT_BUILD_OUT = "runs/skills"
 
 
 def register(sub: Any) -> None:
@@ -37,11 +40,19 @@ def register(sub: Any) -> None:
     sh.add_argument("--root", default=None, help="library folder (default: the shipped skills/)")
     sh.set_defaults(func=_cmd_show)
 
+    up = ss.add_parser("upgrade", help="rewrite every SKILL.md of a library in the current layout "
+                                       "(Agent Skills spec front matter; lossless)")
+    up.add_argument("--root", required=True, help="library folder to rewrite in place (the shipped one is "
+                                                   "skills/ in a checkout)")
+    up.set_defaults(func=_cmd_upgrade)
+
     b = ss.add_parser("build", help="summarize trajectories into skills and merge them into a library")
     b.add_argument("--env", required=True, help="env id whose trajectories to summarize")
     b.add_argument("--from", dest="sources", nargs="+", required=True, metavar="FILE",
                    help="trajectory files, .jsonl or .parquet (from `agentsd rollout` or the store)")
-    b.add_argument("--out", default=None, help="library folder to update (default: the shipped skills/)")
+    b.add_argument("--out", default=DEFAULT_BUILD_OUT,
+                   help="library folder to create or update (default: %(default)s; the shipped library "
+                        "changes only when asked: --out skills in a checkout)")
     b.add_argument("--summarizer", choices=["deterministic", "llm", "both"], default="deterministic",
                    help="deterministic: statistics + privileged data (no model); llm: a policy "
                         "writes skills from a versioned prompt; both: union, deduplicated")
@@ -95,12 +106,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if not found:
         names = sorted({s.name for s in lib})
         print(f"no skill named {args.name!r}; known: {', '.join(names) or 'none'}", file=sys.stderr)
-        return 1
+        return 2
     if len(found) > 1:
         print(f"{args.name!r} exists for several envs ({', '.join(s.env for s in found)}); "
               "pick one with --env", file=sys.stderr)
-        return 1
+        return 2
     print(render_skill_md(found[0]), end="")
+    return 0
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from agentsd.skills.library import load_library
+
+    lib = load_library(Path(args.root), strict=True)
+    paths = lib.save(Path(args.root))
+    print(f"rewrote {len(paths)} SKILL.md files in {args.root}")
     return 0
 
 
@@ -169,7 +189,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     command = "agentsd skills build " + " ".join(shlex.quote(a) for a in [
         "--env", args.env, "--from", *args.sources, "--summarizer", args.summarizer,
         *(["--backend", args.backend, "--model", args.model] if args.summarizer != "deterministic" else [])])
-    rep = build(args.env, args.sources, _root(args.out), args.summarizer, policy, args.prompt_version,
+    rep = build(args.env, args.sources, Path(args.out), args.summarizer, policy, args.prompt_version,
                 args.max_skills, args.dedupe, command, write=not args.dry_run)
     lib = rep.pop("_library")
     if args.dry_run:
@@ -181,5 +201,5 @@ def _cmd_build(args: argparse.Namespace) -> int:
           f"{rep['skipped_seen']} seen before); added "
           f"{len(rep['added'])}, merged {len(rep['merged'])}, replaced {len(rep['replaced'])}, "
           f"rejected {len(rep['rejected'])}; library now has {len(rep['skills'])} skills for it"
-          + ("" if args.dry_run else f" in {_root(args.out)}"))
+          + ("" if args.dry_run else f" in {args.out}"))
     return 0

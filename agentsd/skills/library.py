@@ -1,19 +1,28 @@
 """The skill library: ``<root>/<env>/<skill-name>/SKILL.md`` files, loaded, validated, merged, saved.
 
 A skill is a short piece of natural-language guidance for one env that conditions the *teacher*
-only. On disk it follows the Agent Skills convention: one folder per skill holding ``SKILL.md``,
-YAML front matter and a Markdown body, so people can read and edit it::
+only. On disk it follows the Agent Skills specification (https://agentskills.io/specification):
+one folder per skill holding ``SKILL.md``, YAML front matter with the spec's ``name`` and
+``description`` and agentsd's own data under ``metadata`` (string values, dotted keys for the
+provenance and statistics), then a Markdown body people can read and edit::
 
     ---
     name: push-box-from-behind
     description: Use when a box must move; stand on the far side of it first.
-    env: Sokoban-v0
-    kind: strategy
-    keywords: [box, push]
-    provenance: {method: deterministic, summarizer: deterministic-v1, source_trajectories: [...]}
-    stats: {support: 40, episodes_with: 0, successes_with: 0, episodes_without: 0, ...}
+    metadata:
+      env: Sokoban-v0
+      kind: strategy
+      keywords: box, push
+      provenance.method: deterministic
+      provenance.summarizer: deterministic-v1
+      provenance.source_trajectories: 0a1b..., 2c3d...
+      stats.support: '40'
+      ...
     ---
     To push a box Up you must stand directly below it ...
+
+Files written before this layout (``env``, ``kind``, ``keywords``, ``provenance`` and ``stats`` at
+the top level) still load; saving rewrites them in the spec's layout.
 
 In code::
 
@@ -39,7 +48,7 @@ import yaml
 
 __all__ = [
     "KINDS", "Skill", "SkillStats", "Provenance", "SkillError", "SkillLibrary",
-    "parse_skill_md", "render_skill_md", "load_skill", "load_library", "env_dir_name",
+    "parse_skill_md", "render_skill_md", "skill_metadata", "load_skill", "load_library", "env_dir_name",
     "similarity", "merge_skills", "default_root",
 ]
 
@@ -114,6 +123,8 @@ class Provenance:
         if not isinstance(self.n_sources, int) or self.n_sources < 0:
             raise SkillError(f"provenance.n_sources must be a non-negative int, got {self.n_sources!r}")
         object.__setattr__(self, "source_trajectories", tuple(str(s) for s in self.source_trajectories))
+        if any("," in s for s in self.source_trajectories):
+            raise SkillError("provenance.source_trajectories: an id cannot hold a comma")
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,9 @@ class Skill:
             raise SkillError("keywords must be a list of strings")
         object.__setattr__(self, "description", self.description.strip())
         object.__setattr__(self, "body", self.body.strip())
-        object.__setattr__(self, "keywords", tuple(self.keywords))
+        # commas separate keywords on disk, so a keyword never holds one
+        object.__setattr__(self, "keywords", tuple(
+            k for k in (" ".join(k.replace(",", " ").split()) for k in self.keywords) if k))
         if not isinstance(self.provenance, Provenance):
             raise SkillError("provenance must be a Provenance")
         if not isinstance(self.stats, SkillStats):
@@ -206,12 +219,53 @@ def env_dir_name(env: str) -> str:
     return env.replace("/", "__")
 
 
-def render_skill_md(skill: Skill) -> str:
-    """The ``SKILL.md`` text of a skill (front matter + body)."""
+#: list-valued fields, written as one comma-separated string (the spec's metadata values are strings)
+_LIST_KEYS = ("keywords", "provenance.source_trajectories")
+
+
+def skill_metadata(skill: Skill) -> dict[str, str]:
+    """agentsd's data of a skill as the spec's ``metadata`` map of strings: ``env``, ``kind``,
+    ``keywords`` and dotted ``provenance.*`` / ``stats.*`` keys."""
     d = skill.to_dict()
-    body = d.pop("body")
-    front = yaml.safe_dump(d, sort_keys=False, allow_unicode=True, width=100)
-    return f"---\n{front}---\n\n{body}\n"
+    flat: dict[str, Any] = {"env": d["env"], "kind": d["kind"], "keywords": d["keywords"]}
+    for group in ("provenance", "stats"):
+        flat.update({f"{group}.{k}": v for k, v in d[group].items()})
+    return {k: ", ".join(v) if isinstance(v, list) else str(v) for k, v in flat.items()}
+
+
+def _fields_from_metadata(meta: Any) -> dict[str, Any]:
+    """The inverse of :func:`skill_metadata` (values typed back by the dataclasses)."""
+    if not isinstance(meta, dict):
+        raise SkillError("'metadata' must be a mapping of string keys to string values")
+    out: dict[str, Any] = {"provenance": {}, "stats": {}}
+    ints = {f.name for f in dataclasses.fields(SkillStats)} | {"n_sources"}
+    for key, value in meta.items():
+        group, _, name = str(key).partition(".")
+        value = "" if value is None else str(value)
+        if key in _LIST_KEYS:
+            parsed: Any = [x.strip() for x in value.split(",") if x.strip()]
+        elif name in ints:
+            try:
+                parsed = int(value)
+            except ValueError:
+                raise SkillError(f"metadata {key!r} must be a whole number, got {value!r}") from None
+        else:
+            parsed = value
+        if group in ("provenance", "stats") and name:
+            out[group][name] = parsed
+        elif key in ("env", "kind", "keywords"):
+            out[key] = parsed
+        else:
+            raise SkillError(f"unknown metadata key {key!r}; allowed: env, kind, keywords, "
+                             "provenance.<field>, stats.<field>")
+    return out
+
+
+def render_skill_md(skill: Skill) -> str:
+    """The ``SKILL.md`` text of a skill (spec front matter + body)."""
+    front = {"name": skill.name, "description": skill.description, "metadata": skill_metadata(skill)}
+    text = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)
+    return f"---\n{text}---\n\n{skill.body}\n"
 
 
 def parse_skill_md(text: str, path: str | Path = "<string>") -> Skill:
@@ -231,6 +285,9 @@ def parse_skill_md(text: str, path: str | Path = "<string>") -> Skill:
     if "body" in meta:
         raise SkillError(f"{path}: 'body' is not a front-matter field; write it below the '---'")
     try:
+        if "metadata" in meta:  # the spec's layout; without it, the older top-level fields
+            meta = {**{k: v for k, v in meta.items() if k != "metadata"},
+                    **_fields_from_metadata(meta["metadata"])}
         return Skill.from_dict({**meta, "body": body})
     except SkillError as e:
         raise SkillError(f"{path}: {e}") from None
