@@ -210,8 +210,11 @@ class Skill:
 
 
 def default_root() -> Path:
-    """The shipped library: ``skills/`` next to the ``agentsd`` package (the repo root)."""
-    return Path(__file__).resolve().parents[2] / "skills"
+    """The shipped library: ``agentsd/shipped_skills`` in an installed wheel (the repository's
+    ``skills/`` folder is packaged there), else ``skills/`` of the checkout."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "shipped_skills"
+    return installed if installed.is_dir() else package.parent / "skills"
 
 
 def env_dir_name(env: str) -> str:
