@@ -17,6 +17,8 @@ in gymnasium's registry under the ``agentsd/`` namespace, so gymnasium's own too
 Third-party packages expose a function or module under the entry-point group ``agentsd.envs``
 (``[project.entry-points."agentsd.envs"] mypkg = "mypkg.envs:register_all"``); the group is
 loaded on the first registry miss. ``make("mypkg.envs:Foo-v0")`` imports ``mypkg.envs`` first.
+A plugin's ids reach gymnasium's registry when the plugin registers them (after
+``agentsd.registry()`` or a miss has loaded the group, or when ``mypkg.envs`` is imported).
 """
 
 from __future__ import annotations
