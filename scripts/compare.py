@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-tasks", type=int, default=32, help="held-out test tasks")
     p.add_argument("--temperature", type=float, default=1.0, help="training sampling temperature")
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate (all algorithms)")
-    p.add_argument("--max-skills", type=int, default=2, help="skills shown to the OPD teacher")
+    p.add_argument("--max-skills", type=int, default=3, help="skills shown to the OPD teacher")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     p.add_argument("--out", default="runs/compare", help="output folder")
     p.add_argument("--table-only", action="store_true",
@@ -82,7 +82,8 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
     warm = algo == "sft"
     return TrainConfig(
         algo=algo, steps=steps, seed=seed, out_dir=out_dir,
-        eval_every=0 if warm else args.eval_every, eval_at_start=warm, teacher_eval=False,
+        eval_every=0 if warm else args.eval_every, eval_at_start=False, eval_at_end=not warm,
+        teacher_eval=False,
         checkpoint_every=steps, resume=False, progress=False, samples_to_keep=4,
         model=ModelConfig(name=args.model, lora=True, lora_rank=16, lora_alpha=32.0,
                           tiny_hidden=16, init_from=init_from),
@@ -92,7 +93,7 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
                                 max_turns=args.max_turns, max_tokens=args.max_tokens,
                                 eval_tasks=args.eval_tasks, temperature=args.temperature),
         teacher=TeacherConfig(mode="frozen", context=TeacherContextConfig(
-            views=("skills", "reference"), max_skills=args.max_skills, max_skill_chars=500)),
+            views=("skills", "reference"), max_skills=args.max_skills)),
         optim=OptimConfig(lr=args.warm_lr if warm else args.lr),
         demos=DemoConfig(source="oracle", teacher_frac=args.teacher_frac),
     )
@@ -139,16 +140,21 @@ def _run_job(job: dict) -> dict:
 
 
 def _teacher_job(job: dict) -> dict:
-    """The warm model acting with a teacher context (no training)."""
+    """The warm model acting with a teacher context (no training); with ``student`` also the
+    warm model acting on the plain task (the step-0 point of every run)."""
     from agentsd.distill.teacher import Teacher
-    from agentsd.distill.trainer import _TeacherContexts, evaluate_teacher
+    from agentsd.distill.trainer import _TeacherContexts, evaluate, evaluate_teacher
     from agentsd.policy.hf import HFPolicy
 
     cfg = job["cfg"]
     model, tok = _base(cfg)
     teacher = Teacher(model, "frozen")
-    ev = evaluate_teacher(HFPolicy(model, tok), teacher, _TeacherContexts(cfg, tok), cfg)
-    return {"algo": job["algo"], "teacher_context": job["context"], **ev}
+    policy = HFPolicy(model, tok)
+    ev = evaluate_teacher(policy, teacher, _TeacherContexts(cfg, tok), cfg)
+    out = {"algo": job["algo"], "teacher_context": job["context"], **ev}
+    if job.get("student"):
+        out["student"] = evaluate(policy, cfg)
+    return out
 
 
 def _dispatch(job: dict) -> dict:
@@ -176,17 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[1/3] warm start: SFT on oracle demos, {args.warm_steps} steps", flush=True)
             cfg = run_config(args, "sft", 0, warm_dir, args.warm_steps)
             w = pool.apply(_dispatch, ({"algo": "sft", "cfg": cfg},))
-            results["warm"] = w
-            print(f"      warm start: held-out success {w['eval/success']:.3f} "
-                  f"(parse {w['eval/parse_rate']:.2f}), T=1 {w.get('eval/success_t1', 0):.3f} "
-                  f"[{w['wall_s']:.0f}s]", flush=True)
-            _save(results, out)
+            print(f"      warm start trained [{w['wall_s']:.0f}s]", flush=True)
         jobs = []
-        for algo in ("opd", "opsd"):
-            if algo in args.algos:
-                cfg = run_config(args, algo, 0, str(out / f"teacher_{algo}"), 1, warm_dir)
-                jobs.append({"kind": "teacher", "algo": algo, "cfg": cfg,
-                             "context": ",".join(cfg.teacher_views().views)})
+        for i, algo in enumerate(("opd", "opsd")):  # OPD's also measures the warm student
+            cfg = run_config(args, algo, 0, str(out / f"teacher_{algo}"), 1, warm_dir)
+            jobs.append({"kind": "teacher", "algo": algo, "cfg": cfg, "student": i == 0,
+                         "context": ",".join(cfg.teacher_views().views)})
         for seed in args.seeds:
             for algo in args.algos:
                 jobs.append({"algo": algo, "cfg": run_config(
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         for r in pool.imap_unordered(_dispatch, jobs):
             key = "teacher" if "teacher_context" in r else "runs"
+            if "student" in r:
+                results["warm"] = r.pop("student")
             results[key].append(r)
             print("      " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                                          for k, v in r.items() if k != "curve"}), flush=True)
@@ -224,7 +227,8 @@ def markdown_table(results: dict) -> str:
              "|---|---|---|---|---|---|"]
     w = results.get("warm")
     if w:
-        lines.append(f"| warm start (SFT, {a['warm_steps']} steps) | {w['eval/success']:.3f} | - | "
+        src = f"`{a['warm_from']}`" if a.get("warm_from") else f"{a['warm_steps']} steps"
+        lines.append(f"| warm start (SFT, {src}) | {w['eval/success']:.3f} | - | "
                      f"{w['eval/parse_rate']:.2f} | {w.get('eval/success_t1', float('nan')):.3f} | - |")
     for t in results.get("teacher", []):
         lines.append(f"| teacher acting ({t['algo']} context: {t['teacher_context']}) | "
