@@ -5,9 +5,14 @@
 
 ``samples.jsonl`` holds one ``{"task_id": "HumanEval/0", "completion": "..."}`` per line (the
 human-eval format; ``"solution"`` — a complete program — is accepted instead of ``completion``).
-Each sample runs as ``prompt + completion + test + check(entry_point)`` in a fresh sandbox run, as
-the HumanEval harness does; it passes when that program exits 0 within the limits. Per-sample
-results go to ``--out`` (JSONL) and the summary (pass@k per k) to stdout as JSON.
+
+Graders (``--grader``): ``isolated`` (the default) runs each statement of ``check`` on the host
+against the sample's function called in the sandbox (:mod:`agentsd.sandbox.grading`), so a
+sample cannot pass by exiting early, printing, or patching the test; it passes when every
+statement of ``check`` succeeds. ``program`` is HumanEval's own harness — ``prompt + completion +
+test + check(entry_point)`` as one program, passing when it exits 0 — which a sample can forge
+(``os._exit(0)``); keep it for comparisons with published numbers. Per-sample results go to
+``--out`` (JSONL) and the summary (pass@k per k) to stdout as JSON.
 
 pass@k uses the unbiased estimator of Chen et al. (2021): ``1 - C(n-c, k) / C(n, k)`` per problem
 (``n`` samples, ``c`` correct), averaged over problems that have at least ``k`` samples.
@@ -77,8 +82,11 @@ def load_problems(source: str) -> dict[str, EvalProblem]:
                 if line.strip():
                     try:
                         d = json.loads(line)
-                    except json.JSONDecodeError as e:
+                    except (json.JSONDecodeError, RecursionError) as e:
                         raise SystemExit(f"{source}:{i}: not JSON ({e})") from e
+                    if not isinstance(d, dict) or not isinstance(d.get("task_id"), str):
+                        raise SystemExit(f"{source}:{i}: each line must be a JSON object with a "
+                                         "'task_id' string")
                     raw[d["task_id"]] = d
     else:
         raise SystemExit(f"--problems must be 'humaneval' or a JSONL file; {source!r} is neither")
@@ -106,8 +114,11 @@ def load_samples(path: str, problems: dict[str, EvalProblem]) -> list[dict[str, 
                 continue
             try:
                 d = json.loads(line)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, RecursionError) as e:
                 raise SystemExit(f"{path}:{i}: not JSON ({e})") from e
+            if not isinstance(d, dict):
+                raise SystemExit(f"{path}:{i}: each line must be a JSON object "
+                                 f'{{"task_id": ..., "completion": ...}}, got a {type(d).__name__}')
             if d.get("task_id") not in problems:
                 raise SystemExit(f"{path}:{i}: unknown task_id {d.get('task_id')!r}")
             if not isinstance(d.get("completion", d.get("solution")), str):
@@ -126,22 +137,23 @@ def program_for(problem: EvalProblem, sample: dict[str, Any]) -> str:
 
 def evaluate(problems: dict[str, EvalProblem], samples: list[dict[str, Any]], *, ks=(1,),
              backend: Any = "local", workers: int | None = None, timeout_s: float = 10.0,
-             memory_mb: int = 1024, progress: bool = True) -> tuple[dict[str, float], list[dict]]:
+             memory_mb: int = 1024, progress: bool = True,
+             grader: str = "isolated") -> tuple[dict[str, float], list[dict]]:
     """Run every sample; return ``({"pass@k": value}, per-sample rows)``. ``ks`` larger than the
-    smallest per-problem sample count are skipped (reported as missing, not as zero)."""
-    from agentsd.sandbox import ExecRequest, Limits
+    smallest per-problem sample count are skipped (reported as missing, not as zero).
+    ``grader`` is ``"isolated"`` or ``"program"`` (see the module docstring)."""
     from agentsd.sandbox.pool import SandboxPool
 
-    limits = Limits(wall_s=timeout_s, memory_mb=memory_mb, output_kb=256)
-    reqs = [ExecRequest(code=program_for(problems[s["task_id"]], s), limits=limits) for s in samples]
+    if grader not in ("isolated", "program"):
+        raise ValueError(f"grader must be 'isolated' or 'program', got {grader!r}")
     with SandboxPool(backend, size=workers) as pool:
-        results = pool.map(reqs, progress="eval-code" if progress else False)
-    rows, per_task = [], defaultdict(list)
-    for i, (s, r) in enumerate(zip(samples, results)):
-        per_task[s["task_id"]].append(r.ok)
-        rows.append({"index": i, "task_id": s["task_id"], "passed": r.ok, "status": r.status.value,
-                     "exit_code": r.exit_code, "wall_s": r.wall_s, "detail": r.detail,
-                     "stderr_tail": r.stderr[-500:]})
+        if grader == "program":
+            rows = _run_programs(problems, samples, pool, timeout_s, memory_mb, progress)
+        else:
+            rows = _run_isolated(problems, samples, pool, timeout_s, memory_mb, progress)
+    per_task = defaultdict(list)
+    for s, r in zip(samples, rows):
+        per_task[s["task_id"]].append(r["passed"])
     summary: dict[str, float] = {}
     min_n = min(len(v) for v in per_task.values())
     for k in ks:
@@ -152,6 +164,68 @@ def evaluate(problems: dict[str, EvalProblem], samples: list[dict[str, Any]], *,
     summary["problems"] = len(per_task)
     summary["sandbox_errors"] = sum(r["status"] == "sandbox_error" for r in rows)
     return summary, rows
+
+
+def _run_programs(problems, samples, pool, timeout_s, memory_mb, progress) -> list[dict]:
+    """HumanEval's harness: one program per sample, passing when it exits 0."""
+    from agentsd.sandbox import ExecRequest, Limits
+
+    limits = Limits(wall_s=timeout_s, memory_mb=memory_mb, output_kb=256)
+    reqs = [ExecRequest(code=program_for(problems[s["task_id"]], s), limits=limits) for s in samples]
+    results = pool.map(reqs, progress="eval-code" if progress else False)
+    return [{"index": i, "task_id": s["task_id"], "passed": r.ok, "status": r.status.value,
+             "exit_code": r.exit_code, "wall_s": r.wall_s, "detail": r.detail,
+             "stderr_tail": r.stderr[-500:], "grader": "program"}
+            for i, (s, r) in enumerate(zip(samples, results))]
+
+
+def _run_isolated(problems, samples, pool, timeout_s, memory_mb, progress) -> list[dict]:
+    """Each statement of ``check`` on the host, the sample's function in the sandbox."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentsd.sandbox.grading import grade, split_check
+
+    split = {}
+    for tid in {s["task_id"] for s in samples}:
+        try:
+            split[tid] = split_check(problems[tid].test)
+        except (SyntaxError, ValueError) as e:
+            raise SystemExit(f"problem {tid}: its test cannot be graded ({type(e).__name__}: {e})") from e
+
+    def one(i: int) -> dict:
+        s = samples[i]
+        p = problems[s["task_id"]]
+        setup, steps, _ = split[s["task_id"]]
+        code = s["solution"] if "solution" in s else p.prompt + s["completion"]
+        t0 = time.monotonic()
+        rep = grade(code, p.entry_point, steps, setup=setup, reference=p.prompt + p.canonical_solution,
+                    backend=pool.backend, per_test_s=timeout_s, wall_s=timeout_s, memory_mb=memory_mb)
+        ok = bool(rep.statements_ok) and all(rep.statements_ok)
+        errors = [e for e in rep.errors if e]
+        status = rep.status
+        if status == "ok" and any(e.startswith("TimeoutError") for e in errors):
+            status = "timeout"
+        return {"index": i, "task_id": s["task_id"], "passed": ok, "status": status,
+                "wall_s": round(time.monotonic() - t0, 4), "detail": errors[0] if errors else rep.detail,
+                "rounds": rep.rounds, "grader": "isolated"}
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(samples), desc="eval-code")
+    rows: list[dict] = []
+    try:
+        with ThreadPoolExecutor(max_workers=pool.size) as ex:
+            for row in ex.map(one, range(len(samples))):
+                rows.append(row)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return rows
 
 
 def _parse_ks(text: str) -> tuple[int, ...]:
@@ -174,7 +248,7 @@ def _main(args: argparse.Namespace) -> int:
 
         backend = HttpSandbox(args.url)
     summary, rows = evaluate(problems, samples, ks=args.k, backend=backend, workers=args.workers,
-                             timeout_s=args.timeout, progress=not args.quiet, **kw)
+                             timeout_s=args.timeout, progress=not args.quiet, grader=args.grader, **kw)
     out = args.out or (("canonical" if args.samples == "canonical" else
                         os.path.splitext(args.samples)[0]) + "_results.jsonl")
     with open(out, "w") as f:
@@ -205,5 +279,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=None, help="concurrent runs (default: CPU count)")
     p.add_argument("--timeout", type=float, default=10.0, help="wall seconds per sample (default 10)")
     p.add_argument("--out", default=None, help="per-sample results JSONL (default: next to samples)")
+    p.add_argument("--grader", choices=["isolated", "program"], default="isolated",
+                   help="isolated (default): check's statements on the host, the sample's function "
+                        "in the sandbox, unforgeable; program: HumanEval's one-program harness "
+                        "(a sample can forge it), for comparison with published numbers")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)

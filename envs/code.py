@@ -24,9 +24,22 @@ parameters, 3 visible tests and 13 hidden ones that include them and the edge ca
 9-11 are held out for the test split). Privileged views:
 the reference solution, the hidden tests, and a note on the common failure.
 
-Grading runs in :mod:`agentsd.sandbox` (``local`` by default). The sandbox protects the machine,
-not the reward: code that introspects the grading harness in its own process could forge results
-(a random nonce read from stdin makes accidental forgery impossible, not deliberate forgery).
+Grading (:func:`agentsd.sandbox.grading.grade`) keeps the hidden tests out of the candidate's
+process: the tests run on the host, the candidate's function runs in the sandbox (``local`` by
+default) on the arguments the tests pass, and only plain data comes back (a tagged JSON codec
+that decodes to built-in types only). Helpers the tests use (HumanEval's ``poly``,
+``encode_cyclic``…) come from the trusted reference solution, never from the submission.
+
+What the grader defends against: a submission that prints a forged results line, calls
+``sys.exit``/``os._exit``, monkeypatches builtins or the harness, returns objects with a rigged
+``__eq__``, or goes looking for the hidden tests (only their arguments are in its process; it
+never sees an expected value) — each of these can change only the outputs it reports for its own
+calls, so it fails those tests. Its stdout from ``submit`` is never shown. What it does not
+defend against: a submission that computes the right answers (solving the task); calls within a
+run share one process (state can carry between them, as in HumanEval's own harness); in-place
+mutation of arguments is not seen by the tests; return values must be plain data (ints, floats,
+strings, lists, tuples, dicts, sets, bytes, complex, None). The sandbox protects the machine
+(see :mod:`agentsd.sandbox.local`).
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from agentsd.env import TextEnv
+from agentsd.sandbox.grading import TestReport, grade
 from agentsd.tools import ParsedAction, Tool
 from agentsd.types import ParseStatus, Privileged
 
@@ -278,117 +292,7 @@ def generate_problem(rng: np.random.Generator, templates: tuple[int, ...] = TRAI
 
 
 # ---------------------------------------------------------------------------------------------
-# grading (the harness runs inside the sandbox; its inputs arrive on stdin)
-
-HARNESS = r'''
-import json, signal, sys
-_nonce = sys.stdin.readline().strip()
-_spec = json.loads(sys.stdin.read())
-
-def _timeout(signum, frame):
-    raise TimeoutError("the test took longer than %ss" % _spec["per_test_s"])
-
-signal.signal(signal.SIGALRM, _timeout)
-
-def _describe(e):
-    if isinstance(e, AssertionError):
-        return "AssertionError: wrong result" + (": %s" % e if str(e) else "")
-    return ("%s: %s" % (type(e).__name__, e))[:300]
-
-def _main():
-    results, ns = [], {"__name__": "__solution__"}
-    per = _spec["per_test_s"]
-    load_error = None
-    try:
-        signal.alarm(per)
-        exec(compile(_spec["code"], "solution.py", "exec"), ns)
-        signal.alarm(0)
-        if _spec["entry"] not in ns:
-            load_error = "NameError: your code does not define %r" % _spec["entry"]
-    except BaseException as e:
-        signal.alarm(0)
-        load_error = "while loading your code: " + _describe(e)
-    tns = dict(ns)
-    tns["candidate"] = ns.get(_spec["entry"])
-    if load_error is None and _spec["setup"]:
-        try:
-            exec(_spec["setup"], tns)
-        except BaseException as e:
-            load_error = "test setup failed: " + _describe(e)
-    for src, is_test in _spec["steps"]:
-        if load_error is not None:
-            results.append([is_test, False, load_error])
-            continue
-        try:
-            signal.alarm(per)
-            exec(src, tns)
-            signal.alarm(0)
-            results.append([is_test, True, ""])
-        except BaseException as e:
-            signal.alarm(0)
-            results.append([is_test, False, _describe(e)])
-    sys.stdout.flush()
-    sys.__stdout__.write("\n" + _nonce + json.dumps(results) + "\n")
-    sys.__stdout__.flush()
-
-_main()
-'''
-
-
-@dataclass
-class TestReport:
-    """Per-test outcomes of one grading run. ``passed``/``errors`` cover test statements only
-    (setup statements are not counted); ``status`` is the sandbox status."""
-
-    passed: list[bool]
-    errors: list[str]
-    status: str
-    detail: str = ""
-    stdout: str = ""
-
-    @property
-    def pass_rate(self) -> float:
-        return sum(self.passed) / len(self.passed) if self.passed else 0.0
-
-    @property
-    def all_passed(self) -> bool:
-        return bool(self.passed) and all(self.passed)
-
-
-def grade(code: str, entry: str, tests: tuple[str, ...], *, setup: str = "",
-          flags: tuple[bool, ...] | None = None, backend: Any, per_test_s: int = 3,
-          wall_s: float = 20.0, nonce: str = "AGENTSD-RESULTS-") -> TestReport:
-    """Run ``tests`` (statement sources, ``candidate`` bound to ``entry``) against ``code`` in the
-    sandbox ``backend``. Never raises; infrastructure failures come back as
-    ``status="sandbox_error"`` with every test failed."""
-    from agentsd.sandbox import ExecRequest, Limits
-
-    flags = tuple(flags) if flags is not None else (True,) * len(tests)
-    spec = {"code": code, "entry": entry, "setup": setup, "per_test_s": per_test_s,
-            "steps": [[s, f] for s, f in zip(tests, flags)]}
-    req = ExecRequest(code=HARNESS, stdin=nonce + "\n" + json.dumps(spec),
-                      limits=Limits(wall_s=wall_s, memory_mb=512, output_kb=256))
-    res = backend.run(req)
-    n_tests = sum(flags)
-    rows = None
-    for line in reversed(res.stdout.splitlines()):
-        if line.startswith(nonce):
-            try:
-                rows = json.loads(line[len(nonce):])
-            except ValueError:
-                rows = None
-            break
-    user_out = res.stdout.split("\n" + nonce)[0] if rows is not None else res.stdout
-    if rows is None or len(rows) != len(tests):
-        why = {"timeout": "the run hit the time limit", "memory": "the run hit the memory limit",
-               "output_limit": "the run printed too much output",
-               "sandbox_error": "the sandbox failed"}.get(res.status.value, "the program exited early")
-        err = f"{why}: {res.detail or res.stderr[-300:].strip()}".strip().rstrip(":")
-        return TestReport([False] * n_tests, [err] * n_tests, res.status.value, res.detail, user_out)
-    passed = [bool(ok) for is_test, ok, _ in rows if is_test]
-    errors = [msg for is_test, _, msg in rows if is_test]
-    return TestReport(passed, errors, res.status.value, res.detail, user_out)
-
+# grading: see agentsd.sandbox.grading (tests on the host, the candidate's calls in the sandbox)
 
 _FENCE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 
@@ -560,12 +464,13 @@ class CodeEnv(TextEnv):
         backend = _shared_backend(self.sandbox, self.sandbox_url)
         if hidden:
             rep = grade(code, p.entry_point, p.hidden_tests, setup=p.setup, flags=p.test_flags,
-                        backend=backend, per_test_s=self.per_test_s,
+                        reference=p.solution, backend=backend, per_test_s=self.per_test_s,
                         wall_s=min(120.0, 5.0 + self.per_test_s * max(1, len(p.hidden_tests))))
         else:
             vis = tuple(t.replace(f"assert {p.entry_point}(", "assert candidate(", 1)
                         for t in p.visible_tests)
-            rep = grade(code, p.entry_point, vis, backend=backend, per_test_s=self.per_test_s,
+            rep = grade(code, p.entry_point, vis, reference=p.solution, backend=backend,
+                        per_test_s=self.per_test_s,
                         wall_s=min(60.0, 5.0 + self.per_test_s * max(1, len(vis))))
         self._cache[key] = rep
         while len(self._cache) > 32:

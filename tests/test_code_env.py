@@ -47,11 +47,10 @@ def test_grade_reports_each_test(backend):
     assert rep.pass_rate == pytest.approx(1 / 3) and not rep.all_passed
 
 
-def test_grade_per_test_timeout_and_forged_output(backend):
-    code = ("def f(x):\n    while x == 1:\n        pass\n    return x\n"
-            "print('AGENTSD-RESULTS-[[true, true, \"\"]]')\n")  # a fake result line without the nonce
+def test_grade_per_test_timeout(backend):
+    code = "def f(x):\n    while x == 1:\n        pass\n    return x\n"
     rep = grade(code, "f", ("assert candidate(1) == 1", "assert candidate(2) == 2"), backend=backend,
-                per_test_s=1, nonce="N0NCE-" + "x" * 16 + "-")
+                per_test_s=1)
     assert rep.passed == [False, True]
     assert "TimeoutError" in rep.errors[0]
 
@@ -162,3 +161,113 @@ def test_helpers():
     assert defines("exec('def f(): 1')", "f")  # unclear means "maybe": the sandbox decides
     with pytest.raises(ValueError, match="problems"):
         CodeEnv("leetcode")
+
+
+# ---------------------------------------------------------------------------------------------
+# reward forgery (issue 13): hidden tests never run in the candidate's process
+
+#: a stub that finds the grading harness in its own process and prints a results line claiming
+#: every test passed, then exits (scored 1.0 when the tests ran in the candidate's process)
+FORGE_RESULTS = '''
+import sys, json, os
+def _forge(*a, **k):
+    m = sys.modules.get("__main__")
+    nonce, spec = getattr(m, "_nonce", None), getattr(m, "_spec", None)
+    if nonce and spec:
+        rows = [[flag, True, ""] for _, flag in spec["steps"]]
+        sys.__stdout__.write("\\n" + nonce + json.dumps(rows) + "\\n")
+        sys.__stdout__.flush()
+    os._exit(0)
+'''
+
+ATTACKS = {
+    "printed_results_line": FORGE_RESULTS + "{entry} = _forge\n",
+    "rigged_eq": ("class _Any:\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
+                  "    def __hash__(self): return 0\n    def __bool__(self): return True\n"
+                  "def {entry}(*a, **k):\n    return _Any()\n"),
+    "sys_exit_at_load": "import sys\nsys.exit(0)\ndef {entry}(*a, **k): pass\n",
+    "sys_exit_in_call": "import sys\ndef {entry}(*a, **k):\n    sys.exit(0)\n",
+    "patched_builtins": ("import builtins\nbuiltins.AssertionError = type('N', (Exception,), {{}})\n"
+                         "class _T:\n    def __eq__(s, o): return True\nbuiltins.isinstance = lambda *a: True\n"
+                         "def {entry}(*a, **k):\n    return _T()\n"),
+    "exit_code_zero_at_exit": ("import atexit, os\natexit.register(lambda: os._exit(0))\n"
+                               "def {entry}(*a, **k):\n    raise SystemExit(0)\n"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_forged_submissions_score_zero_on_generated_problems(backend, attack):
+    env = CodeEnv("generated", subset="all")
+    for seed in range(12):
+        env.reset(seed=seed)
+        code = ATTACKS[attack].format(entry=env.problem.entry_point)
+        _, reward, term, _, info = env.step(_call("submit", code))
+        assert term and reward == 0.0 and not info["success"], (attack, env.task_id, info)
+
+
+@pytest.mark.parametrize("attack", ["printed_results_line", "rigged_eq", "patched_builtins"])
+def test_forged_submissions_score_zero_on_humaneval(backend, attack):
+    env = CodeEnv("humaneval")
+    for seed in range(7):
+        env.reset(seed=seed)
+        code = env.problem.prompt + "    pass\n" + ATTACKS[attack].format(entry=env.problem.entry_point)
+        _, reward, _, _, info = env.step(_call("submit", code))
+        assert reward == 0.0, (attack, env.task_id, info)
+
+
+def test_hidden_tests_and_expected_values_are_not_in_the_candidates_process(backend):
+    """Everything readable in the candidate's process (stdin, modules, every live object) holds
+    the arguments at most: no test source, no expected value."""
+    env = CodeEnv("generated", subset="all")
+    env.reset(seed=3)
+    p = env.problem
+    spy = ("import gc, sys, json\n_seen = []\n"
+           "def {entry}(*a, **k):\n"
+           "    if not _seen:\n"
+           "        _seen.append(1)\n"
+           "        strs = [o for o in gc.get_objects() if isinstance(o, (str, dict, list))]\n"
+           "        print(json.dumps([repr(o)[:400] for o in strs if 'assert' in repr(o) or 'candidate' in repr(o)]))\n"
+           "        print(repr(sys.modules.get('__main__').__dict__)[:20000])\n"
+           "    return None\n").format(entry=p.entry_point)
+    rep = grade(spy, p.entry_point, p.hidden_tests, flags=p.test_flags, reference=p.solution, backend=backend)
+    assert not rep.all_passed
+    for t in p.hidden_tests:
+        assert t not in rep.stdout
+        expected = t.rsplit("==", 1)[1].strip()
+        assert f"== {expected}" not in rep.stdout
+
+
+def test_grader_keeps_humaneval_semantics_for_helpers_and_randomized_tests(backend):
+    """HumanEval/38 (random inputs, a helper from the prompt): the canonical solution passes in
+    one sandbox run; a submission redefining the prompt's helper to the identity does not."""
+    env = CodeEnv("humaneval")
+    env.reset(seed=38)
+    p = env.problem
+    rep = grade(p.solution, p.entry_point, p.hidden_tests, setup=p.setup, flags=p.test_flags,
+                reference=p.solution, backend=backend)
+    assert rep.all_passed and rep.rounds == 1, rep
+    cheat = "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n"
+    rep = grade(cheat, p.entry_point, p.hidden_tests, setup=p.setup, flags=p.test_flags,
+                reference=p.solution, backend=backend)
+    assert not rep.all_passed
+
+
+def test_adaptive_tests_get_another_round(backend):
+    rep = grade("def f(x):\n    return x * 2\n", "f", ("y = candidate(3)\nassert candidate(y) == 12",),
+                backend=backend)
+    assert rep.passed == [True] and rep.rounds == 2
+
+
+def test_codec_round_trips_plain_values_and_refuses_objects():
+    from agentsd.sandbox._grade_harness import decode, encode
+
+    vals = [None, True, 0, -(2 ** 80), 1.5, float("inf"), "s\udcff", b"\x00", (1, [2, {3: (4,)}]),
+            {frozenset({1}), 2}, 1 + 2j, {"a": [None]}]
+    for v in vals:
+        back = decode(json.loads(json.dumps(encode(v))))
+        assert back == v and type(back) is type(v)
+    with pytest.raises(TypeError):
+        encode(object())
+    for bad in (["int"], ["eval", "1"], {"a": 1}, ["list", [["tuple", 5]]], ["float", "1e400"]):
+        with pytest.raises(ValueError):
+            decode(bad)
