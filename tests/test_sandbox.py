@@ -462,8 +462,8 @@ def test_server_speaks_sandboxfusion_run_code(server):
     r = httpx.post(server.url + "/run_code", json=body, headers=h, timeout=30).json()
     assert r["status"] == "Success" and r["run_result"]["status"] == "Finished"
     assert r["run_result"]["stdout"] == "hello\n" and r["run_result"]["return_code"] == 0
-    t = httpx.post(server.url + "/run_code", json={"code": "while 1: pass", "run_timeout": 1},
-                   headers=h, timeout=30).json()
+    t = httpx.post(server.url + "/run_code", json={"code": "while 1: pass", "language": "python",
+                                                   "run_timeout": 1}, headers=h, timeout=30).json()
     assert t["status"] == "Failed" and t["run_result"]["status"] == "TimeLimitExceeded"
     assert httpx.get(server.url + "/v1/ping").text == "pong"
     assert httpx.get(server.url + "/health").json()["ok"] is True
@@ -474,7 +474,7 @@ def test_server_rejects_bad_requests(server):
 
     h = {"Authorization": "Bearer tok-12345678"}
     url = server.url + "/run_code"
-    assert httpx.post(url, json={"code": "print(1)"}).status_code == 401
+    assert httpx.post(url, json={"code": "print(1)", "language": "python"}).status_code == 401
     assert httpx.post(url, json={"code": "print(1)"}, headers={"Authorization": "Bearer nope"}).status_code == 401
     big = httpx.post(url, json={"code": "#" * 100_000}, headers=h)
     assert big.status_code == 413 and "KiB" in big.json()["message"]
@@ -489,7 +489,7 @@ def test_server_queue_limit_answers_429(server):
     import httpx
 
     h = {"Authorization": "Bearer tok-12345678"}
-    body = {"code": "import time; time.sleep(1.5)", "run_timeout": 5}
+    body = {"code": "import time; time.sleep(1.5)", "language": "python", "run_timeout": 5}
     with ThreadPoolExecutor(4) as ex:
         codes = list(ex.map(lambda _: httpx.post(server.url + "/run_code", json=body, headers=h,
                                                  timeout=60).status_code, range(4)))
@@ -568,3 +568,291 @@ def test_zygote_restarts_after_it_dies():
         box._zproc.wait()
         r = box.run(ExecRequest(code="print(2)", limits=LIM))
         assert r.ok and r.stdout == "2\n", r
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 13: state across runs, seccomp, limits that hold, clear errors, layouts, SandboxFusion
+
+#: eight children of 80 MiB each: only a cgroup (not the per-process rlimit) stops them together
+CHILDREN_BOMB = ("import os, time\nkids = []\nfor _ in range(8):\n    pid = os.fork()\n    if pid == 0:\n"
+                 "        b = bytearray(80 * 1024 * 1024)\n        time.sleep(3)\n        os._exit(0)\n"
+                 "    kids.append(pid)\nfor k in kids:\n    os.waitpid(k, 0)\nprint('all fine')\n")
+
+KEY_SYSCALLS = ("import ctypes, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                "ADD_KEY, REQUEST_KEY, KEYCTL = 248, 249, 250\n")
+
+
+def test_keyring_state_does_not_cross_runs(box, contained):
+    """Run 1 stores a secret in the uid's user keyring; run 2 (same slot uid when the backend
+    reuses it) must not get it back, and keyring calls are denied outright."""
+    secret, desc = "k3y-" + uuid.uuid4().hex, "agentsd-test-" + uuid.uuid4().hex[:8]
+    store = (KEY_SYSCALLS + f"r = libc.syscall(ADD_KEY, b'user', {desc.encode()!r}, {secret.encode()!r}, "
+             f"{len(secret)}, ctypes.c_int(-4))\nprint('add_key', r, ctypes.get_errno())\n")
+    r1 = run(box, store)
+    assert r1.ok and "add_key -1 1" in r1.stdout, r1  # EPERM
+    fetch = (KEY_SYSCALLS + f"kid = libc.syscall(REQUEST_KEY, b'user', {desc.encode()!r}, None, 0)\n"
+             "buf = ctypes.create_string_buffer(4096)\n"
+             "n = libc.syscall(KEYCTL, 11, kid, buf, 4096) if kid > 0 else -1\n"
+             "print('got', kid, buf.raw[:max(n, 0)])\n"
+             "try:\n    print(open('/proc/keys').read())\nexcept OSError as e:\n    print('no /proc/keys', e.errno)\n")
+    for _ in range(2):
+        r2 = run(box, fetch)
+        assert r2.ok and secret not in r2.stdout and desc not in r2.stdout, r2
+
+
+@pytest.mark.parametrize("name,call", [
+    ("userns", "libc.unshare(0x10000000)"),
+    ("mountns", "libc.unshare(0x00020000)"),
+    ("clone_userns", "libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)"),
+    ("mount", "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)"),
+    ("bpf", "libc.syscall(321, 0, None, 0)"),
+    ("perf_event_open", "libc.syscall(298, None, 0, -1, -1, 0)"),
+    ("ptrace", "libc.ptrace(0, 0, None, None)"),
+    ("keyctl", "libc.syscall(250, 1, None)"),
+])
+def test_seccomp_denies_dangerous_syscalls(box, contained, name, call):
+    if box.name == "docker" and name == "ptrace":
+        pytest.skip("docker's default seccomp profile allows ptrace on kernels >= 4.8 (no capability to use it)")
+    r = run(box, f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = {call}\n"
+                 "print('ret', r, ctypes.get_errno())\n")
+    assert r.ok, r
+    ret, err = r.stdout.split()[1:3]
+    assert int(ret) == -1 and int(err) in (1, 38), r  # EPERM (or ENOSYS)
+
+
+def test_seccomp_filter_is_on_and_host_paths_stay_hidden(box, contained):
+    from agentsd.sandbox.local import LAUNCHER
+
+    code = ("import glob, os\nst = open('/proc/self/status').read()\n"
+            "print('seccomp', st.split('Seccomp:')[1].split()[0])\n"
+            "for p in glob.glob('/proc/*/cmdline') + ['/proc/self/mountinfo', '/proc/1/environ']:\n"
+            "    try:\n        print(p, open(p, 'rb').read())\n    except OSError as e:\n        print(p, 'denied', e.errno)\n")
+    r = run(box, code)
+    assert r.ok and "seccomp 2" in r.stdout, r
+    assert os.path.dirname(LAUNCHER) not in r.stdout and "devtmpfs" not in r.stdout
+    assert "/proc/1/cmdline" not in r.stdout or box.name == "docker"
+
+
+def test_dev_stdout_and_stderr_open(box, contained):
+    r = run(box, "open('/dev/stdout', 'w').write('out\\n')\nopen('/dev/stderr', 'w').write('err\\n')\n")
+    assert r.ok and r.stdout == "out\n" and r.stderr == "err\n", r
+
+
+def test_user_mistakes_are_value_errors():
+    for files in ({"a": "x", "a/b": "y"}, {"x" * 300: "y"}, {f"f{i}": "" for i in range(1001)}):
+        with pytest.raises(ValueError):
+            ExecRequest(code="print(1)", files=files)
+    with pytest.raises(ValueError, match="not one string"):
+        ExecRequest(code="print(1)", cmd="python")
+    with pytest.raises(ValueError, match="command line"):
+        ExecRequest(code="print(1)", args=("a" * 100_000, "b" * 100_000))
+    with pytest.raises(TypeError):
+        ExecRequest(code="print(1)", files=[])
+    for bad in (float("nan"), float("inf"), 5000):
+        with pytest.raises(ValueError, match="wall_s"):
+            Limits(wall_s=bad)
+    with pytest.raises(ValueError, match="processes"):
+        Limits(processes=2 ** 63)
+
+
+def test_args_and_fetch_files(box, contained):
+    r = box.run(ExecRequest(code="import sys\nopen('out.txt', 'w').write('-'.join(sys.argv[1:]))\n"
+                                 "open('/tmp/t.bin', 'wb').write(b'\\x00\\x01')\n"
+                                 "os_link = __import__('os').symlink('/etc/shadow', 'shadow')\n",
+                            args=("a", "b c"), fetch_files=("out.txt", "/tmp/t.bin", "missing", "shadow"),
+                            limits=LIM))
+    import base64
+
+    assert r.ok, r
+    assert base64.b64decode(r.files["out.txt"]) == b"a-b c"
+    assert base64.b64decode(r.files["/tmp/t.bin"]) == b"\x00\x01"
+    assert "missing" not in r.files and "shadow" not in r.files  # symlinks are not followed
+
+
+def test_each_instance_owns_its_cgroups():
+    """Two instances (as two eval-code runs would have): closing one never removes the other's
+    cgroup directories."""
+    from agentsd.sandbox.local import LocalSandbox, probe
+
+    if not probe().ok:
+        pytest.skip(probe().reason)
+    a, b = LocalSandbox(slots=1), LocalSandbox(slots=1)
+    try:
+        assert b.run(ExecRequest(code="print(1)", limits=LIM)).ok
+        assert a.run(ExecRequest(code="print(1)", limits=LIM)).ok
+        dirs = b._cgroup_dirs(0)
+        assert not set(dirs) & set(a._cgroup_dirs(0))
+        a.close()
+        assert all(os.path.isdir(d) for d in dirs)
+        assert b.run(ExecRequest(code="print(2)", limits=LIM)).ok
+    finally:
+        a.close()
+        b.close()
+    assert not any(os.path.exists(d) for d in dirs)
+
+
+def test_failed_cgroup_setup_fails_the_run_not_the_backend(monkeypatch):
+    from agentsd.sandbox import local
+
+    if not local.probe().ok or local.probe().cgroups == "none":
+        pytest.skip("needs writable cgroups")
+    with local.LocalSandbox(slots=1) as box:
+        kind = box.describe()["cgroups"]
+        assert kind != "none"
+        real = local._write
+        monkeypatch.setattr(local, "_write", lambda p, v: (_ for _ in ()).throw(OSError(22, "injected")))
+        bad = box.run(ExecRequest(code="print(1)", limits=LIM))
+        assert bad.status is Status.SANDBOX_ERROR and "injected" in bad.detail
+        monkeypatch.setattr(local, "_write", real)
+        assert box.describe()["cgroups"] == kind
+        r = box.run(ExecRequest(code=CHILDREN_BOMB, limits=LIM.replace(memory_mb=128, wall_s=10, file_mb=16)))
+        assert r.status is Status.MEMORY, r  # the cgroup still holds the run
+
+
+def test_spawn_mode_has_a_backstop_when_the_caller_is_killed(tmp_path):
+    """SIGKILL the harness mid-run: the program still dies shortly after its wall limit."""
+    from agentsd.sandbox.local import probe
+
+    if not probe().ok:
+        pytest.skip(probe().reason)
+    script = tmp_path / "harness.py"
+    script.write_text("from agentsd.sandbox.local import LocalSandbox\n"
+                      "from agentsd.sandbox import ExecRequest, Limits\n"
+                      "box = LocalSandbox(slots=1, mode='spawn')\n"
+                      "box.run(ExecRequest(code='import time\\ntime.sleep(10_000)', limits=Limits(wall_s=1)))\n")
+    proc = subprocess.Popen([os.sys.executable, str(script)])
+    deadline = time.monotonic() + 20
+    while not sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_processes(), "the run never started"
+    proc.kill()
+    proc.wait()
+    assert wait_clean(timeout=12) == [], "the program outlived its wall limit after the caller died"
+
+
+def test_python_installed_under_tmp_works(tmp_path_factory):
+    """A virtualenv (a copied interpreter) under /tmp — the sandbox's own /tmp — still runs."""
+    from agentsd.sandbox.local import probe
+
+    if not probe().ok:
+        pytest.skip(probe().reason)
+    venv = tempfile_dir = f"/tmp/agentsd-venv-{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run([os.sys.executable, "-m", "venv", "--copies", "--without-pip",
+                        "--system-site-packages", venv], check=True, capture_output=True)
+        py = os.path.join(venv, "bin", "python")
+        code = ("from agentsd.sandbox.local import LocalSandbox\nfrom agentsd.sandbox import ExecRequest\n"
+                "import sys\nwith LocalSandbox(slots=1) as b:\n"
+                "    r = b.run(ExecRequest(code='import sys; print(sys.executable)'))\n"
+                "    print(r.status.value, r.stdout.strip(), r.detail)\n")
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run([py, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[:2] == ["ok", os.path.realpath(py)], out.stdout
+    finally:
+        shutil.rmtree(tempfile_dir, ignore_errors=True)
+
+
+def _post(server, body, raw: bytes | None = None, headers=None):
+    import httpx
+
+    h = {"Authorization": "Bearer tok-12345678", **(headers or {})}
+    if raw is not None:
+        return httpx.post(server.url + "/run_code", content=raw, headers=h, timeout=60)
+    return httpx.post(server.url + "/run_code", json=body, headers=h, timeout=60)
+
+
+def test_server_answers_malformed_requests_with_400(server):
+    base = {"code": "print(1)", "language": "python"}
+    cases = [
+        (None, b"[" * 20_000 + b"]" * 20_000),  # nesting beyond the JSON parser's recursion
+        (None, b'{"code": "\xff\xfe", "language": "python"}'),  # invalid UTF-8
+        (None, b'{"code": "print(1)", "language": "python", "run_timeout": Infinity}'),
+        ({**base, "run_timeout": 5000}, None), ({**base, "run_timeout": 1e9}, None),
+        ({**base, "run_timeout": -1}, None), ({**base, "agentsd": {"limits": {"processes": 2 ** 63}}}, None),
+        ({**base, "files": []}, None), ({**base, "agentsd": {"cmd": "python"}}, None),
+        ({**base, "files": {"a": "eA==", "a/b": "eA=="}}, None), ({**base, "files": {"x" * 300: ""}}, None),
+        ({"code": "print(1)"}, None), ({**base, "language": "cobol"}, None),
+        ({**base, "compile_timeout": "soon"}, None), ({**base, "args": "a b"}, None),
+    ]
+    for body, raw in cases:
+        r = _post(server, body, raw)
+        assert r.status_code == 400, (body if raw is None else raw[:60], r.status_code, r.text[:200])
+        assert r.json()["message"]
+    r = _post(server, {"code": "print(1)"})
+    assert "python" in r.json()["message"]  # names the supported languages
+
+
+def test_http_client_does_not_retry_400():
+    from agentsd.sandbox.http_client import HttpSandbox
+    from agentsd.sandbox.local import probe
+    from agentsd.sandbox.server import ServerConfig, serve_in_thread
+
+    if not probe().ok:
+        pytest.skip(probe().reason)
+    seen = []
+
+    class Fake:
+        name = "fake"
+
+        def run(self, req):
+            seen.append(req)
+            return ExecResult(Status.OK, exit_code=0)
+
+        def close(self):
+            pass
+
+    srv = serve_in_thread(ServerConfig(concurrency=1), backend=Fake())
+    try:
+        box = HttpSandbox(srv.url, retries=3, backoff_s=0.01)
+        box.body = lambda req: {"code": "x", "language": "python", "run_timeout": 5000}
+        r = box.run(ExecRequest(code="print(1)"))
+        assert r.status is Status.SANDBOX_ERROR and "HTTP 400" in r.detail and seen == []
+    finally:
+        srv.stop()
+
+
+def test_server_clamps_limits_and_keeps_them(server):
+    body = {"code": "print(1)", "language": "python",
+            "agentsd": {"limits": {"file_mb": 10 ** 6, "processes": 10_000, "wall_s": 3000}}}
+    r = _post(server, body)
+    assert r.status_code == 200, r.text
+    ag = r.json()["agentsd"]
+    assert ag["status"] == "ok" and ag["limits"]["file_mb"] == 256 and ag["limits"]["wall_s"] == 120
+    assert set(ag["clamped"]) == {"file_mb", "processes", "wall_s"}
+    # the cgroups stayed on: 8 children of 80 MiB each exceed a 128 MiB budget
+    r = _post(server, {"code": CHILDREN_BOMB, "language": "python",
+                       "agentsd": {"limits": {"memory_mb": 128, "wall_s": 10, "file_mb": 16}}})
+    assert r.json()["agentsd"]["status"] == "memory", r.json()["agentsd"]
+
+
+def test_server_fusion_fetch_files_args_compile_timeout(server):
+    import base64
+
+    body = {"code": "import sys\nopen('res.txt', 'w').write(' '.join(sys.argv[1:]))\n", "language": "python",
+            "compile_timeout": 5, "args": ["x", "y"], "fetch_files": ["res.txt"]}
+    r = _post(server, body).json()
+    assert r["status"] == "Success", r
+    assert base64.b64decode(r["files"]["res.txt"]) == b"x y"
+
+
+def test_server_times_out_slow_headers_and_bodies():
+    from agentsd.sandbox.local import probe
+    from agentsd.sandbox.server import ServerConfig, serve_in_thread
+
+    if not probe().ok:
+        pytest.skip(probe().reason)
+    srv = serve_in_thread(ServerConfig(concurrency=1, header_timeout_s=0.5, body_timeout_s=0.5))
+    try:
+        host, port = srv.url.rsplit("/", 1)[1].split(":")
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"POST /run_code HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        t0 = time.monotonic()
+        assert s.recv(100) == b"" and time.monotonic() - t0 < 4  # closed by the server
+        s.close()
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"POST /run_code HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        assert b" 408 " in s.recv(1000)
+        s.close()
+    finally:
+        srv.stop()

@@ -57,6 +57,7 @@ class HttpSandbox:
             "code": code, "language": "python", "run_timeout": req.limits.wall_s,
             "memory_limit_MB": req.limits.memory_mb, "stdin": req.stdin_bytes().decode(errors="replace"),
             "files": {k: base64.b64encode(v).decode() for k, v in files.items()},
+            "args": list(req.args), "fetch_files": list(req.fetch_files),
             "agentsd": {"limits": req.limits.to_dict(), "cmd": list(req.cmd) if req.cmd else None},
         }
 
@@ -67,7 +68,8 @@ class HttpSandbox:
             # SandboxFusion's shape always has a main program: send main.py as the code
             files = dict(request.files)
             request = ExecRequest(code=_text(files.pop("main.py", b"")), files=files,
-                                  cmd=request.cmd, stdin=request.stdin, limits=request.limits)
+                                  cmd=request.cmd, stdin=request.stdin, limits=request.limits,
+                                  args=request.args, fetch_files=request.fetch_files)
         import httpx
 
         body = self.body(request)
@@ -103,9 +105,10 @@ class HttpSandbox:
         status = _FUSION_STATUS.get(rr.get("status"), Status.RUNTIME_ERROR)
         if status is None:
             status = Status.OK if rr.get("return_code") == 0 else Status.RUNTIME_ERROR
+        files = data.get("files") if isinstance(data.get("files"), dict) else {}
         return ExecResult(status, exit_code=rr.get("return_code"), stdout=rr.get("stdout") or "",
                           stderr=rr.get("stderr") or "", wall_s=float(rr.get("execution_time") or 0),
-                          backend=self.name)
+                          backend=self.name, files={str(k): str(v) for k, v in files.items()})
 
     def health(self) -> dict:
         r = self._http().get(self.url + "/health", timeout=10)

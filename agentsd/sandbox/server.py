@@ -3,12 +3,25 @@
 Endpoints (the run endpoint follows SandboxFusion's ``/run_code`` shape, so its clients work):
 
 - ``POST /run_code`` — request ``{"code", "language": "python", "run_timeout", "compile_timeout",
-  "memory_limit_MB", "stdin", "files": {name: base64}}`` plus an optional ``"agentsd":
-  {"limits": {...}, "cmd": [...]}`` extension; response ``{"status": "Success" | "Failed" |
-  "SandboxError", "message", "compile_result": null, "run_result": {"status": "Finished" |
-  "TimeLimitExceeded" | "Error", "execution_time", "return_code", "stdout", "stderr"},
-  "files": {}, "agentsd": <ExecResult as a dict>}``;
+  "memory_limit_MB", "stdin", "files": {name: base64}, "fetch_files": [path, ...], "args":
+  [str, ...]}`` plus an optional ``"agentsd": {"limits": {...}, "cmd": [...]}`` extension;
+  response ``{"status": "Success" | "Failed" | "SandboxError", "message", "compile_result": null,
+  "run_result": {"status": "Finished" | "TimeLimitExceeded" | "Error", "execution_time",
+  "return_code", "stdout", "stderr"}, "files": {path: base64}, "agentsd": <ExecResult as a dict
+  plus "limits" (what ran) and "clamped" ({field: [asked, given]})>}``;
 - ``GET /v1/ping`` (``"pong"``) and ``GET /health`` (backend, capacity, runs in flight).
+
+``language`` is required (``python``/``python3``; anything else gets 400 naming them). Python has
+no compile stage, so ``compile_timeout`` bounds nothing here: it is validated (a positive finite
+number) and otherwise has no effect, as in SandboxFusion's own Python runner. ``args`` are appended
+to ``python main.py``; ``fetch_files`` come back base64-encoded (missing ones are left out).
+
+Limits: every client limit is clamped to ``ServerConfig.max_limits`` and the response says which
+were (``agentsd.clamped``); values that no ``Limits`` accepts (non-finite, negative, absurd) get
+400. A request that fails to set up (e.g. its cgroup) fails alone; the service's limits never
+switch off. Malformed requests — not JSON, invalid UTF-8, nested too deeply, wrong types — get
+400, never 500. Headers must arrive within ``header_timeout_s`` and the body within
+``body_timeout_s`` (then the connection is closed, or 408).
 
 A token (``--token`` or the env var named by ``--token-env``) is required as
 ``Authorization: Bearer <token>`` on ``/run_code`` when set. Bodies over ``max_body_kb`` get 413;
@@ -24,10 +37,14 @@ import contextlib
 import hmac
 import json
 import threading
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentsd.sandbox.types import ExecRequest, ExecResult, Limits, Status
+
+#: the languages ``/run_code`` runs
+LANGUAGES = ("python", "python3")
 
 __all__ = ["ServerConfig", "build_app", "serve", "serve_in_thread", "request_from_fusion",
            "result_to_fusion"]
@@ -43,7 +60,11 @@ class ServerConfig:
     max_body_kb: int = 4096
     token: str | None = None
     default_wall_s: float = 10.0
-    max_wall_s: float = 120.0
+    #: the most any request gets (client limits above these are clamped)
+    max_limits: Limits = field(default_factory=lambda: Limits(
+        wall_s=120.0, memory_mb=2048, processes=256, file_mb=256, output_kb=8192, open_files=1024))
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "max_queue", "max_body_kb"):
@@ -52,45 +73,76 @@ class ServerConfig:
                 raise ValueError(f"ServerConfig.{name} must be a positive int, got {v!r}")
         if self.token is not None and len(self.token) < 8:
             raise ValueError("ServerConfig.token must be at least 8 characters (or None for no auth)")
-        if not 0 < self.default_wall_s <= self.max_wall_s:
-            raise ValueError("ServerConfig needs 0 < default_wall_s <= max_wall_s")
+        if not isinstance(self.max_limits, Limits):
+            raise TypeError(f"ServerConfig.max_limits must be a Limits, got {type(self.max_limits).__name__}")
+        if not 0 < self.default_wall_s <= self.max_limits.wall_s:
+            raise ValueError("ServerConfig needs 0 < default_wall_s <= max_limits.wall_s")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 3600:
+                raise ValueError(f"ServerConfig.{name} must be in (0, 3600] seconds, got {v!r}")
 
 
 class BadRequest(ValueError):
     """A request the service rejects with 400 (the message says what is wrong)."""
 
 
-def request_from_fusion(body: Any, cfg: ServerConfig) -> ExecRequest:
-    """Translate a SandboxFusion ``run_code`` body (plus our extension) into an ExecRequest."""
+def _number(body: dict, name: str, default: Any) -> Any:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise BadRequest(f"'{name}' must be a finite number, got {v!r:.100}")
+    return v
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise BadRequest(f"'{name}' must be a list of strings, got {value!r:.100}")
+    return tuple(value)
+
+
+def request_from_fusion(body: Any, cfg: ServerConfig) -> tuple[ExecRequest, dict[str, list]]:
+    """Translate a SandboxFusion ``run_code`` body (plus our extension) into an ExecRequest with
+    limits clamped to ``cfg.max_limits``; also returns ``{field: [asked, given]}`` per clamp.
+    Raises :class:`BadRequest` (400) for anything malformed."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    lang = body.get("language", "python")
-    if lang not in ("python", "python3"):
-        raise BadRequest(f"language {lang!r} is not supported; this service runs 'python'")
+    lang = body.get("language")
+    if lang is None:
+        raise BadRequest(f"'language' is required; supported: {', '.join(LANGUAGES)}")
+    if lang not in LANGUAGES:
+        raise BadRequest(f"language {str(lang)[:40]!r} is not supported; supported: {', '.join(LANGUAGES)}")
     code = body.get("code")
     if not isinstance(code, str):
         raise BadRequest("'code' must be a string")
     ext = body.get("agentsd") or {}
     if not isinstance(ext, dict):
         raise BadRequest("'agentsd' must be an object")
+    compile_timeout = _number(body, "compile_timeout", 10)
+    if compile_timeout <= 0:
+        raise BadRequest(f"'compile_timeout' must be positive, got {compile_timeout!r}")
     try:
-        limits = Limits.from_dict(ext.get("limits")) if ext.get("limits") else None
+        if ext.get("limits") is not None:
+            if not isinstance(ext["limits"], dict):
+                raise BadRequest("'agentsd.limits' must be an object")
+            limits = Limits.from_dict(ext["limits"])
+        else:
+            kw: dict[str, Any] = {"wall_s": _number(body, "run_timeout", cfg.default_wall_s)}
+            mem = _number(body, "memory_limit_MB", -1)
+            if mem > 0:
+                kw["memory_mb"] = max(32, math.ceil(mem))
+            limits = Limits(**kw)
     except (TypeError, ValueError) as e:
-        raise BadRequest(f"bad agentsd.limits: {e}") from e
-    if limits is None:
-        wall = body.get("run_timeout", cfg.default_wall_s)
-        mem = body.get("memory_limit_MB", -1)
-        if not isinstance(wall, int | float) or isinstance(wall, bool) or wall <= 0:
-            raise BadRequest(f"run_timeout must be a positive number, got {wall!r}")
-        kw: dict[str, Any] = {"wall_s": float(wall)}
-        if isinstance(mem, int) and not isinstance(mem, bool) and mem > 0:
-            kw["memory_mb"] = max(32, mem)
-        limits = Limits(**kw)
-    if limits.wall_s > cfg.max_wall_s:
-        raise BadRequest(f"run time {limits.wall_s}s exceeds this server's max of {cfg.max_wall_s}s")
-    files_in = body.get("files") or {}
+        raise BadRequest(f"bad limits: {e}") from e
+    limits, clamped = limits.clamp(cfg.max_limits)
+    files_in = body.get("files", {})
+    if files_in is None:
+        files_in = {}
     if not isinstance(files_in, dict):
-        raise BadRequest("'files' must map names to base64 strings")
+        raise BadRequest("'files' must be an object mapping names to base64 strings")
     try:
         files = {k: base64.b64decode(v, validate=True) for k, v in files_in.items()}
     except (binascii.Error, TypeError, ValueError) as e:
@@ -99,11 +151,15 @@ def request_from_fusion(body: Any, cfg: ServerConfig) -> ExecRequest:
     if not isinstance(stdin, str):
         raise BadRequest("'stdin' must be a string")
     cmd = ext.get("cmd")
+    if cmd is not None and (not isinstance(cmd, list) or not cmd):
+        raise BadRequest(f"'agentsd.cmd' must be a non-empty list of strings, got {cmd!r:.100}")
     try:
-        return ExecRequest(code=code, files=files, cmd=tuple(cmd) if cmd else None,
-                           stdin=stdin, limits=limits)
+        req = ExecRequest(code=code, files=files, cmd=_strings(cmd, "agentsd.cmd") or None,
+                          stdin=stdin, limits=limits, args=_strings(body.get("args"), "args"),
+                          fetch_files=_strings(body.get("fetch_files"), "fetch_files"))
     except (TypeError, ValueError) as e:
         raise BadRequest(str(e)) from e
+    return req, clamped
 
 
 _FUSION_RUN_STATUS = {Status.OK: "Finished", Status.RUNTIME_ERROR: "Finished",
@@ -115,6 +171,7 @@ def result_to_fusion(res: ExecResult) -> dict[str, Any]:
     if res.status is Status.SANDBOX_ERROR:
         return {"status": "SandboxError", "message": res.detail, "compile_result": None,
                 "run_result": None, "files": {}, "agentsd": res.to_dict()}
+    files = dict(res.files)
     return {
         "status": "Success" if res.ok else "Failed",
         "message": res.detail,
@@ -122,7 +179,7 @@ def result_to_fusion(res: ExecResult) -> dict[str, Any]:
         "run_result": {"status": _FUSION_RUN_STATUS.get(res.status, "Error"),
                        "execution_time": res.wall_s, "return_code": res.exit_code,
                        "stdout": res.stdout, "stderr": res.stderr},
-        "files": {},
+        "files": files,
         "agentsd": res.to_dict(),
     }
 
@@ -157,16 +214,29 @@ def build_app(cfg: ServerConfig, backend: Any = None):
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return err(413, f"request body over {cfg.max_body_kb} KiB")
         body = bytearray()
-        async for chunk in request.stream():
+        stream = request.stream().__aiter__()
+        deadline = asyncio.get_running_loop().time() + cfg.body_timeout_s
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                return err(408, f"the body did not arrive within {cfg.body_timeout_s:g}s")
             body += chunk
             if len(body) > limit:
                 return err(413, f"request body over {cfg.max_body_kb} KiB")
         try:
-            req = request_from_fusion(json.loads(body), cfg)
-        except json.JSONDecodeError as e:
-            return err(400, f"the body is not JSON: {e}")
+            req, clamped = request_from_fusion(json.loads(bytes(body).decode("utf-8")), cfg)
+        except UnicodeDecodeError as e:
+            return err(400, f"the body is not UTF-8: {e}")
+        except RecursionError:
+            return err(400, "the body is nested too deeply")
         except BadRequest as e:
             return err(400, str(e))
+        except ValueError as e:  # json.JSONDecodeError and anything else malformed
+            return err(400, f"the body is not valid JSON: {e}")
         if state["waiting"] >= cfg.max_queue:
             return err(429, f"busy: {cfg.max_queue} requests already waiting; retry later")
         state["waiting"] += 1
@@ -181,7 +251,10 @@ def build_app(cfg: ServerConfig, backend: Any = None):
             state["in_flight"] -= 1
             sem.release()
         state["served"] += 1
-        return JSONResponse(result_to_fusion(res))
+        out = result_to_fusion(res)
+        out["agentsd"]["limits"] = req.limits.to_dict()
+        out["agentsd"]["clamped"] = clamped
+        return JSONResponse(out)
 
     async def ping(request: Request):
         return PlainTextResponse("pong")
@@ -207,7 +280,52 @@ def serve(cfg: ServerConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run the service in the foreground."""
     import uvicorn
 
-    uvicorn.run(build_app(cfg), host=host, port=port, log_level="warning")
+    uvicorn.run(build_app(cfg), host=host, port=port, log_level="warning",
+                http=header_timeout_protocol(cfg.header_timeout_s))
+
+
+def header_timeout_protocol(seconds: float):
+    """uvicorn's h11 protocol that closes a connection whose request headers have not all
+    arrived ``seconds`` after it opened or after its previous response (slow-header clients
+    otherwise hold a connection forever)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _hdr_timer = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._hdr_timer = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._hdr_timer is not None:
+                self._hdr_timer.cancel()
+                self._hdr_timer = None
+
+        def _expire(self) -> None:
+            self._hdr_timer = None
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            before = self.cycle
+            super().handle_events()
+            if self.cycle is not before:  # a request's headers are complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+    return HeaderTimeoutProtocol
 
 
 class _Running:
@@ -228,7 +346,7 @@ def serve_in_thread(cfg: ServerConfig, backend: Any = None, host: str = "127.0.0
 
     app = build_app(cfg, backend)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on", http=header_timeout_protocol(cfg.header_timeout_s)))
     t = threading.Thread(target=server.run, daemon=True, name="agentsd-sandbox-server")
     t.start()
     deadline = time.monotonic() + 30
