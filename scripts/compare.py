@@ -21,13 +21,16 @@ run folder under ``--out``::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ALGOS = ("grpo", "rft", "opsd", "opd")
+ALGOS = ("grpo", "rft", "opsd", "opd", "opd-fkl")
+#: compared variants that are an algorithm plus loss options
+VARIANTS = {"opd-fkl": ("opd", {"kind": "jsd", "alpha": 0.0})}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--env", default="Sokoban-Easy-v0", help="registered env id")
     p.add_argument("--model", default="smollm2", help="model name ('tiny-random' for a smoke run)")
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS),
-                   help="algorithms to compare")
+                   help="algorithms to compare (opd-fkl: OPD with the full-vocabulary forward KL "
+                        "to the teacher instead of the sampled-token reverse KL)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="run seeds")
     p.add_argument("--warm-steps", type=int, default=20, help="SFT steps of the shared warm start")
     p.add_argument("--warm-lr", type=float, default=1e-3, help="SFT learning rate")
@@ -51,9 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per action")
     p.add_argument("--eval-tasks", type=int, default=32, help="held-out test tasks")
     p.add_argument("--temperature", type=float, default=1.0, help="training sampling temperature")
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (all algorithms)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (all algorithms)")
     p.add_argument("--max-skills", type=int, default=3, help="skills shown to the OPD teacher")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
+    p.add_argument("--eval-t1", action="store_true",
+                   help="runs also evaluate at temperature 1 (the warm start always does)")
     p.add_argument("--out", default="runs/compare", help="output folder")
     p.add_argument("--table-only", action="store_true",
                    help="only rebuild the table and plot from <out>/results.json")
@@ -71,6 +77,7 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
                init_from: str = ""):
     from agentsd.distill.config import (
         DemoConfig,
+        LossConfig,
         ModelConfig,
         OptimConfig,
         RolloutSettings,
@@ -80,8 +87,9 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
     from agentsd.hints import TeacherContextConfig
 
     warm = algo == "sft"
+    algo, loss_kw = VARIANTS.get(algo, (algo, {}))
     return TrainConfig(
-        algo=algo, steps=steps, seed=seed, out_dir=out_dir,
+        algo=algo, loss=LossConfig(**loss_kw), steps=steps, seed=seed, out_dir=out_dir,
         eval_every=0 if warm else args.eval_every, eval_at_start=False, eval_at_end=not warm,
         teacher_eval=False,
         checkpoint_every=steps, resume=False, progress=False, samples_to_keep=4,
@@ -91,7 +99,8 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
                                 args.tasks * args.samples,
                                 samples_per_task=args.samples if not warm else 1,
                                 max_turns=args.max_turns, max_tokens=args.max_tokens,
-                                eval_tasks=args.eval_tasks, temperature=args.temperature),
+                                eval_tasks=args.eval_tasks, temperature=args.temperature,
+                                eval_sampled=warm or args.eval_t1),
         teacher=TeacherConfig(mode="frozen", context=TeacherContextConfig(
             views=("skills", "reference"), max_skills=args.max_skills)),
         optim=OptimConfig(lr=args.warm_lr if warm else args.lr),
@@ -153,7 +162,8 @@ def _teacher_job(job: dict) -> dict:
     ev = evaluate_teacher(policy, teacher, _TeacherContexts(cfg, tok), cfg)
     out = {"algo": job["algo"], "teacher_context": job["context"], **ev}
     if job.get("student"):
-        out["student"] = evaluate(policy, cfg)
+        out["student"] = evaluate(policy, dataclasses.replace(
+            cfg, rollout=dataclasses.replace(cfg.rollout, eval_sampled=True)))
     return out
 
 
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                          "context": ",".join(cfg.teacher_views().views)})
         for seed in args.seeds:
             for algo in args.algos:
-                jobs.append({"algo": algo, "cfg": run_config(
+                jobs.append({"algo": algo, "cfg": run_config(  # algo: the compared name
                     args, algo, seed, str(out / f"{algo}_seed{seed}"), args.steps, warm_dir)})
         print(f"[2/3] teacher check + [3/3] {len(jobs) - 2} runs on {args.workers} workers",
               flush=True)
@@ -218,6 +228,10 @@ def _mean_sd(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def _opt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def markdown_table(results: dict) -> str:
     """Held-out success per algorithm: mean ± sample std over seeds, the per-seed values, the
     parse rate and temperature-1 success, next to the warm start and the teacher acting."""
@@ -229,19 +243,20 @@ def markdown_table(results: dict) -> str:
     if w:
         src = f"`{a['warm_from']}`" if a.get("warm_from") else f"{a['warm_steps']} steps"
         lines.append(f"| warm start (SFT, {src}) | {w['eval/success']:.3f} | - | "
-                     f"{w['eval/parse_rate']:.2f} | {w.get('eval/success_t1', float('nan')):.3f} | - |")
+                     f"{w['eval/parse_rate']:.2f} | {_opt(w.get('eval/success_t1'))} | - |")
     for t in results.get("teacher", []):
         lines.append(f"| teacher acting ({t['algo']} context: {t['teacher_context']}) | "
                      f"{t['teacher/eval_success']:.3f} | - | {t['teacher/eval_parse_rate']:.2f} | "
-                     f"{t.get('teacher/eval_success_t1', float('nan')):.3f} | - |")
+                     f"{_opt(t.get('teacher/eval_success_t1'))} | - |")
     for algo in dict.fromkeys(r["algo"] for r in results["runs"]):
         rs = sorted((r for r in results["runs"] if r["algo"] == algo), key=lambda r: r["seed"])
         m, sd = _mean_sd([r["eval/success"] for r in rs])
         p, _ = _mean_sd([r["eval/parse_rate"] for r in rs])
-        t1, t1sd = _mean_sd([r.get("eval/success_t1", float("nan")) for r in rs])
+        t1s = [r["eval/success_t1"] for r in rs if "eval/success_t1" in r]
+        t1 = "{:.3f} ± {:.3f}".format(*_mean_sd(t1s)) if t1s else "-"
         per_seed = ", ".join(f"{r['eval/success']:.3f}" for r in rs)
         lines.append(f"| {algo} | {m:.3f} ± {sd:.3f} | {per_seed} | {p:.2f} | "
-                     f"{t1:.3f} ± {t1sd:.3f} | "
+                     f"{t1} | "
                      f"{sum(r['updated_steps'] for r in rs)}/{len(rs) * a['steps']} |")
     return "\n".join(lines)
 
