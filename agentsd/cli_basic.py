@@ -95,9 +95,9 @@ def register_quickstart(sub: Any) -> None:
     p = sub.add_parser("quickstart", help="the main job on the embedded default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/quickstart", help="run folder")
-    p.add_argument("--steps", type=int, default=4, help="OPD training steps (default: 4)")
-    p.add_argument("--warm-steps", type=int, default=12,
-                   help="SFT warm-start steps of 8 oracle demos (default: 12; 0 skips it)")
+    p.add_argument("--steps", type=int, default=3, help="OPD training steps (default: 3)")
+    p.add_argument("--warm-steps", type=int, default=8,
+                   help="SFT warm-start steps of 8 oracle demos (default: 8; 0 skips it)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0 = auto: 1 on a busy machine)")
     p.set_defaults(func=_cmd_quickstart)
@@ -117,8 +117,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
     try:
         cfg = quickstart_config(out_dir=getattr(args, "out", "runs/quickstart"), seed=args.seed,
-                                steps=getattr(args, "steps", 4),
-                                warm_steps=getattr(args, "warm_steps", 12))
+                                steps=getattr(args, "steps", 3),
+                                warm_steps=getattr(args, "warm_steps", 8))
     except ValueError as e:
         print(f"agentsd quickstart: {e}", file=sys.stderr)
         return 2

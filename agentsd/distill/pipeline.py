@@ -47,7 +47,7 @@ class PipelineConfig:
     context); ``warm_steps=0`` skips it."""
 
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    warm_steps: int = 12
+    warm_steps: int = 8
     warm_demos: int = 8
     warm_lr: float = 1e-3
     demo_teacher_frac: float = 0.5
@@ -81,12 +81,13 @@ class PipelineConfig:
             teacher=dataclasses.replace(tc.teacher, skills_dir=skills_dir))
 
 
-def quickstart_config(out_dir: str = "runs/quickstart", seed: int = 0, steps: int = 4,
-                      warm_steps: int = 12) -> PipelineConfig:
-    """The embedded default with a budget for a busy 2-core CPU (about 10-15 minutes): a warm
-    start of ``warm_steps`` x 8 oracle demos on Sokoban-Easy-v0, then ``steps`` OPD steps of
+def quickstart_config(out_dir: str = "runs/quickstart", seed: int = 0, steps: int = 3,
+                      warm_steps: int = 8) -> PipelineConfig:
+    """The embedded default with a budget for a busy 2-core CPU (at most about 15 minutes): a
+    warm start of ``warm_steps`` x 8 oracle demos on Sokoban-Easy-v0, then ``steps`` OPD steps of
     4 tasks x 2 samples (frozen teacher = the warm model reading skills and the per-turn
-    reference reply), held-out evaluation on 32 test tasks before and after."""
+    reference reply), held-out evaluation on 24 test tasks before and after (greedy and at
+    temperature 1), and the teacher context acting on the same tasks."""
     from agentsd.hints import TeacherContextConfig
 
     train = TrainConfig(
@@ -94,11 +95,11 @@ def quickstart_config(out_dir: str = "runs/quickstart", seed: int = 0, steps: in
         resume=False, samples_to_keep=4,
         model=ModelConfig(name="smollm2", lora=True, lora_rank=16, lora_alpha=32.0),
         rollout=RolloutSettings(env="Sokoban-Easy-v0", tasks_per_step=4, samples_per_task=2,
-                                max_turns=2, max_tokens=24, eval_tasks=32, temperature=1.0),
+                                max_turns=2, max_tokens=24, eval_tasks=24, temperature=1.0),
         loss=LossConfig(kind="reverse_kl", is_clip=2.0),
         teacher=TeacherConfig(mode="frozen", context=TeacherContextConfig(
             views=("skills", "reference"), max_skills=2, max_skill_chars=500)),
-        optim=OptimConfig(lr=5e-4, max_tokens_per_micro_batch=1024),
+        optim=OptimConfig(lr=1e-3, max_tokens_per_micro_batch=1024),
     )
     return PipelineConfig(train=train, warm_steps=warm_steps)
 
