@@ -222,13 +222,13 @@ def test_hidden_tests_and_expected_values_are_not_in_the_candidates_process(back
     env.reset(seed=3)
     p = env.problem
     spy = ("import gc, sys, json\n_seen = []\n"
-           "def {entry}(*a, **k):\n"
+           f"def {p.entry_point}(*a, **k):\n"
            "    if not _seen:\n"
            "        _seen.append(1)\n"
            "        strs = [o for o in gc.get_objects() if isinstance(o, (str, dict, list))]\n"
            "        print(json.dumps([repr(o)[:400] for o in strs if 'assert' in repr(o) or 'candidate' in repr(o)]))\n"
            "        print(repr(sys.modules.get('__main__').__dict__)[:20000])\n"
-           "    return None\n").format(entry=p.entry_point)
+           "    return None\n")
     rep = grade(spy, p.entry_point, p.hidden_tests, flags=p.test_flags, reference=p.solution, backend=backend)
     assert not rep.all_passed
     for t in p.hidden_tests:

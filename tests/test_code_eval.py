@@ -77,3 +77,24 @@ def test_canonical_humaneval_scores_pass_at_1_of_one(local_ok):
     summary, rows = evaluate(probs, load_samples("canonical", probs), workers=2, progress=False)
     failed = [r for r in rows if not r["passed"]]
     assert summary["pass@1"] == 1.0, failed[:3]
+
+
+def test_isolated_grader_cannot_be_forged_but_the_program_harness_can(local_ok):
+    """A sample that exits 0 before check() runs passes HumanEval's one-program harness
+    (``--grader program``) and fails the default isolated grader."""
+    probs = load_problems("humaneval")
+    forged = [{"task_id": "HumanEval/0", "completion": "    pass\nimport os\nos._exit(0)\n"},
+              {"task_id": "HumanEval/0", "completion": "    return _Any()\nclass _Any:\n"
+                                                       "    def __eq__(self, o): return True\n"}]
+    summary, rows = evaluate(probs, forged, workers=2, timeout_s=5, progress=False)
+    assert summary["pass@1"] == 0.0 and not any(r["passed"] for r in rows), rows
+    program, _ = evaluate(probs, forged[:1], workers=1, timeout_s=5, progress=False, grader="program")
+    assert program["pass@1"] == 1.0  # why the program harness is not the default
+
+
+@pytest.mark.parametrize("line", ['[1, 2]', '"HumanEval/0"', '7', 'null'])
+def test_samples_that_are_not_objects_are_named_errors(local_ok, tmp_path, line):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(line + "\n")
+    with pytest.raises(SystemExit, match="bad.jsonl:1: each line must be a JSON object"):
+        load_samples(str(bad), load_problems("humaneval"))

@@ -626,7 +626,8 @@ def test_seccomp_filter_is_on_and_host_paths_stay_hidden(box, contained):
     code = ("import glob, os\nst = open('/proc/self/status').read()\n"
             "print('seccomp', st.split('Seccomp:')[1].split()[0])\n"
             "for p in glob.glob('/proc/*/cmdline') + ['/proc/self/mountinfo', '/proc/1/environ']:\n"
-            "    try:\n        print(p, open(p, 'rb').read())\n    except OSError as e:\n        print(p, 'denied', e.errno)\n")
+            "    try:\n        print(p, open(p, 'rb').read())\n"
+            "    except OSError as e:\n        print(p, 'denied', e.errno)\n")
     r = run(box, code)
     assert r.ok and "seccomp 2" in r.stdout, r
     assert os.path.dirname(LAUNCHER) not in r.stdout and "devtmpfs" not in r.stdout

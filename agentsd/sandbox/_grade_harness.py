@@ -26,7 +26,7 @@ _SMALL_INT = 1 << 53
 def encode(x, depth=0):
     """A JSON-safe form of a plain value; ``TypeError`` for anything else."""
     if depth > MAX_DEPTH:
-        raise TypeError("a value nested more than %d deep" % MAX_DEPTH)
+        raise TypeError(f"a value nested more than {MAX_DEPTH} deep")
     t = type(x)
     if x is None or t is bool:
         return x
@@ -53,7 +53,7 @@ def encode(x, depth=0):
         return ["bytes", bytes(x).hex()]
     if isinstance(x, complex):
         return ["complex", encode(x.real, d), encode(x.imag, d)]
-    raise TypeError("cannot pass a %s between the grader and the candidate" % t.__name__)
+    raise TypeError(f"cannot pass a {t.__name__} between the grader and the candidate")
 
 
 def decode(v, depth=0):
@@ -66,7 +66,7 @@ def decode(v, depth=0):
     if t is int:
         return v
     if t is not list or not v or type(v[0]) is not str:
-        raise ValueError("malformed value %r" % (repr(v)[:80],))
+        raise ValueError(f"malformed value {repr(v)[:80]!r}")
     tag, rest, d = v[0], v[1:], depth + 1
     if tag in ("list", "tuple", "set", "frozenset") and len(rest) == 1 and type(rest[0]) is list:
         items = [decode(i, d) for i in rest[0]]
@@ -89,11 +89,11 @@ def decode(v, depth=0):
         if type(re_) is not float or type(im) is not float:
             raise ValueError("malformed complex")
         return complex(re_, im)
-    raise ValueError("unknown tag %r" % (tag[:20],))
+    raise ValueError(f"unknown tag {tag[:20]!r}")
 
 
 def _describe(e):
-    return ("%s: %s" % (type(e).__name__, e))[:300]
+    return f"{type(e).__name__}: {e}"[:300]
 
 
 def _call(fn, args, kwargs, budget):
@@ -134,9 +134,9 @@ def main():
         exec(compile(spec["code"], "solution.py", "exec"), ns)
         signal.setitimer(signal.ITIMER_REAL, 0)
         if spec["entry"] not in ns:
-            report["load_error"] = "NameError: your code does not define %r" % spec["entry"]
+            report["load_error"] = f"NameError: your code does not define {spec['entry']!r}"
     except _Budget:
-        report["load_error"] = "TimeoutError: loading your code took longer than %gs" % per
+        report["load_error"] = f"TimeoutError: loading your code took longer than {per:g}s"
     except BaseException as e:  # noqa: BLE001 - sys.exit at import time too
         signal.setitimer(signal.ITIMER_REAL, 0)
         report["load_error"] = "while loading your code: " + _describe(e)

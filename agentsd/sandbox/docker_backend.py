@@ -28,7 +28,7 @@ import sys
 import tarfile
 import threading
 
-from agentsd.sandbox.types import PY_FLAGS, ExecRequest, ExecResult, SandboxUnavailable, Status
+from agentsd.sandbox.types import ExecRequest, ExecResult, SandboxUnavailable, Status
 
 __all__ = ["DockerSandbox", "build_runtime_image", "DEFAULT_IMAGE", "LABEL", "connect"]
 
@@ -232,13 +232,13 @@ class DockerSandbox:
 
     def _run(self, client, req: ExecRequest):
         lim = req.limits
-        cmd = list(req.cmd) if req.cmd else [self._python, *PY_FLAGS, "main.py"]
+        cmd = req.argv(self._python)
         if cmd[0] in ("python", "python3"):
             cmd[0] = self._python
         payload = {
             "files": {k: base64.b64encode(v).decode() for k, v in req.all_files().items()},
             "stdin": base64.b64encode(req.stdin_bytes()).decode(),
-            "argv": cmd, "uid": self.uid,
+            "argv": cmd, "uid": self.uid, "fetch_files": list(req.fetch_files),
             "env": {"PATH": f"{os.path.dirname(self._python)}:/usr/bin", "HOME": "/work",
                     "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
             "limits": {"cpu": lim.cpu_seconds, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
@@ -311,6 +311,7 @@ class DockerSandbox:
                   status={"exit_code": rep["exit_code"], "signal": rep["signal"], "cpu_s": rep["cpu_s"]},
                   wall_s=rep["wall_s"])
         res = _classify(io_, lim, oom)
+        res.files = {k: v for k, v in (rep.get("files") or {}).items() if isinstance(v, str)}
         res.backend = self.name
         return res
 

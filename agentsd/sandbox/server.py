@@ -36,8 +36,8 @@ import binascii
 import contextlib
 import hmac
 import json
-import threading
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
