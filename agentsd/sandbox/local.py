@@ -15,16 +15,34 @@ the default; needs root):
   run ends pid 1 exits and the kernel kills everything left, double-forked daemons included);
   IPC and UTS namespaces too;
 - **identity**: a dedicated unprivileged uid/gid per concurrent slot (``uid_base + slot``, no
-  supplementary groups), no-new-privileges, no capabilities, a clean environment;
+  supplementary groups), no-new-privileges, no capabilities, a clean environment, and a fresh,
+  empty session keyring per run;
+- **system calls**: a seccomp filter built by libseccomp (``pyseccomp``; :func:`seccomp_program`)
+  denies with ``EPERM`` every kernel-keyring call (``keyctl``/``add_key``/``request_key`` — so a
+  run cannot leave state for the next run of the same uid in the user keyring), new namespaces
+  (``unshare``, ``setns``, namespace flags of ``clone``; ``clone3`` gets ``ENOSYS``), every
+  mount call, ``ptrace`` and cross-process memory access, ``bpf``, ``perf_event_open``,
+  ``userfaultfd``, ``io_uring``, module loading, ``kexec``, clock/host administration; foreign
+  architectures (32-bit syscalls) are killed;
+- **host information**: ``/proc`` is mounted with ``hidepid=2`` (pid 1, the root launcher, and
+  its command line and environment are invisible); ``/dev`` holds fresh device nodes, not a bind
+  of the host's devtmpfs; the run's root is assembled in a directory of its own
+  (:data:`NEWROOT_DIR`), so an interpreter installed under ``/tmp`` or ``/work`` is neither
+  hidden nor in the way (it appears read-only inside the sandbox's own ``/tmp`` or ``/work``);
 - **resources**: rlimits (CPU seconds, address space, file size, processes, open files, no core
-  dumps) and, where cgroup v1/v2 controllers are writable, a per-slot memory and pids cgroup;
-  wall clock and output size are enforced by this harness, which kills the namespace's pid 1.
+  dumps) and, where cgroup v1/v2 controllers are writable, a memory and pids cgroup per slot of
+  each instance (``agentsd-sandbox/i-<pid>-<random>/slot-N``; a setup failure fails that run and
+  never switches cgroups off); wall clock and output size are enforced by this harness, which
+  kills the namespace's pid 1 — and pid 1 kills everything itself a few seconds after the wall
+  limit if the harness is gone (both modes).
 
 What is **not** isolated: the kernel is shared (a kernel exploit escapes, as with Docker); CPU
 time is limited per process but not shared fairly between slots; the read-only system tree is
 visible (world-readable files under ``/usr`` and ``/etc``, including installed Python packages);
-``/proc`` shows only the sandbox's processes but the machine's CPU/memory totals; timing side
-channels are open.
+``/proc/self/mountinfo`` still lists the read-only binds with their filesystem's device and
+their paths in it (the interpreter prefix); ``/proc`` shows the machine's CPU/memory totals;
+timing side channels are open; without ``pyseccomp``/libseccomp the backend refuses unless
+``seccomp=False`` is passed (then no syscall filter).
 
 Without root or namespaces the backend refuses (:class:`SandboxUnavailable`) unless the caller
 passes ``isolation="weak"``: then runs are plain subprocesses in their own session with rlimits and
