@@ -1,15 +1,25 @@
-"""Checkpoints that survive SIGKILL and resume exactly.
+"""Checkpoints that survive SIGKILL, resume exactly and never pickle a tensor.
 
-A checkpoint is a folder ``checkpoints/step_000010/`` holding ``trainable.pt`` (the LoRA
-adapter or, for full fine-tuning, every trainable tensor), ``optimizer.pt`` and ``state.pt``
-(step, RNG states, teacher state, skill-bandit statistics, best held-out score). It is written
-into a temporary folder and renamed into place, then ``checkpoints/latest`` is replaced
-atomically; a run killed at any instant leaves either the previous or the new checkpoint, never
-a half-written one.
+A checkpoint is a folder ``checkpoints/step_000010/`` holding
+
+- ``trainable.safetensors``: the LoRA adapter or, for full fine-tuning, every trainable tensor,
+  under the model's parameter names;
+- ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's state dict, its tensors in the
+  first file and everything else (hyper-parameters, step counts, structure) in the second;
+- ``state.json`` + ``state.safetensors``: the trainer state (step, teacher state, skill-bandit
+  statistics, RNG states), JSON with its tensors (teacher snapshot, torch RNG) split off;
+- ``adapter/``: with LoRA, a standard PEFT folder (``adapter_config.json`` +
+  ``adapter_model.safetensors``) that ``PeftModel.from_pretrained(base, ckpt / "adapter")`` loads.
+
+It is written into a temporary folder and renamed into place, then ``checkpoints/latest`` is
+replaced atomically; a run killed at any instant leaves either the previous or the new
+checkpoint, never a half-written one. :func:`load_checkpoint` also reads the earlier layout
+(``trainable.pt``, ``optimizer.pt``, ``state.pt``) with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,7 +27,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state",
-           "resolve_init_from", "merge_init_from"]
+           "resolve_init_from", "merge_init_from", "load_trainable", "to_json_and_tensors",
+           "from_json_and_tensors", "STATE_FILES"]
+
+#: a checkpoint is complete when one of these exists (written last, new layout first)
+STATE_FILES = ("state.json", "state.pt")
 
 
 def rng_state() -> dict[str, Any]:
@@ -42,14 +56,120 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# ---------------------------------------------------------------------------------------------
+# JSON + safetensors: a nested state with tensors, without pickle
+
+def to_json_and_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, Any]]:
+    """``obj`` (nested dicts/lists/tuples of JSON scalars, tensors and numpy arrays) as a JSON
+    value plus the tensors it referenced, keyed by their path (``state/0/exp_avg``).
+
+    JSON loses tuples and non-string keys, both of which state dicts use (``random.getstate()``
+    is a tuple, optimizer state is keyed by int), so they are tagged; a tensor becomes
+    ``{"__tensor__": path}``. :func:`from_json_and_tensors` is the inverse::
+
+        >>> import torch
+        >>> j, t = to_json_and_tensors({"step": 3, "rng": (1, 2), "state": {0: torch.ones(2)}})
+        >>> j
+        {'step': 3, 'rng': {'__tuple__': [1, 2]}, 'state': {'__items__': [[0, {'__tensor__': 'state/0'}]]}}
+        >>> from_json_and_tensors(j, t)["state"][0]
+        tensor([1., 1.])
+    """
+    import numpy as np
+    import torch
+
+    tensors: dict[str, Any] = {}
+
+    def enc(x: Any, path: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors[path] = x.detach().to("cpu", copy=True).contiguous()
+            return {"__tensor__": path}
+        if isinstance(x, np.ndarray):
+            return {"__ndarray__": x.tolist(), "dtype": str(x.dtype)}
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, tuple):
+            return {"__tuple__": [enc(v, _join(path, i)) for i, v in enumerate(x)]}
+        if isinstance(x, list):
+            return [enc(v, _join(path, i)) for i, v in enumerate(x)]
+        if isinstance(x, dict):
+            if all(isinstance(k, str) and not k.startswith("__") for k in x):
+                return {k: enc(v, _join(path, k)) for k, v in x.items()}
+            return {"__items__": [[enc(k, _join(path, f"k{i}")), enc(v, _join(path, k))]
+                                  for i, (k, v) in enumerate(x.items())]}
+        if x is None or isinstance(x, bool | int | float | str):
+            return x
+        raise TypeError(f"cannot store {type(x).__name__} at {path or '/'} in a checkpoint "
+                        "(JSON scalars, lists, tuples, dicts, tensors and numpy arrays only)")
+
+    return enc(obj, prefix), tensors
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
+def from_json_and_tensors(obj: Any, tensors: dict[str, Any]) -> Any:
+    """The inverse of :func:`to_json_and_tensors`."""
+    import numpy as np
+
+    def dec(x: Any) -> Any:
+        if isinstance(x, list):
+            return [dec(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if "__tensor__" in x:
+            return tensors[x["__tensor__"]]
+        if "__ndarray__" in x:
+            return np.asarray(x["__ndarray__"], dtype=x["dtype"])
+        if "__tuple__" in x:
+            return tuple(dec(v) for v in x["__tuple__"])
+        if "__items__" in x:
+            return {dec(k): dec(v) for k, v in x["__items__"]}
+        return {k: dec(v) for k, v in x.items()}
+
+    return dec(obj)
+
+
+def _save_split(obj: Any, folder: Path, name: str) -> None:
+    """``obj`` as ``name.json`` + ``name.safetensors`` (see :func:`to_json_and_tensors`)."""
+    from safetensors.torch import save_file
+
+    j, tensors = to_json_and_tensors(obj)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(j))
+
+
+def _load_split(folder: Path, name: str) -> Any:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / f"{name}.safetensors"))
+    return from_json_and_tensors(json.loads((folder / f"{name}.json").read_text()), tensors)
+
+
+def _legacy_load(f: Path) -> Any:
+    """An old-layout ``.pt`` file, unpickled with ``weights_only=True`` (numpy RNG arrays are
+    the only non-torch objects they hold; those few classes are allowed by name)."""
+    import numpy as np
+    import torch
+
+    core = getattr(np, "_core", None) or np.core
+    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(f, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# save / load
+
 def _trainable_state(model: Any) -> dict[str, Any]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().to("cpu", copy=True).contiguous()
+            for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
                     state: dict[str, Any], keep: int = 2) -> Path:
     """Write checkpoint ``step`` atomically and prune all but the newest ``keep``."""
-    import torch
+    from safetensors.torch import save_file
 
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -57,11 +177,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save(_trainable_state(model), tmp / "trainable.pt")
+    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
     if hasattr(model, "peft_config"):  # a standard PEFT adapter folder next to the private files
         model.save_pretrained(str(tmp / "adapter"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
+    _save_split(optimizer.state_dict(), tmp, "optimizer")
+    _save_split({**state, "step": step, "rng": rng_state()}, tmp, "state")
     for f in tmp.rglob("*"):  # data on disk before the rename makes it visible
         if not f.is_file():
             continue
@@ -77,25 +197,40 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
     return final
 
 
+def _complete(p: Path) -> bool:
+    return any((p / f).exists() for f in STATE_FILES)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint folder, or ``None``."""
     root = Path(run_dir) / "checkpoints"
     ptr = root / "latest"
     if ptr.exists():
         p = root / ptr.read_text().strip()
-        if (p / "state.pt").exists():
+        if _complete(p):
             return p
-    done = sorted(p for p in root.glob("step_*") if (p / "state.pt").exists())
+    done = sorted(p for p in root.glob("step_*") if _complete(p))
     return done[-1] if done else None
+
+
+def load_trainable(path: str | Path) -> dict[str, Any]:
+    """The trainable tensors of checkpoint folder ``path`` (either layout), on the CPU."""
+    path = Path(path)
+    if (path / "trainable.safetensors").exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(path / "trainable.safetensors"))
+    return _legacy_load(path / "trainable.pt")
 
 
 def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Load weights and optimizer state into ``model`` / ``optimizer``, restore the RNG states
-    and return the saved trainer state (``step``, ``teacher``, ``bandit`` ...)."""
+    and return the saved trainer state (``step``, ``teacher``, ``bandit`` ...). Reads the
+    safetensors layout and the earlier ``.pt`` one."""
     import torch
 
     path = Path(path)
-    weights = torch.load(path / "trainable.pt", map_location="cpu", weights_only=True)
+    weights = load_trainable(path)
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
@@ -104,9 +239,12 @@ def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, A
     with torch.no_grad():
         for n, t in weights.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu",
-                                         weights_only=True))
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    if (path / "state.json").exists():
+        optimizer.load_state_dict(_load_split(path, "optimizer"))
+        state = _load_split(path, "state")
+    else:
+        optimizer.load_state_dict(_legacy_load(path / "optimizer.pt"))
+        state = _legacy_load(path / "state.pt")
     set_rng_state(state["rng"])
     return state
 
@@ -116,25 +254,27 @@ def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, A
 
 def resolve_init_from(path: str | Path) -> Path:
     """What ``--model.init-from`` points at: a PEFT adapter folder (``adapter_config.json``), a
-    checkpoint folder (``trainable.pt``) or a run folder (its latest checkpoint). Raises
+    checkpoint folder (``trainable.safetensors`` or ``.pt``) or a run folder (its latest checkpoint). Raises
     ``ValueError`` naming what was expected; touches no model."""
     p = Path(path)
     if not p.exists():
         raise ValueError(f"model.init_from {str(path)!r} does not exist; expected a run folder "
                          "(with checkpoints/), a checkpoint folder or a PEFT adapter folder")
-    if (p / "adapter_config.json").exists() or (p / "trainable.pt").exists():
+    if (p / "adapter_config.json").exists() or _has_trainable(p):
         return p
     ckpt = latest_checkpoint(p)
     if ckpt is None:
         raise ValueError(f"model.init_from {str(path)!r} holds no checkpoint (no "
-                         "checkpoints/step_*/state.pt, trainable.pt or adapter_config.json); "
+                         "checkpoints/step_*/state.json, trainable.safetensors or adapter_config.json); "
                          "point it at a finished run folder")
     return ckpt
 
 
-def _run_config(ckpt: Path) -> dict[str, Any]:
-    import json
+def _has_trainable(p: Path) -> bool:
+    return (p / "trainable.safetensors").exists() or (p / "trainable.pt").exists()
 
+
+def _run_config(ckpt: Path) -> dict[str, Any]:
     for cand in (ckpt.parent.parent / "config.json", ckpt / "config.json"):
         if cand.exists():
             return json.loads(cand.read_text())
@@ -150,7 +290,7 @@ def merge_init_from(model: Any, path: str | Path, model_name: str | None = None)
     from agentsd.distill.models import with_lora
 
     src = resolve_init_from(path)
-    if (src / "adapter_config.json").exists() and not (src / "trainable.pt").exists():
+    if (src / "adapter_config.json").exists() and not _has_trainable(src):
         from peft import PeftModel
 
         return PeftModel.from_pretrained(model, str(src)).merge_and_unload()
@@ -158,7 +298,7 @@ def merge_init_from(model: Any, path: str | Path, model_name: str | None = None)
     if model_name and cfg.get("name") and cfg["name"] != model_name:
         raise ValueError(f"model.init_from {str(path)!r} was trained on model {cfg['name']!r}, "
                          f"this run uses {model_name!r}; start from a run of the same model")
-    weights = torch.load(src / "trainable.pt", map_location="cpu", weights_only=True)
+    weights = load_trainable(src)
     if cfg.get("lora", True) and any("lora_" in n for n in weights):
         wrapped = with_lora(model, rank=int(cfg.get("lora_rank", 16)),
                             alpha=float(cfg.get("lora_alpha", 32.0)))

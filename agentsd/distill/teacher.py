@@ -402,5 +402,7 @@ class Teacher:
             raise ValueError(f"checkpoint teacher mode {state['mode']!r} != configured {self.mode!r}")
         self.age, self.syncs, self.best_eval = state["age"], state["syncs"], state["best_eval"]
         self._improved = state["improved"]
-        if state["snapshot"]:
-            self.snapshot = {k: v.clone() for k, v in state["snapshot"].items()}
+        if state["snapshot"]:  # checkpoints load on the CPU; the snapshot lives by its parameter
+            params = self._trainable()
+            self.snapshot = {k: v.to(params[k].device, params[k].dtype, copy=True)
+                             if k in params else v.clone() for k, v in state["snapshot"].items()}
