@@ -26,7 +26,7 @@ from agentsd.hints import TeacherContextConfig
 
 __all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig", "DemoConfig",
            "TrainConfig", "ALGOS", "add_config_args", "config_from_args", "config_to_dict",
-           "config_from_dict", "load_config"]
+           "config_from_dict", "load_config", "resolve_device"]
 
 #: training algorithms, all on the same loop: skill-conditioned OPD, plain OPSD (hints only),
 #: GRPO on the env reward, rejection-sampling fine-tuning on successful samples, supervised
@@ -57,6 +57,33 @@ def _nonneg(cls: str, obj: Any, *names: str) -> None:
                "must be a finite number >= 0", v)
 
 
+def _check_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that this machine has (torch is imported only
+    for a CUDA request)."""
+    import re
+
+    _check(isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is not None,
+           "ModelConfig", "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'", device)
+    if device.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= n:
+            raise ValueError(f"ModelConfig.device {device!r}: this machine has "
+                             f"{n or 'no'} CUDA device{'s' if n != 1 else ''} visible to torch "
+                             f"{torch.__version__}; use --model.device cpu (or auto)")
+
+
+def resolve_device(device: str) -> str:
+    """The torch device ``ModelConfig.device`` names (``auto``: ``cuda`` when available)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which student to train and how."""
@@ -70,6 +97,8 @@ class ModelConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout (the teacher always runs with dropout off)")
     dtype: str = _f("auto", "parameter dtype: auto (bf16 autocast on CUDA with bf16, else "
                             "fp32), fp32 or bf16")
+    device: str = _f("auto", "where the student, teacher scoring and losses run: auto (cuda "
+                             "when a GPU is visible, else cpu), cpu, cuda or cuda:N")
     init_from: str = _f("", "start from an earlier run: a run folder (its latest checkpoint) or "
                             "a PEFT adapter folder; its adapter is merged into the base weights "
                             "and this run trains a fresh adapter on top (so the 'frozen' teacher "
@@ -86,6 +115,7 @@ class ModelConfig:
                self.lora_dropout)
         _check(self.dtype in ("auto", "fp32", "bf16"), "ModelConfig", "dtype",
                "must be 'auto', 'fp32' or 'bf16'", self.dtype)
+        _check_device(self.device)
         if self.init_from:
             from agentsd.distill.checkpoint import resolve_init_from
 

@@ -167,8 +167,9 @@ def teacher_row(traj: Trajectory, tokenizer: Any, config: Any, skills: Sequence[
     return TeacherRow(traj_index, row, row_pos, student_pos)
 
 
-def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists to ``(ids_BT, attention_mask_BT)`` (long tensors)."""
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0,
+             device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists to ``(ids_BT, attention_mask_BT)`` (long tensors on ``device``)."""
     import torch
 
     T = max(len(r) for r in rows)
@@ -177,7 +178,8 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tens
     for b, r in enumerate(rows):
         ids[b, : len(r)] = torch.tensor(list(r), dtype=torch.long)
         attn[b, : len(r)] = 1
-    return ids, attn
+    # built on the CPU and copied once: per-row writes into a CUDA tensor are one launch each
+    return ids.to(device), attn.to(device)
 
 
 def _unwrap(model: Any) -> Any:
@@ -243,15 +245,16 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
     students' positions: ``teacher_logp_BT`` of shape ``[len(student_lengths), max(lengths)]``,
     zero where the teacher scored nothing. Rows are packed into forwards of at most
     ``max_tokens`` padded tokens. ``want_logits`` also returns ``teacher_logits_BTV`` aligned the
-    same way (for full-vocabulary divergences).
+    same way (for full-vocabulary divergences). Every tensor lives on the model's device.
     """
     import torch
 
+    dev = next(model.parameters()).device
     B, T = len(student_lengths), max(student_lengths)
-    out_lp = torch.zeros(B, T, dtype=torch.float32)
+    out_lp = torch.zeros(B, T, dtype=torch.float32, device=dev)
     out_logits = None
     for batch in _pack(rows, max_tokens):
-        ids, attn = pad_rows([r.input_ids for r in batch], pad_id)
+        ids, attn = pad_rows([r.input_ids for r in batch], pad_id, device=dev)
         with torch.no_grad():
             res = forward_logprobs(model, ids, attn, chunk_size=chunk_size, want_logits=want_logits,
                                    temperature=temperature)
@@ -260,7 +263,7 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
             if want_logits:
                 lg = res["logits_BTV"]
                 if out_logits is None:
-                    out_logits = torch.zeros(B, T, lg.shape[-1], dtype=lg.dtype)
+                    out_logits = torch.zeros(B, T, lg.shape[-1], dtype=lg.dtype, device=dev)
                 out_logits[r.traj_index, r.student_pos] = lg[b, r.row_pos]
     res = {"teacher_logp_BT": out_lp}
     if want_logits:

@@ -61,18 +61,20 @@ def build_student(cfg: TrainConfig) -> tuple[Any, Any]:
     (``model.init_from``), LoRA-wrapped if asked, in train mode."""
     import torch
 
+    from agentsd.distill.config import resolve_device
     from agentsd.distill.models import tiny_random_model
     from agentsd.policy.models import load_model, load_tokenizer
 
     mc = cfg.model
+    device = resolve_device(mc.device)
     if mc.name == "tiny-random":
         tok = load_tokenizer("smollm2")
         model = tiny_random_model(vocab_size=len(tok), hidden_size=mc.tiny_hidden,
                                   layers=mc.tiny_layers, seed=cfg.seed, init_std=0.02,
-                                  eos_token_id=tok.eos_token_id)
+                                  eos_token_id=tok.eos_token_id).to(device)
     else:
         dtype = torch.bfloat16 if mc.dtype == "bf16" else torch.float32
-        model, tok = load_model(mc.name, dtype=dtype)
+        model, tok = load_model(mc.name, device=device, dtype=dtype)
     return prepare_student(model, cfg), tok
 
 
