@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "rollout": "agentsd.rollout:register_rollout",
     "show": "agentsd.store:register_show",
     "train": "agentsd.distill.cli:register_train",
+    "export": "agentsd.distill.export:register",
 }
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state",
-           "resolve_init_from", "merge_init_from", "load_trainable", "to_json_and_tensors",
+           "resolve_init_from", "merge_init_from", "load_trainable", "load_weights", "to_json_and_tensors",
            "from_json_and_tensors", "STATE_FILES"]
 
 #: a checkpoint is complete when one of these exists (written last, new layout first)
@@ -223,13 +223,10 @@ def load_trainable(path: str | Path) -> dict[str, Any]:
     return _legacy_load(path / "trainable.pt")
 
 
-def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, Any]:
-    """Load weights and optimizer state into ``model`` / ``optimizer``, restore the RNG states
-    and return the saved trainer state (``step``, ``teacher``, ``bandit`` ...). Reads the
-    safetensors layout and the earlier ``.pt`` one."""
+def load_weights(path: str | Path, model: Any) -> None:
+    """Copy checkpoint ``path``'s trainable tensors into ``model`` (built as the run built it)."""
     import torch
 
-    path = Path(path)
     weights = load_trainable(path)
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
@@ -239,6 +236,14 @@ def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, A
     with torch.no_grad():
         for n, t in weights.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
+def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    """Load weights and optimizer state into ``model`` / ``optimizer``, restore the RNG states
+    and return the saved trainer state (``step``, ``teacher``, ``bandit`` ...). Reads the
+    safetensors layout and the earlier ``.pt`` one."""
+    path = Path(path)
+    load_weights(path, model)
     if (path / "state.json").exists():
         optimizer.load_state_dict(_load_split(path, "optimizer"))
         state = _load_split(path, "state")

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ModelRef", "ModelNotFoundError", "SHORT_NAMES", "resolve_model", "load_tokenizer",
-           "load_model", "smollm2_gguf_path", "random_model", "model_cache_dir"]
+           "load_model", "smollm2_gguf_path", "random_model", "model_cache_dir",
+           "drop_gguf_quantization"]
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -298,11 +299,7 @@ def _build_cache(ref: ModelRef, d: Path) -> bool:
         print(f"agentsd: dequantizing {ref.gguf_file} once (~30 s on a CPU); caching it in {d}",
               file=sys.stderr, flush=True)
         model, tok = _load_weights(ref), _source_tokenizer(ref)
-        # The weights are plain floats now, but transformers still marks the model as
-        # GGUF-quantized and refuses to save_pretrained it.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        drop_gguf_quantization(model)
         try:
             _write_entry(model, tok, ref, tmp)
             tmp.chmod(0o755)  # mkdtemp makes it private; the entry is a plain shared folder
@@ -314,6 +311,18 @@ def _build_cache(ref: ModelRef, d: Path) -> bool:
         return True
     finally:  # also on KeyboardInterrupt: no half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def drop_gguf_quantization(model: Any) -> Any:
+    """Make a GGUF-loaded ``model`` savable with ``save_pretrained`` (returns it).
+
+    The weights are plain floats once loaded, but transformers still marks the model as
+    GGUF-quantized and refuses to save it; a model that never was quantized is left alone."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
 
 
 def _rename_into_place(tmp: Path, d: Path) -> None:
