@@ -231,6 +231,7 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
     Returns metrics and per-trajectory token scores (for the report)."""
     import torch
 
+    from agentsd.distill import distributed
     from agentsd.distill.metrics import masked_values, summarize_values
     from agentsd.distill.teacher import forward_logprobs, score_rows
 
@@ -244,7 +245,7 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
     lengths = [len(t.token_ids()) for t in trajs]
     n_action = [t.num_action_tokens() for t in trajs]
     denom = float(sum(n_action)) if cfg.loss.reduce == "token" else float(sum(1 for x in n_action if x))
-    denom = max(denom, 1.0)
+    denom = max(distributed.sum_scalar(denom), 1.0)  # one normalization over every rank's tokens
     col: dict[str, list[float]] = {k: [] for k in ("div", "gap", "ratio", "isclip", "tokclip", "ent")}
     totals = {t.name: 0.0 for t in terms}
     scores: list[dict] = [{} for _ in trajs]
@@ -292,7 +293,10 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
             scores[i] = {"student_logp": lp[j, : lengths[i]].detach().cpu().tolist()}
             if t_out is not None:
                 scores[i]["teacher_logp"] = t_out["teacher_logp_BT"][j, : lengths[i]].cpu().tolist()
+    distributed.all_reduce_grads([p for p in model.parameters() if p.requires_grad])
     grad_norm = optimizer_step(model, opt, cfg.optim.grad_clip)
+    totals = {k: distributed.sum_scalar(v) for k, v in totals.items()}
+    col = distributed.gather_lists(col)
     m = {f"loss/{k}": v for k, v in totals.items()}
     m["loss/total"] = sum(totals.values())
     m["optim/grad_norm"] = grad_norm

@@ -1,0 +1,105 @@
+"""Data parallelism: two ``gloo`` CPU processes, each updating on its shard of a batch, end with
+the parameters a single process gets from the whole batch (one global token normalization,
+summed gradients), to float32 round-off. Plain SGD without clipping, so any error in the
+gradient's scale shows in the weights (Adam's first step and clipping would hide it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+from agentsd.distill.config import LossConfig, ModelConfig, OptimConfig, RolloutSettings, TrainConfig
+
+TOL = 1e-6
+
+
+def _cfg(algo: str) -> TrainConfig:
+    return TrainConfig(algo=algo, progress=False, tensorboard=False,
+                       model=ModelConfig(name="tiny-random", tiny_hidden=16, lora_rank=4),
+                       rollout=RolloutSettings(tasks_per_step=4, samples_per_task=1, max_turns=2),
+                       loss=LossConfig(chunk_size=64),
+                       # small micro-batches: several per rank, so accumulation is exercised too
+                       optim=OptimConfig(lr=1.0, grad_clip=0.0, max_tokens_per_micro_batch=900))
+
+
+def _batch(tok):
+    """Four oracle episodes of different lengths (task-major, G = 1)."""
+    import agentsd
+    from agentsd.demos import oracle_demos
+
+    seeds = agentsd.split_seeds("Sokoban-Easy-v0", "train", 4)
+    trajs = oracle_demos("Sokoban-Easy-v0", seeds, tok, max_turns=2)
+    for t in trajs:  # as if sampled near-uniformly, so importance weights are not ~0
+        for turn in t.turns:
+            turn.action_logprobs = [-10.8] * len(turn.action_ids)
+    return trajs
+
+
+def _step(algo: str, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """One update on this rank's shard; returns the trainable parameters after it."""
+    from agentsd.distill import distributed
+    from agentsd.distill.teacher import Teacher, build_teacher_rows
+    from agentsd.distill.trainer import build_student
+    from agentsd.distill.update import build_batch, update
+
+    torch.set_num_threads(1)
+    cfg = _cfg(algo)
+    model, tok = build_student(cfg)
+    with torch.no_grad():  # a student unlike its frozen teacher, the same on every rank
+        gen = torch.Generator().manual_seed(1)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5, generator=gen)
+    trajs = distributed.shard(_batch(tok))
+    assert len(trajs) == 4 // world
+    prefix = tok.encode("You are the teacher. Solve it.")
+    rows = (lambda t, i: build_teacher_rows(t, prefix, i)) if algo == "opd" else None
+    data = build_batch(trajs, cfg, 1, rows)
+    teacher = Teacher(model, "frozen") if algo == "opd" else None
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr)
+    m, _ = update(model, opt, teacher, data, cfg, tok.eos_token_id, lambda _m: _nullcontext())
+    assert m["optim/updated"] == 1.0
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad} | {
+        "_loss": torch.tensor(m["loss/total"]), "_grad_norm": torch.tensor(m["optim/grad_norm"])}
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _worker(rank: int, world: int, port: int, algo: str, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        params = _step(algo, rank, world)
+        torch.save(params, f"{out}.rank{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("algo", ["sft", "opd"])
+def test_two_gloo_processes_match_one_process(tmp_path, algo):
+    import torch.multiprocessing as mp
+
+    single = _step(algo, 0, 1)
+    assert single["_grad_norm"] > 1e-3
+    mp.spawn(_worker, args=(2, _free_port(), algo, str(tmp_path / "p")), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"p.rank{r}", weights_only=True) for r in range(2)]
+    for name, want in single.items():
+        for got in ranks:
+            assert torch.allclose(got[name], want, atol=TOL, rtol=0), name
+    # the ranks agree exactly with each other (same summed gradient, same step)
+    assert all(torch.equal(ranks[0][n], ranks[1][n]) for n in single)
