@@ -89,17 +89,6 @@ def scripted_episode(env_id: str, seed: int, policy: str = "oracle", noise: floa
 
 def _action_as_text(action: dict) -> str:
     """An assistant tool-call message as the text a model would write (Hermes tags)."""
-    import json
+    from agentsd.hints import action_text
 
-    parts = [str(action.get("content") or "")]
-    for call in action.get("tool_calls") or []:
-        fn = call.get("function", {})
-        args = fn.get("arguments", {})
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                pass
-        parts.append("<tool_call>" + json.dumps({"name": fn.get("name"), "arguments": args})
-                     + "</tool_call>")
-    return "\n".join(p for p in parts if p)
+    return action_text(action) or ""
