@@ -103,3 +103,52 @@ def test_two_gloo_processes_match_one_process(tmp_path, algo):
             assert torch.allclose(got[name], want, atol=TOL, rtol=0), name
     # the ranks agree exactly with each other (same summed gradient, same step)
     assert all(torch.equal(ranks[0][n], ranks[1][n]) for n in single)
+
+
+def test_torchrun_sft_run_writes_one_run_folder_and_matches_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2`` on the CPU (gloo): one metrics file, one set of
+    checkpoints, the same losses and weights as a single process (SFT: the demos are the same
+    batch, sharded); resuming it with another world size is refused in one line."""
+    import json
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from agentsd.distill.metrics import read_metrics
+    from agentsd.distill.trainer import train
+
+    flags = ["--algo", "sft", "--steps", "2", "--model.name", "tiny-random", "--model.tiny-hidden", "16",
+             "--model.lora-rank", "4", "--rollout.tasks-per-step", "2", "--rollout.samples-per-task", "1",
+             "--rollout.max-turns", "2", "--eval-at-start", "false", "--eval-at-end", "false",
+             "--eval-every", "0", "--checkpoint-every", "1", "--progress", "false", "--tensorboard", "false",
+             "--optim.lr", "0.01", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "agentsd.distill.cli", *flags, "--out-dir", str(tmp_path / "ddp")],
+                       capture_output=True, text=True, env=env, timeout=540)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len([x for x in r.stdout.splitlines() if x.startswith("{")]) == 1  # rank 0 alone reports
+    ddp = tmp_path / "ddp"
+    assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["latest", "step_000001", "step_000002"]
+    assert [row["step"] for row in read_metrics(ddp)] == [1, 2]
+    assert json.loads((ddp / "checkpoints" / "step_000002" / "state.json").read_text())["world_size"] == 2
+
+    from agentsd.distill.cli import build_parser
+    from agentsd.distill.config import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args([*flags, "--out-dir", str(tmp_path / "one")]))
+    train(cfg)
+    a, b = read_metrics(ddp), read_metrics(tmp_path / "one")
+    for x, y in zip(a, b, strict=True):
+        assert x["loss/sft"] == pytest.approx(y["loss/sft"], rel=1e-5)
+        assert x["optim/grad_norm"] == pytest.approx(y["optim/grad_norm"], rel=1e-4)
+    wa = load_file(str(ddp / "checkpoints" / "step_000002" / "trainable.safetensors"))
+    wb = load_file(str(tmp_path / "one" / "checkpoints" / "step_000002" / "trainable.safetensors"))
+    assert all(torch.allclose(wa[n], wb[n], atol=1e-5, rtol=0) for n in wb)
+
+    r = subprocess.run([sys.executable, "-m", "agentsd", "train", *flags, "--steps", "3",
+                        "--out-dir", str(ddp)], capture_output=True, text=True, env=env, timeout=300)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "written by 2 process(es), this run has 1" in last, r.stderr[-2000:]
+    assert "--nproc_per_node" in last

@@ -54,6 +54,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     n = apply_threads(pick_threads(args.threads or None))
     print(f"torch CPU threads: {n}", file=sys.stderr)
     res = train(cfg)
+    from agentsd.distill.distributed import world
+
+    if not world().is_main:  # rank 0 writes the report and prints the summary
+        return 0
     if args.report:
         from agentsd.distill.report import write_report
 

@@ -76,12 +76,17 @@ def _check_device(device: str) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """The torch device ``ModelConfig.device`` names (``auto``: ``cuda`` when available)."""
-    if device != "auto":
+    """The torch device ``ModelConfig.device`` names (``auto``: ``cuda`` when available); under
+    torchrun, ``auto`` and ``cuda`` mean this process's GPU (``cuda:LOCAL_RANK``)."""
+    import os
+
+    if device not in ("auto", "cuda"):
         return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
 
 
 @dataclass(frozen=True)

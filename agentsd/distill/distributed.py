@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 __all__ = ["Rank", "init_distributed", "active", "shard", "sum_scalar", "all_reduce_grads",
-           "gather_lists", "barrier", "world"]
+           "gather_lists", "barrier", "world", "mean", "Silent"]
 
 T = TypeVar("T")
 
@@ -151,3 +151,19 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean of ``values`` over every rank's values (``nan`` when there are none)."""
+    n = sum_scalar(float(len(values)))
+    return sum_scalar(float(sum(values))) / n if n else float("nan")
+
+
+class Silent:
+    """What a rank other than 0 logs metrics to: nothing (rank 0 writes the run's files)."""
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

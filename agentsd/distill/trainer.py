@@ -218,10 +218,11 @@ def _snapshot_library(cfg: TrainConfig) -> Any:
     """The run's skill library: copied into ``<run>/skills`` on the first start and read from
     there ever after, so a resumed run (or a rerun of the report) sees the skills the run
     started with even if the source library has changed since."""
+    from agentsd.distill import distributed
     from agentsd.skills import SkillLibrary, load_library
 
     snap = Path(cfg.out_dir) / "skills"
-    if not (snap / ".complete").exists():
+    if distributed.world().is_main and not (snap / ".complete").exists():
         src = cfg.teacher.skills_dir or None
         try:
             lib = load_library(src, env=cfg.rollout.env)
@@ -233,6 +234,7 @@ def _snapshot_library(cfg: TrainConfig) -> Any:
         lib.save(snap)
         snap.mkdir(parents=True, exist_ok=True)
         (snap / ".complete").write_text(str(len(lib)))
+    distributed.barrier()  # the other ranks read what rank 0 wrote
     return load_library(snap, env=cfg.rollout.env)
 
 
@@ -305,14 +307,18 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     import torch
     from tqdm.auto import tqdm
 
+    from agentsd.distill import distributed
     from agentsd.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from agentsd.distill.metrics import MetricsWriter, summarize_values
     from agentsd.distill.teacher import Teacher
     from agentsd.policy.hf import HFPolicy
 
+    rank = distributed.init_distributed()  # rank 0 of 1 unless launched by torchrun
+    distributed.shard(range(cfg.rollout.tasks_per_step))  # an uneven split fails before any work
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
+    if rank.is_main:
+        (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
     torch.manual_seed(cfg.seed)
     if model is None:
         model, tokenizer = build_student(cfg)
@@ -329,6 +335,10 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, opt)
+        if state.get("world_size", 1) != rank.world_size:
+            raise ValueError(f"checkpoint {ckpt} was written by {state.get('world_size', 1)} "
+                             f"process(es), this run has {rank.world_size}; resume with the same "
+                             "torchrun --nproc_per_node (or start a new --out-dir)")
         start = int(state["step"])
         if teacher is not None:
             teacher.load_state_dict(state["teacher"])
@@ -336,12 +346,14 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             from agentsd.skills.retrieve import UsefulnessBandit
 
             contexts.bandit = UsefulnessBandit.from_dict(state["bandit"])
-    metrics = MetricsWriter(run_dir, resume_step=start, tensorboard=cfg.tensorboard)
+    metrics = (MetricsWriter(run_dir, resume_step=start, tensorboard=cfg.tensorboard)
+               if rank.is_main else distributed.Silent())
     policy = HFPolicy(model, tokenizer, model_id=f"student:{cfg.model.name}")
     pad_id = policy.pad_token_id
     G = cfg.rollout.samples_per_task
     samples_dir = run_dir / "samples"
-    samples_dir.mkdir(exist_ok=True)
+    if rank.is_main:
+        samples_dir.mkdir(exist_ok=True)
     history: list[dict[str, Any]] = []
     last_eval: dict[str, float] = {}
     if start == 0 and cfg.eval_at_start:
@@ -364,11 +376,12 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             # 1. on-policy rollouts with the current student (sft: the step's demonstrations),
             #    each turn recording the privileged views of the state it acted from
             if cfg.algo == "sft":
-                trajs, summ = _demos(cfg, step, tokenizer, sft_library), None
+                trajs, summ = distributed.shard(_demos(cfg, step, tokenizer, sft_library)), None
             else:
-                trajs, summ = _rollouts(policy, cfg, train_seeds(cfg, step), G,
+                trajs, summ = _rollouts(policy, cfg, distributed.shard(train_seeds(cfg, step)), G,
                                         cfg.rollout.temperature,
-                                        sample_seed=cfg.seed * 1_000_003 + step, progress=False,
+                                        sample_seed=cfg.seed * 1_000_003 + step + 7_919 * rank.rank,
+                                        progress=False,
                                         record_privileged=contexts is not None)
             t_roll = time.perf_counter() - t0
             # 2. the batch: weights and teacher rows (the teacher's context + the same tokens)
@@ -380,16 +393,17 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                                    lambda mdl: _autocast(mdl, cfg))
             t_train = time.perf_counter() - t0 - t_roll
             m.update(teacher.after_step(step) if teacher is not None else {})
-            if contexts is not None:
-                for t in trajs:
-                    contexts.bandit.update(t.skills, float(t.success))
+            if contexts is not None:  # every rank's episodes, in task order: the bandits agree
+                shown = distributed.gather_lists({"b": [(t.skills, float(t.success)) for t in trajs]})
+                for skills, success in shown["b"]:
+                    contexts.bandit.update(skills, success)
             m = {k.replace("teacher_", "teacher/"): v for k, v in m.items()}
-            m["rollout/success"] = sum(t.success for t in trajs) / len(trajs)
-            m["rollout/reward"] = sum(t.total_reward for t in trajs) / len(trajs)
-            m["rollout/turns"] = sum(len(t.turns) for t in trajs) / len(trajs)
-            m.update(summarize_values([t.num_action_tokens() for t in trajs], "response_len",
-                                      pcts=(95,)))
-            n_tok = sum(len(t.token_ids()) for t in trajs)
+            m["rollout/success"] = distributed.mean([float(t.success) for t in trajs])
+            m["rollout/reward"] = distributed.mean([t.total_reward for t in trajs])
+            m["rollout/turns"] = distributed.mean([len(t.turns) for t in trajs])
+            lens = distributed.gather_lists({"n": [t.num_action_tokens() for t in trajs]})["n"]
+            m.update(summarize_values(lens, "response_len", pcts=(95,)))
+            n_tok = distributed.sum_scalar(sum(len(t.token_ids()) for t in trajs))
             m["time/rollout_s"], m["time/train_s"] = t_roll, t_train
             m["time/tokens_per_s"] = n_tok / max(t_train, 1e-9)
             if summ is not None:
@@ -402,8 +416,9 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                 _say(cfg, f"step {step}: " + _fmt_eval(last_eval))
                 if teacher is not None:
                     teacher.report_eval(last_eval["eval/success"])
-                _save_samples(samples_dir / f"step_{step:06d}.jsonl", trajs, scores, tokenizer,
-                              cfg.samples_to_keep)
+                if rank.is_main:
+                    _save_samples(samples_dir / f"step_{step:06d}.jsonl", trajs, scores, tokenizer,
+                                  cfg.samples_to_keep)
             metrics.log(step, m)
             history.append({"step": step, **m})
             bar.set_postfix(loss=f"{m['loss/total']:.3g}", succ=f"{m['rollout/success']:.0%}",
@@ -411,8 +426,11 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             # 5. checkpoint
             if step % cfg.checkpoint_every == 0 or is_last:
                 state = {"teacher": teacher.state_dict() if teacher is not None else None,
-                         "bandit": contexts.bandit.to_dict() if contexts is not None else None}
-                save_checkpoint(run_dir, step, model, opt, state, keep=cfg.keep_checkpoints)
+                         "bandit": contexts.bandit.to_dict() if contexts is not None else None,
+                         "world_size": rank.world_size}
+                if rank.is_main:
+                    save_checkpoint(run_dir, step, model, opt, state, keep=cfg.keep_checkpoints)
+                distributed.barrier()
     finally:
         bar.close()
         metrics.close()
