@@ -369,7 +369,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
         if teacher is not None:
             teacher.report_eval(last_eval["eval/success"])
     bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps,
-               disable=not cfg.progress, desc=f"train {cfg.algo}", unit="step", dynamic_ncols=True)
+               disable=not (cfg.progress and rank.is_main), desc=f"train {cfg.algo}", unit="step",
+               dynamic_ncols=True)
     try:
         for step in bar:
             t0 = time.perf_counter()
