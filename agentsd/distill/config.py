@@ -75,6 +75,20 @@ def _check_device(device: str) -> None:
                              f"{torch.__version__}; use --model.device cpu (or auto)")
 
 
+def _env_has_reference(env_id: str) -> bool:
+    """Whether ``env_id`` gives a reference step (``oracle_action()``) on a train task."""
+    import agentsd
+
+    try:
+        probe = agentsd.make(env_id)
+        probe.reset(seed=agentsd.split_seeds(env_id, "train", 1)[0])
+        has = probe.oracle_action() is not None
+        probe.close()
+    except Exception as e:  # noqa: BLE001 - an unknown env id gets the registry's error
+        raise ValueError(f"TrainConfig.rollout.env {env_id!r}: {e}") from e
+    return has
+
+
 def resolve_device(device: str) -> str:
     """The torch device ``ModelConfig.device`` names (``auto``: ``cuda`` when available); under
     torchrun, ``auto`` and ``cuda`` mean this process's GPU (``cuda:LOCAL_RANK``)."""
@@ -159,8 +173,11 @@ class LossConfig:
 
     kind: str = _f("reverse_kl", "distillation loss: reverse_kl (sampled-token, IS-weighted), "
                                  "pg (policy-gradient form), jsd (full-vocabulary or top-k "
-                                 "generalized JSD)")
+                                 "generalized JSD), pi_distill (π-Distill: full-vocabulary "
+                                 "H(pS,pT) - pi_alpha*H(pS) on action tokens)")
     alpha: float = _f(1.0, "jsd only: 0 forward KL(teacher||student) ... 1 reverse KL")
+    pi_alpha: float = _f(1.0, "pi_distill only (π-Distill): entropy coefficient alpha in "
+                              "H(pS,pT) - alpha*H(pS); 1 = reverse KL, <1 keeps entropy")
     top_k: int = _f(0, "jsd only: top-k bins plus a tail bucket (0 = full vocabulary)")
     pg_coef: float = _f(1.0, "pg only: advantage = -coef * (log p_sampler - log p_teacher)")
     is_clip: float = _f(2.0, "importance-weight clip: rho = min(p_theta / p_sampler, is_clip); "
@@ -180,10 +197,31 @@ class LossConfig:
     reduce: str = _f("token", "token (mean over all action tokens) or sequence (mean of "
                               "per-sequence means)")
     chunk_size: int = _f(256, "positions per chunk of output-head / log-softmax computation")
+    turn_weight: str = _f("none", "per-turn distillation weight: none, or sod (SOD, step-wise "
+                                  "OPD for small agents: w_k = exp(-sod_scale * mean divergence "
+                                  "of turn k), normalized to token mean 1 per trajectory)")
+    sod_scale: float = _f(1.0, "SOD: how fast a turn's weight falls with its mean divergence "
+                               "(nats^-1; 0 = uniform)")
+    trace: bool = _f(False, "TRACE token routing: forward KL on turns of successful rollouts "
+                            "that match the env's reference step, reverse KL on turns that do "
+                            "not, GRPO (coef grpo_coef, or 1 if 0) on the other tokens")
+    trace_warmup_steps: int = _f(10, "TRACE: steps with the KL channel at full strength")
+    trace_anneal_steps: int = _f(10, "TRACE: steps after the warm-up over which the KL channel "
+                                     "falls linearly to 0 (its tokens move to GRPO)")
+    div_clip: float = _f(0.0, "UniSD divergence clipping: drop tokens whose per-token "
+                              "divergence exceeds this (nats) from distillation (0 = off)")
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("reverse_kl", "pg", "jsd"), "LossConfig", "kind",
-               "must be 'reverse_kl', 'pg' or 'jsd'", self.kind)
+        _check(self.kind in ("reverse_kl", "pg", "jsd", "pi_distill"), "LossConfig", "kind",
+               "must be 'reverse_kl', 'pg', 'jsd' or 'pi_distill'", self.kind)
+        _check(0 <= self.pi_alpha <= 1, "LossConfig", "pi_alpha", "must be in [0, 1]",
+               self.pi_alpha)
+        _check(self.turn_weight in ("none", "sod"), "LossConfig", "turn_weight",
+               "must be 'none' or 'sod'", self.turn_weight)
+        _nonneg("LossConfig", self, "sod_scale", "div_clip")
+        for n in ("trace_warmup_steps", "trace_anneal_steps"):
+            _check(isinstance(getattr(self, n), int) and getattr(self, n) >= 0, "LossConfig", n,
+                   "must be an int >= 0", getattr(self, n))
         _check(0 <= self.alpha <= 1, "LossConfig", "alpha",
                "must be in [0, 1] (0 forward KL, 1 reverse KL)", self.alpha)
         _check(isinstance(self.top_k, int) and self.top_k >= 0, "LossConfig", "top_k",
@@ -213,6 +251,20 @@ class TeacherConfig:
     bandit_c: float = _f(1.0, "exploration constant of the skill-usefulness bandit")
     context: TeacherContextConfig = _f(TeacherContextConfig(), "teacher context")
     max_tokens_per_forward: int = _f(8192, "padded tokens per teacher forward")
+    feedback: str = _f("none", "what fills the 'feedback' view: none; reviser (SD-Zero: the "
+                               "previous sample of the same group, i.e. an earlier attempt at "
+                               "the task, with its reward and the env's replies); sibling "
+                               "(SDPO: a successful other sample of the group; groups without "
+                               "one are not distilled)")
+    score_views: tuple[str, ...] = _f((), "several teachers: score each listed view as its own "
+                                          "teacher context (plus skills for opd) and combine "
+                                          "them per 'combine'; empty = one teacher")
+    combine: str = _f("agreement", "several teachers: agreement (UniSD: mean target, token "
+                                   "weight exp(-agreement_scale * std of their log-probs)), "
+                                   "avsd (AVSD: consensus gap + aligned, bounded per-view "
+                                   "residuals) or mean")
+    agreement_scale: float = _f(1.0, "UniSD agreement: weight = exp(-scale * teacher spread)")
+    avsd_residual: float = _f(0.5, "AVSD: bound on each view's residual gap (nats)")
 
     def __post_init__(self) -> None:
         from agentsd.distill.teacher import TEACHER_MODES
@@ -225,6 +277,17 @@ class TeacherConfig:
         _nonneg("TeacherConfig", self, "bandit_c")
         if isinstance(self.context, dict):
             object.__setattr__(self, "context", TeacherContextConfig(**self.context))
+        _check(self.feedback in ("none", "reviser", "sibling"), "TeacherConfig", "feedback",
+               "must be 'none', 'reviser' or 'sibling'", self.feedback)
+        views = tuple(self.score_views) if not isinstance(self.score_views, str) else (self.score_views,)
+        object.__setattr__(self, "score_views", views)
+        if views:
+            TeacherContextConfig(views=views)  # unknown or repeated view names fail here
+            _check(len(views) >= 2 and "skills" not in views, "TeacherConfig", "score_views",
+                   "must name at least two views, not 'skills' (each view is one teacher)", views)
+        _check(self.combine in ("agreement", "avsd", "mean"), "TeacherConfig", "combine",
+               "must be 'agreement', 'avsd' or 'mean'", self.combine)
+        _nonneg("TeacherConfig", self, "agreement_scale", "avsd_residual")
 
 
 @dataclass(frozen=True)
@@ -329,6 +392,42 @@ class TrainConfig:
         if self.uses_teacher and not [v for v in self.teacher_views().views]:
             raise ValueError(f"TrainConfig.teacher.context.views leaves the {self.algo} teacher "
                              "nothing to see beyond the task (add 'plan', 'notes' or 'skills')")
+        self._check_family()
+
+    def _check_family(self) -> None:
+        """SOD, π-Distill, TRACE, feedback teachers, several teachers: each method that needs
+        something the env or the config does not provide fails here, in one line naming it."""
+        lc, tc, G = self.loss, self.teacher, self.rollout.samples_per_task
+        shown = set(self.teacher_views().views) | set(tc.score_views)
+        needs = [(lc.turn_weight == "sod", "SOD (loss.turn_weight='sod')"),
+                 (lc.kind == "pi_distill", "π-Distill (loss.kind='pi_distill')"),
+                 (lc.trace, "TRACE (loss.trace)"), (tc.feedback != "none", "teacher.feedback"),
+                 (bool(tc.score_views), "several teachers (teacher.score_views)")]
+        for on, name in needs:
+            if on and not self.uses_teacher:
+                raise ValueError(f"{name} needs a teacher: algo 'opd' or 'opsd', got {self.algo!r}")
+        method = {"reviser": "SD-Zero reviser", "sibling": "SDPO sibling"}.get(tc.feedback)
+        if method and "feedback" not in shown:
+            raise ValueError(f"{method} (teacher.feedback={tc.feedback!r}) needs the 'feedback' view "
+                             "in teacher.context.views (or teacher.score_views)")
+        if tc.feedback == "sibling" and G < 2:
+            raise ValueError("SDPO sibling (teacher.feedback='sibling') needs a group: "
+                             f"rollout.samples_per_task >= 2, got {G}")
+        if self.uses_teacher and "feedback" in shown and not method:
+            raise ValueError("teacher.context.views shows 'feedback' but nothing fills it: set "
+                             "--teacher.feedback reviser (SD-Zero) or sibling (SDPO)")
+        if lc.trace and G < 2:
+            raise ValueError("TRACE (loss.trace) routes unmarked tokens to GRPO, which needs a "
+                             f"group: rollout.samples_per_task >= 2, got {G}")
+        if lc.trace and lc.kind == "pi_distill":
+            raise ValueError("TRACE (loss.trace) routes forward/reverse KL itself: use loss.kind "
+                             "reverse_kl, pg or jsd, not pi_distill")
+        if lc.trace and not _env_has_reference(self.rollout.env):
+            raise ValueError(f"TRACE (loss.trace) needs the env's reference step to mark spans: "
+                             f"env {self.rollout.env} has no oracle_action()")
+        if tc.score_views and lc.kind not in ("reverse_kl", "pg"):
+            raise ValueError(f"several teachers (teacher.score_views) combine sampled-token "
+                             f"log-probs: loss.kind must be reverse_kl or pg, got {lc.kind!r}")
 
     @property
     def uses_teacher(self) -> bool:
