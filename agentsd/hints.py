@@ -77,7 +77,7 @@ _TITLES = {
     "next_step": "The next gold step from the current state",
     "hidden_tests": "Tests the solution will be graded on",
     "notes": "Notes about this task",
-    "feedback": "Feedback from a failed attempt at this task",
+    "feedback": "Feedback from an earlier attempt at this task",
     "reference": "Reference reply",
 }
 DEFAULT_HEADER = ("Privileged guidance for this task. Use it to act well; the task itself "

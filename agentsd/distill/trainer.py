@@ -200,6 +200,10 @@ class _TeacherContexts:
         skills = select_for(traj.turns[0].observation, self.library, traj.env_id, self.ctx,
                             bandit=self.bandit)
         traj.skills = [s.name for s in skills]
+        if self.cfg.teacher.score_views:  # several teachers: one context per view (+ skills)
+            keep = ("skills",) if "skills" in self.ctx.views else ()
+            return [[teacher_row(traj, self.tok, dataclasses.replace(self.ctx, views=keep + (v,)),
+                                 skills, traj_index=index)] for v in self.cfg.teacher.score_views]
         return [teacher_row(traj, self.tok, self.ctx, skills, traj_index=index)]
 
     def env_factory(self, task: Any, max_turns: int) -> Any:
@@ -386,7 +390,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                                         record_privileged=contexts is not None)
             t_roll = time.perf_counter() - t0
             # 2. the batch: weights and teacher rows (the teacher's context + the same tokens)
-            data = build_batch(trajs, cfg, G, contexts.rows if contexts is not None else None)
+            data = build_batch(trajs, cfg, G, contexts.rows if contexts is not None else None,
+                               step=step)
             # 3. objective, backward, optimizer step
             m = {}
             for _ in range(cfg.optim.updates_per_step):
