@@ -342,3 +342,13 @@ def test_each_option_runs_one_step(tmp_path, name, kw, keys):
     for k in keys:
         assert k in row and math.isfinite(row[k]), k
     assert math.isfinite(row["loss/total"])
+
+
+def test_docstring_examples_of_the_family():
+    import doctest
+
+    import agentsd.distill.update as U
+
+    for mod in (U, L):
+        r = doctest.testmod(mod)
+        assert r.attempted > 0 and r.failed == 0, mod.__name__

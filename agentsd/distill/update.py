@@ -436,7 +436,8 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
         if use_teacher:
             import dataclasses
 
-            def score(rows_per_traj: list[list[Any]]) -> dict[str, torch.Tensor]:
+            def score(rows_per_traj: list[list[Any]], idx: list[int] = idx,
+                      ) -> dict[str, torch.Tensor]:
                 rows = [dataclasses.replace(r, traj_index=j) for j, i in enumerate(idx)
                         for r in rows_per_traj[i]]
                 with teacher.scoring() as tm, autocast(tm):
