@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             print("      " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                                          for k, v in r.items() if k != "curve"}), flush=True)
             _save(results, out)
+        pool.close()  # let the workers exit on their own (terminate() breaks their pipes)
+        pool.join()
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     _save(results, out)
     _write_outputs(results, out)
