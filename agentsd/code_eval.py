@@ -249,8 +249,12 @@ def _main(args: argparse.Namespace) -> int:
         backend = HttpSandbox(args.url)
     summary, rows = evaluate(problems, samples, ks=args.k, backend=backend, workers=args.workers,
                              timeout_s=args.timeout, progress=not args.quiet, grader=args.grader, **kw)
-    out = args.out or (("canonical" if args.samples == "canonical" else
-                        os.path.splitext(args.samples)[0]) + "_results.jsonl")
+    # next to the samples the user pointed at; canonical runs have no samples file, so they go
+    # to a run folder rather than wherever the command happens to run
+    out = args.out or (os.path.join("runs", "eval-code", f"{args.problems}_canonical_results.jsonl")
+                       if args.samples == "canonical" else
+                       os.path.splitext(args.samples)[0] + "_results.jsonl")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -278,7 +282,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8080", help="server URL for --backend http")
     p.add_argument("--workers", type=int, default=None, help="concurrent runs (default: CPU count)")
     p.add_argument("--timeout", type=float, default=10.0, help="wall seconds per sample (default 10)")
-    p.add_argument("--out", default=None, help="per-sample results JSONL (default: next to samples)")
+    p.add_argument("--out", default=None, help="per-sample results JSONL (default: next to the "
+                   "samples file; runs/eval-code/<problems>_canonical_results.jsonl for canonical)")
     p.add_argument("--grader", choices=["isolated", "program"], default="isolated",
                    help="isolated (default): check's statements on the host, the sample's function "
                         "in the sandbox, unforgeable; program: HumanEval's one-program harness "

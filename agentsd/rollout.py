@@ -627,9 +627,11 @@ def register_rollout(sub: Any) -> None:
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     p.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off)")
-    p.add_argument("--max-tokens", type=int, default=128, help="max sampled tokens per turn")
+    p.add_argument("--max-tokens", type=int, default=64,
+                   help="max sampled tokens per turn (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--max-turns", type=int, default=None, help="turn limit (default: the env's)")
+    p.add_argument("--max-turns", type=int, default=4,
+                   help="turn limit (default: 4, so a CPU run finishes in minutes; 0 = the env's own)")
     p.add_argument("--max-episode-tokens", type=int, default=None, help="token budget per episode")
     p.add_argument("--max-parse-failures", type=int, default=None,
                    help="end an episode after this many unparseable actions in a row")
@@ -661,7 +663,7 @@ def _cmd_rollout(args: Any) -> int:
                                                         args.seed_offset + args.num_tasks)])
         params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                 max_tokens=args.max_tokens, seed=args.seed)
-        cfg = RolloutConfig(max_turns=args.max_turns, max_episode_tokens=args.max_episode_tokens,
+        cfg = RolloutConfig(max_turns=args.max_turns or None, max_episode_tokens=args.max_episode_tokens,
                             max_parse_failures=args.max_parse_failures,
                             max_concurrent=args.max_concurrent, env_workers=args.env_workers,
                             progress=not args.no_progress, render_tools=args.render_tools)
