@@ -96,8 +96,8 @@ def register_quickstart(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/quickstart", help="run folder")
     p.add_argument("--steps", type=int, default=3, help="OPD training steps (default: 3)")
-    p.add_argument("--warm-steps", type=int, default=8,
-                   help="SFT warm-start steps of 8 oracle demos (default: 8; 0 skips it)")
+    p.add_argument("--warm-steps", type=int, default=10,
+                   help="SFT warm-start steps of 8 oracle demos (default: 10; 0 skips it)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0 = auto: 1 on a busy machine)")
     p.set_defaults(func=_cmd_quickstart)
@@ -118,7 +118,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     try:
         cfg = quickstart_config(out_dir=getattr(args, "out", "runs/quickstart"), seed=args.seed,
                                 steps=getattr(args, "steps", 3),
-                                warm_steps=getattr(args, "warm_steps", 8))
+                                warm_steps=getattr(args, "warm_steps", 10))
     except ValueError as e:
         print(f"agentsd quickstart: {e}", file=sys.stderr)
         return 2

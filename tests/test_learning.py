@@ -319,3 +319,14 @@ def test_toolworld_evaluation_uses_test_templates(tmp_path):
     trajs, _ = _rollouts(Idle(), cfg, None, 1, 0.0, 0, False, tasks=tasks)
     templates = {t.task_id.rsplit("-", 2)[0] for t in trajs}
     assert templates and all(TEMPLATES[n].split == "test" for n in templates), templates
+
+
+def test_linear_lr_schedule_reaches_zero_after_the_last_step(tmp_path):
+    from agentsd.distill.trainer import lr_at
+
+    cfg = _tiny("sft", tmp_path / "s", steps=4)
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=1.0, lr_schedule="linear"))
+    assert [lr_at(cfg, s) for s in (1, 2, 3, 4)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_at(dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_schedule="constant")), 4) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        OptimConfig(lr_schedule="cosine")

@@ -319,6 +319,9 @@ class OptimConfig:
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.999, "AdamW beta2")
     grad_clip: float = _f(1.0, "max global gradient norm (0 = off)")
+    lr_schedule: str = _f("constant", "learning rate over the run: constant, or linear decay to 0 "
+                                      "at the last step (a short warm start then ends on a "
+                                      "settled model instead of wherever the last step left it)")
     max_tokens_per_micro_batch: int = _f(4096, "padded tokens per forward/backward micro-batch "
                                                 "(gradients accumulate over micro-batches)")
     updates_per_step: int = _f(1, "optimizer updates per rollout batch (>1 makes later updates "
@@ -330,6 +333,8 @@ class OptimConfig:
         for n in ("beta1", "beta2"):
             _check(0 <= getattr(self, n) < 1, "OptimConfig", n, "must be in [0, 1)", getattr(self, n))
         _pos_int("OptimConfig", self, "max_tokens_per_micro_batch", "updates_per_step")
+        _check(self.lr_schedule in ("constant", "linear"), "OptimConfig", "lr_schedule",
+               "must be 'constant' or 'linear'", self.lr_schedule)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class PipelineConfig:
     context); ``warm_steps=0`` skips it."""
 
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    warm_steps: int = 8
+    warm_steps: int = 10
     warm_demos: int = 8
     warm_lr: float = 1e-3
     demo_teacher_frac: float = 0.5
@@ -76,13 +76,13 @@ class PipelineConfig:
             eval_every=0, eval_at_start=False, eval_at_end=False, resume=False,
             checkpoint_every=max(self.warm_steps, 1),
             rollout=dataclasses.replace(tc.rollout, tasks_per_step=self.warm_demos, samples_per_task=1),
-            optim=dataclasses.replace(tc.optim, lr=self.warm_lr),
+            optim=dataclasses.replace(tc.optim, lr=self.warm_lr, lr_schedule="linear"),
             demos=DemoConfig(source="oracle", teacher_frac=self.demo_teacher_frac),
             teacher=dataclasses.replace(tc.teacher, skills_dir=skills_dir))
 
 
 def quickstart_config(out_dir: str = "runs/quickstart", seed: int = 0, steps: int = 3,
-                      warm_steps: int = 8) -> PipelineConfig:
+                      warm_steps: int = 10) -> PipelineConfig:
     """The embedded default with a budget for a busy 2-core CPU (at most about 15 minutes): a
     warm start of ``warm_steps`` x 8 oracle demos on Sokoban-Easy-v0, then ``steps`` OPD steps of
     4 tasks x 2 samples (frozen teacher = the warm model reading skills and the per-turn

@@ -392,13 +392,17 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             # 2. the batch: weights and teacher rows (the teacher's context + the same tokens)
             data = build_batch(trajs, cfg, G, contexts.rows if contexts is not None else None,
                                step=step)
-            # 3. objective, backward, optimizer step
+            # 3. objective, backward, optimizer step (the learning rate a pure function of step,
+            #    so a resumed run follows the same schedule)
             m = {}
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
             for _ in range(cfg.optim.updates_per_step):
                 m, scores = update(model, opt, teacher, data, cfg, pad_id,
                                    lambda mdl: _autocast(mdl, cfg))
             t_train = time.perf_counter() - t0 - t_roll
             m.update(teacher.after_step(step) if teacher is not None else {})
+            m["optim/lr"] = lr_at(cfg, step)
             if contexts is not None:  # every rank's episodes, in task order: the bandits agree
                 shown = distributed.gather_lists({"b": [(t.skills, float(t.success)) for t in trajs]})
                 for skills, success in shown["b"]:
@@ -462,6 +466,14 @@ def _save_samples(path: Path, trajs: list[Trajectory], scores: list[dict], token
                    **{k: [round(v, 4) for v in vals] for k, vals in scores[i].items()}}
             f.write(json.dumps(rec) + "\n")
 
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of ``step`` (1-based): constant, or a linear decay that reaches 0 after
+    the last step."""
+    if cfg.optim.lr_schedule == "linear":
+        return cfg.optim.lr * (cfg.steps - step + 1) / cfg.steps
+    return cfg.optim.lr
 
 
 def _say(cfg: TrainConfig, msg: str) -> None:
