@@ -49,29 +49,32 @@ def oracle_demos(env_id: str, seeds: Iterable[int], tokenizer: Any, *, kwargs: d
     finish within ``max_turns`` are kept (their actions are still gold). Raises
     :class:`NoOracleError` when the env has no oracle."""
     import agentsd
-    from agentsd.hints import TeacherViewEnv, action_text, turn_views
-    from agentsd.rollout import ChatRenderer
+    from agentsd.hints import TeacherViewEnv
 
     kw = dict(kwargs or {})
     if max_turns is not None:
         kw["max_turns"] = max_turns
     end = _end_of_turn_ids(tokenizer)
+    limit = max_turns or (agentsd.spec(env_id).max_turns or 20)
     out = []
     for seed in seeds:
         base = agentsd.make(env_id, **kw)
         env: Any = TeacherViewEnv(base, teacher, library=library, env_id=env_id) if teacher else base
         try:
-            out.append(_play(env, base, env_id, int(seed), kw, tokenizer, end, tools,
-                             action_text, turn_views, ChatRenderer,
-                             max_turns or (agentsd.spec(env_id).max_turns or 20)))
+            out.append(_play(env, base, env_id, int(seed), kw, tokenizer, end, tools, limit))
         finally:
             env.close()
     return out
 
 
 def _play(env: Any, base: Any, env_id: str, seed: int, kw: dict, tokenizer: Any, end: list[int],
-          tools: Any, action_text: Any, turn_views: Any, renderer_cls: Any, limit: int) -> Trajectory:
-    renderer = renderer_cls(tokenizer, tools)
+          tools: Any, limit: int) -> Trajectory:
+    """One oracle episode: ``env`` renders what the model reads (the teacher's view or the
+    plain one), ``base`` is the env underneath that supplies the oracle and the views."""
+    from agentsd.hints import action_text, turn_views
+    from agentsd.rollout import ChatRenderer
+
+    renderer = ChatRenderer(tokenizer, tools)
     obs, info = env.reset(seed=seed)
     traj = Trajectory(env_id=env_id, seed=seed, spec_kwargs={k: v for k, v in kw.items()
                                                              if k != "max_turns"},

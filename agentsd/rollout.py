@@ -56,7 +56,7 @@ from agentsd.trajectory import Trajectory, Turn
 from agentsd.types import Message, ParseStatus, StopReason
 
 __all__ = ["Task", "RolloutConfig", "RolloutSummary", "RolloutResult", "ChatRenderer",
-           "rollout", "run_rollouts", "make_tasks", "split_tasks"]
+           "rollout", "run_rollouts", "make_tasks", "split_tasks", "split_kwargs"]
 
 EnvLike = str | Callable[[], Any]
 
@@ -281,8 +281,16 @@ def split_tasks(env_id: str, split: str, n: int, offset: int = 0) -> list[Task]:
     s = agentsd.spec(env_id)
     if split not in s.splits:
         raise ValueError(f"env {env_id} has no split {split!r}; it has: {sorted(s.splits) or 'none'}")
-    kw = dict(s.splits[split].kwargs)
+    kw = split_kwargs(env_id, split)
     return [Task(env_id, seed, kw) for seed in s.splits[split].seed_list(n, offset)]
+
+
+def split_kwargs(env_id: str, split: str) -> dict[str, Any]:
+    """The ``make`` kwargs that select a split's tasks (``{}`` when the env has no such split)."""
+    import agentsd
+
+    splits = agentsd.spec(env_id).splits
+    return dict(splits[split].kwargs) if split in splits else {}
 
 
 def make_tasks(envs: EnvLike | Sequence[EnvLike], seeds: Sequence[int | None] | None) -> list[Task]:

@@ -94,6 +94,13 @@ def measure_env(args: argparse.Namespace, env_id: str, model: Any, tok: Any) -> 
     trajs, _ = _rollouts(policy, base, None, 1, 0.0, 0, False, tasks=eval_tasks(base),
                          record_privileged=True)
     rows = [_row("student (plain task)", env_id, trajs, time.perf_counter() - t)]
+    student_lp = []  # the student's log-probs of its own action tokens: the same for every view
+    if not args.no_gap:
+        for tr in trajs:
+            mask = torch.tensor(tr.action_mask(), dtype=torch.bool)
+            ids, attn = pad_rows([tr.token_ids()], policy.pad_token_id)
+            with torch.no_grad():
+                student_lp.append((forward_logprobs(model, ids, attn)["logp_BT"][0][mask], mask))
     teacher = Teacher(model, "live")  # the same weights acting with another context
     for name in args.views:
         cfg = _cfg(args, env_id, VIEWS[name])
@@ -105,14 +112,10 @@ def measure_env(args: argparse.Namespace, env_id: str, model: Any, tok: Any) -> 
                "wall_s": round(time.perf_counter() - t, 1)}
         if not args.no_gap:
             gaps = []
-            for tr in trajs:
-                r = ctx.rows(tr, 0)
+            for tr, (s_lp, mask) in zip(trajs, student_lp):
                 with torch.no_grad():
-                    t_lp = score_rows(model, r, [len(tr.token_ids())], policy.pad_token_id)
-                    ids, attn = pad_rows([tr.token_ids()], policy.pad_token_id)
-                    s_lp = forward_logprobs(model, ids, attn)["logp_BT"]
-                mask = torch.tensor(tr.action_mask(), dtype=torch.bool)
-                gaps += (t_lp["teacher_logp_BT"][0][mask] - s_lp[0][mask]).tolist()
+                    t_lp = score_rows(model, ctx.rows(tr, 0), [len(mask)], policy.pad_token_id)
+                gaps += (t_lp["teacher_logp_BT"][0][mask] - s_lp).tolist()
             row["gap_mean"] = statistics.mean(gaps) if gaps else float("nan")
         rows.append(row)
     return rows

@@ -225,14 +225,20 @@ def load_trainable(path: str | Path) -> dict[str, Any]:
 
 def load_weights(path: str | Path, model: Any) -> None:
     """Copy checkpoint ``path``'s trainable tensors into ``model`` (built as the run built it)."""
+    _copy_into(model, load_trainable(path), lambda missing: (
+        f"checkpoint {path} holds tensors this model lacks ({missing[:3]} ...); "
+        "was it written with another model or LoRA setting?"))
+
+
+def _copy_into(model: Any, weights: dict[str, Any], error: Any) -> None:
+    """Copy named tensors into ``model``'s parameters; ``error(missing_names)`` is the message
+    when some name is not a parameter of ``model``."""
     import torch
 
-    weights = load_trainable(path)
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
-        raise ValueError(f"checkpoint {path} holds tensors this model lacks ({missing[:3]} ...); "
-                         "was it written with another model or LoRA setting?")
+        raise ValueError(error(missing))
     with torch.no_grad():
         for n, t in weights.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
@@ -290,8 +296,6 @@ def merge_init_from(model: Any, path: str | Path, model_name: str | None = None)
     """``model`` (a plain, un-wrapped transformers model) with the weights of an earlier run
     merged in: a LoRA adapter is applied and merged (``merge_and_unload``), full fine-tuned
     tensors are copied. Raises ``ValueError`` when the earlier run used another model."""
-    import torch
-
     from agentsd.distill.models import with_lora
 
     src = resolve_init_from(path)
@@ -307,21 +311,11 @@ def merge_init_from(model: Any, path: str | Path, model_name: str | None = None)
     if cfg.get("lora", True) and any("lora_" in n for n in weights):
         wrapped = with_lora(model, rank=int(cfg.get("lora_rank", 16)),
                             alpha=float(cfg.get("lora_alpha", 32.0)))
-        params = dict(wrapped.named_parameters())
-        missing = [n for n in weights if n not in params]
-        if missing:
-            raise ValueError(f"model.init_from {str(path)!r}: its adapter does not fit this model "
-                             f"({missing[:2]} ...); was it trained on another model?")
-        with torch.no_grad():
-            for n, t in weights.items():
-                params[n].copy_(t.to(params[n].device, params[n].dtype))
+        _copy_into(wrapped, weights, lambda missing: (
+            f"model.init_from {str(path)!r}: its adapter does not fit this model "
+            f"({missing[:2]} ...); was it trained on another model?"))
         return wrapped.merge_and_unload()
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise ValueError(f"model.init_from {str(path)!r}: tensors {missing[:2]} ... are not in "
-                         "this model; was it trained on another model?")
-    with torch.no_grad():
-        for n, t in weights.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
+    _copy_into(model, weights, lambda missing: (
+        f"model.init_from {str(path)!r}: tensors {missing[:2]} ... are not in "
+        "this model; was it trained on another model?"))
     return model

@@ -125,22 +125,15 @@ def train_seeds(cfg: TrainConfig, step: int, n: int | None = None) -> list[int]:
     return [pool + int(p) for p in picks]
 
 
-def _train_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    import agentsd
-
-    splits = agentsd.spec(cfg.rollout.env).splits
-    return dict(splits["train"].kwargs) if "train" in splits else {}
-
-
 def _rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, samples: int,
               temperature: float, sample_seed: int, progress: bool, tasks: Sequence[Any] = (),
               record_privileged: bool = False) -> tuple[list[Trajectory], Any]:
     from agentsd.policy.base import SamplingParams
-    from agentsd.rollout import RolloutConfig, Task, run_rollouts
+    from agentsd.rollout import RolloutConfig, Task, run_rollouts, split_kwargs
 
     rc = cfg.rollout
     if not tasks:
-        kw = _train_kwargs(cfg)
+        kw = split_kwargs(rc.env, "train")
         tasks = [Task(rc.env, s, kw) for s in seeds or []]
     params = SamplingParams(temperature=temperature, top_p=rc.top_p if temperature > 0 else 1.0,
                             max_tokens=rc.max_tokens, seed=sample_seed)
@@ -155,21 +148,23 @@ def _rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, sample
     return res.trajectories, res.summary
 
 
-def _demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any) -> list[Trajectory]:
+def _demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any,
+           pool: list[Trajectory] | None = None) -> list[Trajectory]:
     """The step's demonstrations: ``tasks_per_step * samples_per_task`` of them (the episode
-    budget of a rollout step), a ``demos.teacher_frac`` share in the teacher's context."""
+    budget of a rollout step), drawn from ``pool`` (a demo file's, loaded once a run) or played
+    by the oracle, a ``demos.teacher_frac`` share in the teacher's context."""
     import numpy as np
 
-    from agentsd.demos import load_demos, oracle_demos
+    from agentsd.demos import oracle_demos
+    from agentsd.rollout import split_kwargs
 
     n = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
     rng = np.random.default_rng([cfg.seed, step, 11])
     in_teacher = rng.random(n) < cfg.demos.teacher_frac
-    if cfg.demos.source != "oracle":
-        pool = load_demos(cfg.demos.source, cfg.rollout.env)
+    if pool is not None:
         return [pool[int(i)] for i in rng.integers(0, len(pool), size=n)]
     seeds = train_seeds(cfg, step, n)
-    kw = dict(kwargs=_train_kwargs(cfg), max_turns=cfg.rollout.max_turns)
+    kw = dict(kwargs=split_kwargs(cfg.rollout.env, "train"), max_turns=cfg.rollout.max_turns)
     ctx = cfg.teacher_views()
     out = []
     for seed, t in zip(seeds, in_teacher):
@@ -335,6 +330,11 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     contexts = _TeacherContexts(cfg, tokenizer) if cfg.uses_teacher else None
     sft_library = (_snapshot_library(cfg) if cfg.algo == "sft" and cfg.demos.teacher_frac > 0
                    and "skills" in cfg.teacher_views().views else None)
+    demo_pool = None
+    if cfg.algo == "sft" and cfg.demos.source != "oracle":
+        from agentsd.demos import load_demos
+
+        demo_pool = load_demos(cfg.demos.source, cfg.rollout.env)
     start = 0
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
@@ -381,7 +381,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             # 1. on-policy rollouts with the current student (sft: the step's demonstrations),
             #    each turn recording the privileged views of the state it acted from
             if cfg.algo == "sft":
-                trajs, summ = distributed.shard(_demos(cfg, step, tokenizer, sft_library)), None
+                trajs = distributed.shard(_demos(cfg, step, tokenizer, sft_library, demo_pool))
+                summ = None
             else:
                 trajs, summ = _rollouts(policy, cfg, distributed.shard(train_seeds(cfg, step)), G,
                                         cfg.rollout.temperature,
@@ -395,14 +396,15 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             # 3. objective, backward, optimizer step (the learning rate a pure function of step,
             #    so a resumed run follows the same schedule)
             m = {}
+            lr = lr_at(cfg, step)
             for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step)
+                g["lr"] = lr
             for _ in range(cfg.optim.updates_per_step):
                 m, scores = update(model, opt, teacher, data, cfg, pad_id,
                                    lambda mdl: _autocast(mdl, cfg))
             t_train = time.perf_counter() - t0 - t_roll
             m.update(teacher.after_step(step) if teacher is not None else {})
-            m["optim/lr"] = lr_at(cfg, step)
+            m["optim/lr"] = lr
             if contexts is not None:  # every rank's episodes, in task order: the bandits agree
                 shown = distributed.gather_lists({"b": [(t.skills, float(t.success)) for t in trajs]})
                 for skills, success in shown["b"]:

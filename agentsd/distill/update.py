@@ -23,6 +23,7 @@ normalization (so micro-batching never changes the update).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -412,7 +413,9 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
     # score with the distribution the sampler drew from (its temperature), so the importance
     # ratio compares like with like; top-p renormalization remains a (clipped, logged) mismatch
     temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
-    lengths = [len(t.token_ids()) for t in trajs]
+    # each trajectory's sequences, built once (token_ids() etc. rebuild their lists per call)
+    tok_ids = [t.token_ids() for t in trajs]
+    lengths = [len(x) for x in tok_ids]
     n_action = [t.num_action_tokens() for t in trajs]
     denom = float(sum(n_action)) if cfg.loss.reduce == "token" else float(sum(1 for x in n_action if x))
     denom = max(distributed.sum_scalar(denom), 1.0)  # one normalization over every rank's tokens
@@ -424,8 +427,8 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
     opt.zero_grad(set_to_none=True)
     for idx in micro_batches(lengths, cfg.optim.max_tokens_per_micro_batch):
         ts = [trajs[i] for i in idx]
-        ids = _pad([t.token_ids() for t in ts], torch.long, pad_id).to(dev)
-        attn = _pad([[1] * len(t.token_ids()) for t in ts], torch.long).to(dev)
+        ids = _pad([tok_ids[i] for i in idx], torch.long, pad_id).to(dev)
+        attn = _pad([[1] * lengths[i] for i in idx], torch.long).to(dev)
         mask = _pad([t.action_mask() for t in ts], torch.float32).to(dev)
         s_lp = _pad([t.sampler_logprobs() for t in ts], torch.float32).to(dev)
         # per-token weights realizing the chosen reduction with one global denominator
@@ -434,8 +437,6 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
             tok_w = mask / mask.sum(-1, keepdim=True).clamp_min(1.0) / denom
         t_out = None
         if use_teacher:
-            import dataclasses
-
             def score(rows_per_traj: list[list[Any]], idx: list[int] = idx,
                       ) -> dict[str, torch.Tensor]:
                 rows = [dataclasses.replace(r, traj_index=j) for j, i in enumerate(idx)

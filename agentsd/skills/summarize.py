@@ -199,9 +199,12 @@ def _abstract_plan(plan: Any) -> tuple[str, ...] | None:
 
 
 def _privileged_list(traj: Trajectory) -> list[Any]:
-    """Privileged views per turn by replay (empty when the env cannot replay this episode)."""
-    from agentsd.hints import replay_privileged
+    """Privileged views per turn: the ones the rollout recorded (``Turn.privileged``) when every
+    turn has them, else by replay (empty when the env cannot replay this episode)."""
+    from agentsd.hints import _views_privileged, replay_privileged
 
+    if traj.turns and all(t.privileged for t in traj.turns):
+        return [_views_privileged(t.privileged) for t in traj.turns]
     try:
         return replay_privileged(traj)
     except Exception as e:  # a trajectory from an env no longer registered, or without a seed
