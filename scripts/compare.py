@@ -28,9 +28,29 @@ import sys
 import time
 from pathlib import Path
 
-ALGOS = ("grpo", "rft", "opsd", "opd", "opd-fkl")
-#: compared variants that are an algorithm plus loss options
-VARIANTS = {"opd-fkl": ("opd", {"kind": "jsd", "alpha": 0.0})}
+#: compared variants that are an algorithm plus loss / teacher options; ``views`` replaces the
+#: teacher's context views (default: skills + the per-turn reference)
+VARIANTS: dict[str, dict] = {
+    # OPD with the full-vocabulary forward KL to the teacher
+    "opd-fkl": {"algo": "opd", "loss": {"kind": "jsd", "alpha": 0.0}},
+    # SOD: OPD with each turn's distillation weight falling with its mean divergence
+    "sod": {"algo": "opd", "loss": {"turn_weight": "sod"}},
+    # TRACE: forward KL on the matching turns of successes, reverse KL on turns that miss the
+    # reference step, GRPO elsewhere; the KL channel anneals to 0 over the second half of the run
+    "trace": {"algo": "opd", "loss": {"trace": True}},
+    # SD-Zero: the reviser teacher sees skills and the group's other attempt with its reward and
+    # the env's replies, no reference solution (binary reward turned into dense targets)
+    "sdzero": {"algo": "opd", "teacher": {"feedback": "reviser"}, "views": ("skills", "feedback")},
+    # OPD's context plus the SD-Zero feedback view
+    "opd-feedback": {"algo": "opd", "teacher": {"feedback": "reviser"},
+                     "views": ("skills", "reference", "feedback")},
+    # SDPO: the teacher sees a successful sibling sample (groups without one are not distilled)
+    "sdpo": {"algo": "opd", "teacher": {"feedback": "sibling"},
+             "views": ("skills", "reference", "feedback")},
+}
+ALGOS = ("grpo", "rft", "opsd", "opd", *VARIANTS)
+#: what the default run compares (the family variants are asked for by name)
+DEFAULT_ALGOS = ("grpo", "rft", "opsd", "opd", "opd-fkl")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,9 +58,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="Sokoban-Easy-v0", help="registered env id")
     p.add_argument("--model", default="smollm2", help="model name ('tiny-random' for a smoke run)")
-    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS),
-                   help="algorithms to compare (opd-fkl: OPD with the full-vocabulary forward KL "
-                        "to the teacher instead of the sampled-token reverse KL)")
+    p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=list(ALGOS),
+                   help="algorithms to compare. Variants of OPD (skills + reference teacher, "
+                        "sampled-token reverse KL): opd-fkl (full-vocabulary forward KL), sod "
+                        "(SOD per-turn divergence weights), trace (TRACE token routing, KL "
+                        "annealed over the second half), sdzero (SD-Zero reviser: skills + the "
+                        "group's other attempt and its reward, no reference), opd-feedback (OPD's "
+                        "context plus that feedback), sdpo (SDPO: a successful sibling)")
+    p.add_argument("--teacher-check", nargs="*", default=["opd", "opsd"], choices=["opd", "opsd"],
+                   help="teacher contexts whose acting success on the held-out tasks is measured "
+                        "from the warm model (the first one also measures the warm student)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="run seeds")
     p.add_argument("--warm-steps", type=int, default=20, help="SFT steps of the shared warm start")
     p.add_argument("--warm-lr", type=float, default=1e-3, help="SFT learning rate")
@@ -87,9 +114,13 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
     from agentsd.hints import TeacherContextConfig
 
     warm = algo == "sft"
-    algo, loss_kw = VARIANTS.get(algo, (algo, {}))
+    v = VARIANTS.get(algo, {"algo": algo})
+    loss_kw = dict(v.get("loss", {}))
+    if loss_kw.get("trace"):  # the whole TRACE schedule inside the run: KL, then anneal to 0
+        loss_kw.setdefault("trace_warmup_steps", steps // 2)
+        loss_kw.setdefault("trace_anneal_steps", steps - steps // 2)
     return TrainConfig(
-        algo=algo, loss=LossConfig(**loss_kw), steps=steps, seed=seed, out_dir=out_dir,
+        algo=v["algo"], loss=LossConfig(**loss_kw), steps=steps, seed=seed, out_dir=out_dir,
         eval_every=0 if warm else args.eval_every, eval_at_start=False, eval_at_end=not warm,
         teacher_eval=False,
         checkpoint_every=steps, resume=False, progress=False, samples_to_keep=4,
@@ -101,8 +132,8 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
                                 max_turns=args.max_turns, max_tokens=args.max_tokens,
                                 eval_tasks=args.eval_tasks, temperature=args.temperature,
                                 eval_sampled=warm or args.eval_t1),
-        teacher=TeacherConfig(mode="frozen", context=TeacherContextConfig(
-            views=("skills", "reference"), max_skills=args.max_skills)),
+        teacher=TeacherConfig(mode="frozen", **v.get("teacher", {}), context=TeacherContextConfig(
+            views=v.get("views", ("skills", "reference")), max_skills=args.max_skills)),
         optim=OptimConfig(lr=args.warm_lr if warm else args.lr),
         demos=DemoConfig(source="oracle", teacher_frac=args.teacher_frac),
     )
@@ -194,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             w = pool.apply(_dispatch, ({"algo": "sft", "cfg": cfg},))
             print(f"      warm start trained [{w['wall_s']:.0f}s]", flush=True)
         jobs = []
-        for i, algo in enumerate(("opd", "opsd")):  # OPD's also measures the warm student
+        for i, algo in enumerate(args.teacher_check):  # the first also measures the warm student
             cfg = run_config(args, algo, 0, str(out / f"teacher_{algo}"), 1, warm_dir)
             jobs.append({"kind": "teacher", "algo": algo, "cfg": cfg, "student": i == 0,
                          "context": ",".join(cfg.teacher_views().views)})
@@ -202,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             for algo in args.algos:
                 jobs.append({"algo": algo, "cfg": run_config(  # algo: the compared name
                     args, algo, seed, str(out / f"{algo}_seed{seed}"), args.steps, warm_dir)})
-        print(f"[2/3] teacher check + [3/3] {len(jobs) - 2} runs on {args.workers} workers",
+        n_check = len(args.teacher_check)
+        print(f"[2/3] teacher check + [3/3] {len(jobs) - n_check} runs on {args.workers} workers",
               flush=True)
         for r in pool.imap_unordered(_dispatch, jobs):
             key = "teacher" if "teacher_context" in r else "runs"
