@@ -39,6 +39,7 @@ propagate: nothing can progress without it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import threading
@@ -59,6 +60,9 @@ __all__ = ["Task", "RolloutConfig", "RolloutSummary", "RolloutResult", "ChatRend
            "rollout", "run_rollouts", "make_tasks", "split_tasks", "split_kwargs"]
 
 EnvLike = str | Callable[[], Any]
+
+#: tells engines apart in a policy's KV-cache keys (two runs may share one policy)
+_ENGINE_IDS = itertools.count()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +113,10 @@ class RolloutConfig:
     #: record each turn's privileged views (``Turn.privileged``) for the teacher; the trainer
     #: turns it on for training rollouts (costs one ``env.privileged()`` per turn)
     record_privileged: bool = False
+    #: keep each episode's KV cache between its turns, so a turn prefills only the tokens after
+    #: the previous action (observation and chat markup) instead of the whole history; used by
+    #: policies that offer it (``HFPolicy``: ``supports_kv_reuse``), ignored by others
+    kv_reuse: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_turns", "max_episode_tokens", "context_length", "max_parse_failures"):
@@ -144,6 +152,11 @@ class RolloutSummary:
     env_busy_s: float = 0.0
     generate_calls: int = 0
     mean_batch: float = 0.0
+    #: prompt tokens served from an episode's kept KV cache / run through the model
+    kv_reused_tokens: int = 0
+    prefill_tokens: int = 0
+    #: turns whose kept cache was not a prefix of the new prompt (only the common part reused)
+    kv_prefix_mismatches: int = 0
 
     @property
     def action_tokens_per_s(self) -> float:
@@ -170,7 +183,10 @@ class RolloutSummary:
                 f"wall {self.wall_s:.1f}s  {self.action_tokens_per_s:.1f} sampled tok/s  "
                 f"{self.episodes_per_min:.2f} episodes/min  generation {self.generate_s / w:.0%} "
                 f"of wall ({self.generate_calls} calls, mean batch {self.mean_batch:.1f})  "
-                f"waiting for envs {self.env_wait_s / w:.0%}  env work {self.env_busy_s:.1f}s")
+                f"waiting for envs {self.env_wait_s / w:.0%}  env work {self.env_busy_s:.1f}s"
+                + (f"\nKV reuse: {self.kv_reused_tokens} prompt tokens from kept caches, "
+                   f"{self.prefill_tokens} prefilled, {self.kv_prefix_mismatches} prefix mismatches"
+                   if self.kv_reused_tokens or self.kv_prefix_mismatches else ""))
 
 
 @dataclass
@@ -420,9 +436,28 @@ class _Engine:
         self.summary = RolloutSummary()
         self.calls = 0
         self.batch_total = 0
+        self.kv_reuse = cfg.kv_reuse and bool(getattr(policy, "supports_kv_reuse", False))
+        self._engine_id = next(_ENGINE_IDS)
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> RolloutResult:
+        mismatches = self._kv_mismatches()
+        try:
+            res = self._run()
+        finally:
+            if self.kv_reuse:  # kept caches go stale once the weights change
+                self.policy.release([self._kv_key(ep) for ep in self.episodes])
+        self.summary.kv_prefix_mismatches = self._kv_mismatches() - mismatches
+        return res
+
+    def _kv_key(self, ep: _Episode) -> tuple[str, int, int]:
+        return ("agentsd.rollout", self._engine_id, ep.index)
+
+    def _kv_mismatches(self) -> int:
+        stats = getattr(self.policy, "kv_stats", None)
+        return int(getattr(stats, "prefix_mismatches", 0))
+
+    def _run(self) -> RolloutResult:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
@@ -478,7 +513,11 @@ class _Engine:
             params = dataclasses.replace(params, seed=(params.seed * 1_000_003 + self.calls) % 2**63)
         t0 = time.perf_counter()
         prompts = [ep.traj.token_ids() + ep.prompt for ep in batch]
-        gens = self.policy.generate(prompts, params)
+        if self.kv_reuse:
+            gens = self.policy.generate(prompts, params,
+                                        cache_keys=[self._kv_key(ep) for ep in batch])
+        else:
+            gens = self.policy.generate(prompts, params)
         dt = time.perf_counter() - t0
         if len(gens) != len(batch):
             raise RuntimeError(f"policy {self.policy.model_id!r} returned {len(gens)} generations "
@@ -487,7 +526,9 @@ class _Engine:
         self.batch_total += len(batch)
         self.summary.generate_s += dt
         out = []
-        for ep, gen in zip(batch, gens):
+        for ep, gen, prompt in zip(batch, gens, prompts):
+            self.summary.kv_reused_tokens += int(gen.meta.get("kv_reused_tokens", 0))
+            self.summary.prefill_tokens += int(gen.meta.get("prefill_tokens", len(prompt)))
             out.append((ep, self._record_action(ep, gen, dt, len(batch))))
         return out
 
@@ -591,6 +632,8 @@ class _Engine:
     def _finish(self, ep: _Episode, reason: StopReason) -> None:
         ep.traj.stop_reason = reason.value
         ep.done = True
+        if self.kv_reuse:
+            self.policy.release([self._kv_key(ep)])
 
     def _summarize(self) -> None:
         s, trajs = self.summary, [ep.traj for ep in self.episodes]

@@ -27,12 +27,42 @@ global torch RNG is never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agentsd.policy.base import Generation, SamplingParams
 
-__all__ = ["HFPolicy"]
+__all__ = ["HFPolicy", "KVReuseStats"]
+
+
+@dataclass
+class KVReuseStats:
+    """What KV reuse across calls did (see :meth:`HFPolicy.generate`'s ``cache_keys``)."""
+
+    #: rows that came with a key (turns after the first of an episode, plus first turns)
+    keyed_rows: int = 0
+    #: prompt tokens whose keys/values came from a stored cache instead of a forward pass
+    reused_tokens: int = 0
+    #: prompt tokens run through the model (the new suffixes, and full prompts without a cache)
+    prefilled_tokens: int = 0
+    #: rows whose stored tokens were not a prefix of the new prompt: only the common prefix
+    #: was reused (a full prefill when nothing was common)
+    prefix_mismatches: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _KVEntry:
+    #: the tokens whose keys/values are stored: the last prompt plus all but the last sampled token
+    ids: list[int]
+    #: per layer ``(keys_HLD, values_HLD)`` of just those tokens (no padding)
+    kv: list[tuple[Any, Any]]
 
 
 class HFPolicy:
@@ -41,10 +71,17 @@ class HFPolicy:
     ``model`` may be in training mode (it is switched to eval for sampling and restored after)
     and may be a PEFT model. ``eos_token_ids`` defaults to the tokenizer's EOS plus the model's
     ``generation_config.eos_token_id``.
+
+    ``cache_implementation``: ``"dynamic"`` (default; a growing cache, finished rows leave the
+    batch, and KV reuse across calls with ``cache_keys``) or ``"static"`` (one preallocated cache
+    per call, fixed shapes; ``cache_keys`` are ignored: every call prefills in full). ``compile``
+    (needs ``"static"`` and a CUDA device) runs the decode step through ``torch.compile`` with
+    CUDA graphs; the first call for each new (batch, cache length) pair compiles.
     """
 
     def __init__(self, model: Any, tokenizer: Any, model_id: str | None = None,
-                 eos_token_ids: list[int] | None = None, context_length: int | None = None) -> None:
+                 eos_token_ids: list[int] | None = None, context_length: int | None = None, *,
+                 cache_implementation: str = "dynamic", compile: bool = False) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id or f"hf:{getattr(model.config, '_name_or_path', '') or type(model).__name__}"
@@ -57,22 +94,54 @@ class HFPolicy:
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else self.eos_token_ids[0])
         self._cache_kwarg = _cache_kwarg()
+        if cache_implementation not in ("dynamic", "static"):
+            raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got "
+                             f"{cache_implementation!r}")
+        if compile and cache_implementation != "static":
+            raise ValueError("compile=True needs cache_implementation='static': a dynamic cache "
+                             "grows every step, so the compiled forward would recompile per token")
+        if compile and self.device.type != "cuda":
+            raise ValueError(f"compile=True is GPU-only (the model is on {self.device}): its gain "
+                             f"comes from CUDA graphs; on CPU use the default dynamic cache (with "
+                             f"KV reuse across turns), or cache_implementation='static' uncompiled")
+        self.cache_implementation = cache_implementation
+        self.compile = compile
+        self._decode_fn: Any = None
+        self._kv: dict[Hashable, _KVEntry] = {}
+        self.kv_stats = KVReuseStats()
+        #: why KV reuse is off for this model (``None`` while it works)
+        self.kv_reuse_unsupported: str | None = None
 
     @classmethod
     def from_pretrained(cls, name: str = "smollm2", *, device: str | None = None,
-                        dtype: Any = None) -> HFPolicy:
-        """Load a model by short name, local path or hub id (see :mod:`agentsd.policy.models`)."""
+                        dtype: Any = None, **kwargs: Any) -> HFPolicy:
+        """Load a model by short name, local path or hub id (see :mod:`agentsd.policy.models`);
+        ``kwargs`` go to the constructor (``cache_implementation``, ``compile``)."""
         from agentsd.policy.models import load_model, resolve_model
 
         model, tok = load_model(name, device=device, dtype=dtype)
-        return cls(model, tok, model_id=f"hf:{resolve_model(name).model_id}")
+        return cls(model, tok, model_id=f"hf:{resolve_model(name).model_id}", **kwargs)
 
     @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        """Sample one continuation per prompt, all prompts in one left-padded batch."""
+    @property
+    def supports_kv_reuse(self) -> bool:
+        """Whether ``cache_keys`` can save prefill work (dynamic cache, full-attention layers)."""
+        return self.cache_implementation == "dynamic" and self.kv_reuse_unsupported is None
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams,
+                 cache_keys: Sequence[Hashable] | None = None) -> list[Generation]:
+        """Sample one continuation per prompt, all prompts in one left-padded batch.
+
+        ``cache_keys`` (one hashable per prompt, e.g. an episode id) turn on KV reuse: after the
+        call the keys and values of each row are kept under its key, and a later prompt with the
+        same key prefills only the tokens after the longest common prefix with what was kept
+        (exact: a causal model's keys and values for a prefix do not depend on what follows).
+        Call :meth:`release` when an episode ends; the caller owns the keys' lifetime, and kept
+        caches are stale once the weights change.
+        """
         import torch
 
         if not prompts:
@@ -80,46 +149,91 @@ class HFPolicy:
         for i, p in enumerate(prompts):
             if not p:
                 raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+        if cache_keys is not None and len(cache_keys) != len(prompts):
+            raise ValueError(f"cache_keys has {len(cache_keys)} keys for {len(prompts)} prompts")
+        if cache_keys is not None and len(set(cache_keys)) != len(cache_keys):
+            raise ValueError("cache_keys must be distinct within a call (one per episode)")
+        if not self.supports_kv_reuse:
+            cache_keys = None
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                return self._generate(prompts, params)
+                return self._generate(prompts, params, cache_keys)
         finally:
             if was_training:
                 self.model.train()
 
+    def release(self, cache_keys: Iterable[Hashable] | None = None) -> None:
+        """Drop the caches kept under ``cache_keys`` (all of them when ``None``)."""
+        if cache_keys is None:
+            self._kv.clear()
+            return
+        for k in cache_keys:
+            self._kv.pop(k, None)
+
     # ---- internals -----------------------------------------------------------------------------
-    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    def _generate(self, prompts: list[list[int]], params: SamplingParams,
+                  keys: Sequence[Hashable] | None) -> list[Generation]:
         import torch
 
         t0 = time.perf_counter()
         dev = self.device
-        B, T = len(prompts), max(len(p) for p in prompts)
-        ids_BT = torch.full((B, T), self.pad_token_id, dtype=torch.long)
-        mask_BT = torch.zeros((B, T), dtype=torch.long)
-        for b, p in enumerate(prompts):
-            ids_BT[b, T - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask_BT[b, T - len(p):] = 1
-        ids_BT, mask_BT = ids_BT.to(dev), mask_BT.to(dev)
-        # left padding: positions count real tokens only, so a padded row sees the same
-        # positions as it would alone
-        pos_BT = (mask_BT.cumsum(-1) - 1).clamp(min=0)
+        B = len(prompts)
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=dev).manual_seed(int(params.seed))
-        eos = torch.tensor(self.eos_token_ids, device=dev)
+        if self.cache_implementation == "static":
+            out_ids, out_lp, finish = self._decode_static(prompts, params, gen)
+            reuse_B = [0] * B
+        else:
+            out_ids, out_lp, finish, reuse_B = self._decode_dynamic(prompts, params, gen, keys)
+        wall = time.perf_counter() - t0
+        return [Generation(token_ids=out_ids[b], logprobs=out_lp[b],
+                           text=self.tokenizer.decode(out_ids[b], skip_special_tokens=True),
+                           finish_reason=finish[b],
+                           meta={"batch_size": B, "batch_wall_s": wall,
+                                 "kv_reused_tokens": reuse_B[b],
+                                 "prefill_tokens": len(prompts[b]) - reuse_B[b]})
+                for b in range(B)]
 
+    def _decode_dynamic(self, prompts: list[list[int]], params: SamplingParams, gen: Any,
+                        keys: Sequence[Hashable] | None) -> tuple[Any, ...]:
+        """The default loop: a growing cache; finished rows leave the batch (and, with keys,
+        leave their keys/values behind for the episode's next call)."""
+        import torch
+
+        dev = self.device
+        B = len(prompts)
+        entries = [self._kv.pop(k, None) for k in keys] if keys is not None else [None] * B
+        reuse_B = [self._reusable(e, p) for e, p in zip(entries, prompts)]
+        if keys is not None:
+            self.kv_stats.keyed_rows += B
+            self.kv_stats.reused_tokens += sum(reuse_B)
+        self.kv_stats.prefilled_tokens += sum(len(p) for p in prompts) - sum(reuse_B)
+        cache, ids_BS, mask_BT, pos_BS = self._prefill_inputs(prompts, entries, reuse_B)
+        del entries
+        eos = torch.tensor(self.eos_token_ids, device=dev)
         out_ids: list[list[int]] = [[] for _ in range(B)]
         out_lp: list[list[float]] = [[] for _ in range(B)]
         finish = ["length"] * B
         alive = list(range(B))  # original row of each row still in the batch
         # logits for the last position only: full-prompt logits would be B*T*V floats
-        out = self.model(input_ids=ids_BT, attention_mask=mask_BT, position_ids=pos_BT,
-                         use_cache=True, logits_to_keep=1)
+        past = {self._cache_kwarg: cache} if cache is not None else {}
+        out = self.model(input_ids=ids_BS, attention_mask=mask_BT, position_ids=pos_BS,
+                         use_cache=True, logits_to_keep=1, **past)
         cache = _cache_of(out)
+        if keys is not None and not self._storable(cache):
+            keys = None
         logits_BV = out.logits[:, -1, :].float()
-        next_pos_B = pos_BT[:, -1] + 1
+        next_pos_B = pos_BS[:, -1] + 1
+
+        def keep_kv(rows: list[int]) -> None:
+            # the cache holds each row's prompt and all its sampled tokens but the last
+            for r in rows:
+                b = alive[r]
+                self._store(keys[b], cache, r, mask_BT[r], prompts[b] + out_ids[b][:-1])
+
         for _step in range(params.max_tokens):
             tok_B, lp_B = _sample(logits_BV, params, gen)
             done_rows = []
@@ -133,9 +247,12 @@ class HFPolicy:
                     done_rows.append(r)
             if len(out_ids[alive[0]]) >= params.max_tokens or len(done_rows) == len(alive):
                 break
-            keep = [r for r in range(len(alive)) if r not in set(done_rows)]
             if done_rows:
+                if keys is not None:
+                    keep_kv(done_rows)
                 # drop finished rows so later steps only pay for live sequences
+                done = set(done_rows)
+                keep = [r for r in range(len(alive)) if r not in done]
                 idx = torch.tensor(keep, device=dev)
                 cache.batch_select_indices(idx)
                 tok_B, mask_BT, next_pos_B = tok_B[idx], mask_BT[idx], next_pos_B[idx]
@@ -147,18 +264,153 @@ class HFPolicy:
             cache = _cache_of(out)
             logits_BV = out.logits[:, -1, :].float()
             next_pos_B = next_pos_B + 1
-        wall = time.perf_counter() - t0
-        return [Generation(token_ids=out_ids[b], logprobs=out_lp[b],
-                           text=self.tokenizer.decode(out_ids[b], skip_special_tokens=True),
-                           finish_reason=finish[b],
-                           meta={"batch_size": B, "batch_wall_s": wall})
-                for b in range(B)]
+        if keys is not None:
+            keep_kv(list(range(len(alive))))
+        return out_ids, out_lp, finish, reuse_B
+
+    def _reusable(self, entry: _KVEntry | None, prompt: list[int]) -> int:
+        """How many leading prompt tokens ``entry`` covers (at least one token is left to run)."""
+        if entry is None:
+            return 0
+        n = min(len(entry.ids), len(prompt) - 1)
+        if entry.ids[:n] != prompt[:n]:
+            n = next(i for i, (a, b) in enumerate(zip(entry.ids, prompt)) if a != b)
+        if n < len(entry.ids):
+            # e.g. a prompt re-rendered from text whose tokens differ at the turn boundary
+            self.kv_stats.prefix_mismatches += 1
+        return n
+
+    def _prefill_inputs(self, prompts: list[list[int]], entries: list[_KVEntry | None],
+                        reuse_B: list[int]) -> tuple[Any, Any, Any, Any]:
+        """The first forward's inputs: each row's uncached suffix, left-padded to ``S``, after a
+        past of ``C`` slots holding each row's reused keys/values right-aligned (so a row reads
+        ``pad* kept pad* suffix``; the mask hides both pads and positions count real tokens)."""
+        import torch
+
+        dev = self.device
+        B, C = len(prompts), max(reuse_B)
+        suffix = [p[c:] for p, c in zip(prompts, reuse_B)]
+        S = max(len(x) for x in suffix)
+        ids_BS = torch.full((B, S), self.pad_token_id, dtype=torch.long)
+        mask_BT = torch.zeros((B, C + S), dtype=torch.long)
+        for b, (x, c) in enumerate(zip(suffix, reuse_B)):
+            ids_BS[b, S - len(x):] = torch.tensor(x, dtype=torch.long)
+            mask_BT[b, C + S - len(x):] = 1
+            mask_BT[b, C - c:C] = 1
+        ids_BS, mask_BT = ids_BS.to(dev), mask_BT.to(dev)
+        reuse = torch.tensor(reuse_B, dtype=torch.long, device=dev)
+        pos_BS = reuse[:, None] + (mask_BT[:, C:].cumsum(-1) - 1).clamp(min=0)
+        if C == 0:
+            return None, ids_BS, mask_BT, pos_BS
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        ref = next(e for e, c in zip(entries, reuse_B) if c)
+        for layer, (k_ref, v_ref) in enumerate(ref.kv):
+            k_BHCD = k_ref.new_zeros((B, k_ref.shape[0], C, k_ref.shape[-1]))
+            v_BHCD = v_ref.new_zeros((B, v_ref.shape[0], C, v_ref.shape[-1]))
+            for b, (e, c) in enumerate(zip(entries, reuse_B)):
+                if c:
+                    k_BHCD[b, :, C - c:] = e.kv[layer][0][:, :c]
+                    v_BHCD[b, :, C - c:] = e.kv[layer][1][:, :c]
+            cache.update(k_BHCD, v_BHCD, layer)
+        return cache, ids_BS, mask_BT, pos_BS
+
+    def _storable(self, cache: Any) -> bool:
+        """Whether a row's keys/values can be cut out of ``cache`` (plain full-attention layers)."""
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(cache, "layers", None)
+        if layers and all(type(la) is DynamicLayer for la in layers):
+            return True
+        kinds = sorted({type(la).__name__ for la in layers or []}) or [type(cache).__name__]
+        self.kv_reuse_unsupported = (f"KV reuse needs plain full-attention cache layers; this "
+                                     f"model's cache has {', '.join(kinds)}")
+        warnings.warn(f"{self.kv_reuse_unsupported}: every call prefills in full", stacklevel=4)
+        return False
+
+    def _store(self, key: Hashable, cache: Any, r: int, mask_T: Any, ids: list[int]) -> None:
+        m = mask_T.bool()
+        kv = [(la.keys[r][:, m], la.values[r][:, m]) for la in cache.layers]
+        if kv[0][0].shape[1] != len(ids):  # a bookkeeping bug would silently corrupt samples
+            raise RuntimeError(f"kept {kv[0][0].shape[1]} cache slots for {len(ids)} tokens")
+        self._kv[key] = _KVEntry(ids, kv)
+
+    def _decode_static(self, prompts: list[list[int]], params: SamplingParams,
+                       gen: Any) -> tuple[Any, ...]:
+        """Fixed shapes for ``torch.compile``: one preallocated cache, the batch never shrinks
+        (finished rows keep feeding their last token, and their outputs are ignored)."""
+        import torch
+        from transformers import StaticCache
+
+        dev = self.device
+        B, T = len(prompts), max(len(p) for p in prompts)
+        # round the cache length up so that calls of similar size share one compiled graph
+        L = -(-(T + params.max_tokens) // _STATIC_BUCKET) * _STATIC_BUCKET
+        ids_BT = torch.full((B, T), self.pad_token_id, dtype=torch.long)
+        mask_BL = torch.zeros((B, L), dtype=torch.long)
+        for b, p in enumerate(prompts):
+            ids_BT[b, T - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask_BL[b, T - len(p):T] = 1
+        ids_BT, mask_BL = ids_BT.to(dev), mask_BL.to(dev)
+        pos_BT = (mask_BL[:, :T].cumsum(-1) - 1).clamp(min=0)
+        self.kv_stats.prefilled_tokens += sum(len(p) for p in prompts)
+        cache = StaticCache(config=self.model.config, max_cache_len=L)
+        kw = {self._cache_kwarg: cache}
+        out = self.model(input_ids=ids_BT, attention_mask=mask_BL, position_ids=pos_BT,
+                         use_cache=True, logits_to_keep=1, **kw)
+        logits_BV = out.logits[:, -1, :].float()
+        pos_B1 = pos_BT[:, -1:] + 1
+        decode = self._decoder()
+        eos = torch.tensor(self.eos_token_ids, device=dev)
+        out_ids: list[list[int]] = [[] for _ in range(B)]
+        out_lp: list[list[float]] = [[] for _ in range(B)]
+        finish = ["length"] * B
+        alive = list(range(B))
+        tok_B = torch.full((B,), self.pad_token_id, dtype=torch.long, device=dev)
+        for step in range(params.max_tokens):
+            # draw for live rows only, as the dynamic loop does: same seed, same samples
+            idx = torch.tensor(alive, device=dev)
+            tok_A, lp_A = _sample(logits_BV[idx], params, gen)
+            tok_B[idx] = tok_A
+            tok_list, lp_list = tok_A.tolist(), lp_A.tolist()
+            is_eos = torch.isin(tok_A, eos).tolist()
+            done = set()
+            for r, b in enumerate(alive):
+                out_ids[b].append(tok_list[r])
+                out_lp[b].append(lp_list[r])
+                if is_eos[r] or (params.stop and self._hit_stop(out_ids[b], params.stop)):
+                    finish[b] = "stop"
+                    done.add(b)
+            alive = [b for b in alive if b not in done]
+            if step + 1 >= params.max_tokens or not alive:
+                break
+            mask_BL[:, T + step] = 1
+            out = decode(input_ids=tok_B[:, None], attention_mask=mask_BL, position_ids=pos_B1,
+                         use_cache=True, **kw)
+            logits_BV = out.logits[:, -1, :].float()
+            pos_B1 = pos_B1 + 1
+        return out_ids, out_lp, finish
+
+    def _decoder(self) -> Any:
+        if not self.compile:
+            return self.model
+        if self._decode_fn is None:
+            import torch
+
+            self._decode_fn = torch.compile(self.model.forward, mode="reduce-overhead",
+                                            fullgraph=False)
+        return self._decode_fn
 
     def _hit_stop(self, ids: list[int], stop: tuple[str, ...]) -> bool:
         # a stop string can span a few tokens; decoding a short tail keeps this O(1) per step
         longest = max(len(s) for s in stop)
         tail = self.tokenizer.decode(ids[-(longest + 2):], skip_special_tokens=False)
         return any(s in tail for s in stop)
+
+
+#: the static cache's length is a multiple of this (fewer distinct shapes to compile)
+_STATIC_BUCKET = 256
 
 
 def _sample(logits_BV: Any, params: SamplingParams, gen: Any) -> tuple[Any, Any]:
