@@ -352,3 +352,173 @@ def test_docstring_examples_of_the_family():
     for mod in (U, L):
         r = doctest.testmod(mod)
         assert r.attempted > 0 and r.failed == 0, mod.__name__
+
+
+# ---- ATESD: adaptive teacher exposure ---------------------------------------------------------
+
+def test_atesd_digamma_and_beta_score_match_torch():
+    from agentsd.distill import exposure as X
+
+    for x in (0.3, 1.0, 2.5, 7.0, 40.0):
+        assert X.digamma(x) == pytest.approx(float(torch.special.digamma(torch.tensor(x, dtype=torch.float64))),
+                                             abs=1e-10)
+    a = torch.tensor(2.3, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(4.1, dtype=torch.float64, requires_grad=True)
+    lp = torch.distributions.Beta(a, b).log_prob(torch.tensor(0.3, dtype=torch.float64))
+    lp.backward()
+    assert X.beta_log_prob(0.3, 2.3, 4.1) == pytest.approx(float(lp.detach()), abs=1e-10)
+    assert X.beta_score(0.3, 2.3, 4.1) == pytest.approx((float(a.grad), float(b.grad)), abs=1e-10)
+
+
+def test_atesd_reinforce_step_closed_form():
+    # w = 0, x = (1): alpha = beta = 1 + ln 2, sigmoid(0) = 1/2; at e = 1/2 the two scores are
+    # equal, so both weights move by lr * A * (log 1/2 - psi(a) + psi(2a)) / 2
+    from agentsd.distill import exposure as X
+
+    a = 1 + math.log(2.0)
+    psi = lambda v: float(torch.special.digamma(torch.tensor(v, dtype=torch.float64)))  # noqa: E731
+    step = 0.1 * 2.0 * (math.log(0.5) - psi(a) + psi(2 * a)) / 2
+    wa, wb = X.reinforce_step([0.0], [0.0], [1.0], 0.5, advantage=2.0, lr=0.1)
+    assert wa == pytest.approx([step], abs=1e-12) and wb == pytest.approx([step], abs=1e-12)
+    # a rewarded high exposure raises the policy's mean, a punished one lowers it
+    for adv, sign in ((1.0, 1), (-1.0, -1)):
+        wa, wb = X.reinforce_step([0.0, 0.0], [0.0, 0.0], [1.0, 0.5], 0.9, adv, 0.5)
+        mean = (1 + X.softplus(wa[0] + 0.5 * wa[1])) / (2 + X.softplus(wa[0] + 0.5 * wa[1])
+                                                       + X.softplus(wb[0] + 0.5 * wb[1]))
+        assert sign * (mean - 0.5) > 0
+
+
+def test_atesd_reinforce_step_is_the_autograd_gradient_and_capped():
+    from agentsd.distill import exposure as X
+
+    w_a, w_b, x, e = [0.3, -0.2, 0.1], [0.5, 0.4, -0.3], [1.0, 0.25, -0.6], 0.37
+    ta = torch.tensor(w_a, dtype=torch.float64, requires_grad=True)
+    tb = torch.tensor(w_b, dtype=torch.float64, requires_grad=True)
+    tx = torch.tensor(x, dtype=torch.float64)
+    sp = torch.nn.functional.softplus
+    torch.distributions.Beta(1 + sp(ta @ tx), 1 + sp(tb @ tx)).log_prob(
+        torch.tensor(e, dtype=torch.float64)).backward()
+    na, nb = X.reinforce_step(w_a, w_b, x, e, advantage=1.5, lr=0.2)
+    assert [n - w for n, w in zip(na, w_a, strict=True)] == pytest.approx((0.3 * ta.grad).tolist(), abs=1e-10)
+    assert [n - w for n, w in zip(nb, w_b, strict=True)] == pytest.approx((0.3 * tb.grad).tolist(), abs=1e-10)
+    ca, cb = X.reinforce_step(w_a, w_b, x, e, advantage=1e3, lr=1.0, max_step=0.01)
+    norm = math.sqrt(sum((n - w) ** 2 for n, w in zip(ca + cb, w_a + w_b, strict=True)))
+    assert norm == pytest.approx(0.01)
+
+
+def test_atesd_learning_progress_and_initial_policy():
+    from agentsd.distill import exposure as X
+
+    # r_0 = (R1 - R0) + 0.5 (R2 - R1); r_1 with H = 1 is R2 - R1
+    assert X.learning_progress([1.0, 3.0, 2.0], 0, 2, 0.5) == pytest.approx(2.0 - 0.5)
+    assert X.learning_progress([1.0, 3.0, 2.0], 1, 1, 0.5) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="needs 3 closed windows"):
+        X.learning_progress([1.0, 3.0], 0, 2, 0.5)
+    c = X.BetaExposureController(seed=0, init=0.3, concentration=10.0)
+    a, b = c.alpha_beta(c.features(0.7, 0.2))
+    assert (a, b) == pytest.approx((3.0, 7.0))  # mean init, alpha + beta = concentration
+    with pytest.raises(ValueError, match="concentration"):
+        X.BetaExposureController(seed=0, init=0.05, concentration=6.0)
+
+
+def test_atesd_controller_holds_scores_after_the_horizon_and_resumes_exactly():
+    import json
+
+    from agentsd.distill import exposure as X
+
+    def run(c, steps, rewards):
+        out = []
+        for s in steps:
+            out.append(c.decide(s, success=0.5, reward=rewards[s]))
+            c.observe(0.1 * s)
+        return out
+
+    rewards = {1: 0.0, 2: 0.0, 3: 1.0, 4: 1.0, 5: 3.0, 6: 3.0, 7: 0.0, 8: 0.0}
+    c = X.BetaExposureController(seed=3, hold=2, horizon=1, lr=0.5)
+    es = run(c, range(1, 5), rewards)
+    assert es[0] == es[1] and es[2] == es[3] and es[0] != es[2]  # one draw per window of 2
+    assert c.window_means == [0.0] and "atesd/progress_reward" not in c.last
+    w0 = (list(c.w_a), list(c.w_b))
+    run(c, [5], rewards)  # window 1 closed: decision 0 scored with r = R1 - R0 = 1
+    assert c.window_means == [0.0, 1.0] and c.last["atesd/progress_reward"] == pytest.approx(1.0)
+    assert (c.w_a, c.w_b) != w0 and c.baseline == pytest.approx(1.0)
+    # the state goes through JSON (the checkpoint) and the resumed controller decides the same
+    saved = json.loads(json.dumps(c.state_dict()))
+    tail = run(c, [6, 7, 8], rewards)
+    d = X.BetaExposureController(seed=3, hold=2, horizon=1, lr=0.5)
+    d.load_state_dict(saved)
+    assert run(d, [6, 7, 8], rewards) == tail and (d.w_a, d.w_b) == (c.w_a, c.w_b)
+
+
+def test_atesd_exposure_truncates_the_hint():
+    from agentsd.distill import exposure as X
+
+    c = X.BetaExposureController(seed=1, init=0.4, concentration=5.0)
+    e = c.decide(1, success=0.0, reward=0.0)
+    plan = ["Up", "Up", "Left", "Left", "Up", "Right", "Right"]
+    ctx = TeacherContextConfig(views=("plan",), exposure=e)
+    shown = hint_text({"plan": plan}, ctx).split(": ", 1)[1].split()
+    assert shown == plan[:math.ceil(e * len(plan))] and 0 < len(shown) < len(plan)
+
+
+def test_atesd_help_names_the_paper():
+    import dataclasses
+
+    [f] = [f for f in dataclasses.fields(TeacherConfig) if f.name == "exposure_control"]
+    assert "ATESD" in f.metadata["help"]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (lambda: dict(teacher=TeacherConfig(exposure_control="atesd")),
+     r"^ATESD \(teacher\.exposure_control='atesd'\) needs a view that exposure reveals"),
+    (lambda: dict(algo="grpo", teacher=TeacherConfig(exposure_control="atesd")),
+     r"^ATESD .*needs a teacher"),
+    (lambda: dict(algo="rft", loss=LossConfig(div_clip=2.0)), r"^UniSD divergence clipping .*needs a teacher"),
+    (lambda: dict(loss=LossConfig(turn_weight="sod"), rollout=RolloutSettings(max_turns=1)),
+     r"^SOD .*needs episodes of >= 2 turns"),
+    (lambda: dict(loss=LossConfig(pass_rate_a=1.0, pass_rate_b=1.0),
+                  rollout=RolloutSettings(samples_per_task=1)), r"^PACED .*needs? a group"),
+    (lambda: dict(loss=LossConfig(grpo_coef=0.5), rollout=RolloutSettings(samples_per_task=1)),
+     r"GRPO blend .*needs a group"),
+])
+def test_more_methods_missing_a_piece_fail_in_one_line(kw, message):
+    with pytest.raises(ValueError, match=message) as e:
+        TrainConfig(**kw())
+    assert "\n" not in str(e.value)
+
+
+def test_views_the_env_does_not_fill_fail_at_config_time(monkeypatch):
+    import agentsd.distill.config as C
+
+    monkeypatch.setattr(C, "_env_views", lambda env: {"notes"})
+    atesd = TeacherConfig(exposure_control="atesd", context=TeacherContextConfig(views=("plan",)))
+    with pytest.raises(ValueError, match=r"^ATESD .*fills none of the views \['plan'\]"):
+        TrainConfig(teacher=atesd)
+    with pytest.raises(ValueError, match=r"^several teachers .*does not fill the view\(s\) \['plan'\]"):
+        TrainConfig(teacher=TeacherConfig(score_views=("reference", "plan")))
+
+
+def test_atesd_in_the_loop_resumes_exactly(tmp_path):
+    """Three steps straight vs two steps then a resume to three: the same exposures, controller
+    updates and losses (the controller's state rides in the checkpoint)."""
+    import dataclasses
+
+    from agentsd.distill.metrics import read_metrics
+    from agentsd.distill.trainer import train
+
+    atesd = TeacherConfig(exposure_control="atesd", atesd_horizon=1, context=TeacherContextConfig(
+        views=("plan",), exposure_mode="step"))
+
+    def cfg(name, steps):
+        return dataclasses.replace(_tiny(tmp_path, name, algo="opd", teacher=atesd), steps=steps)
+
+    train(cfg("ref", 3))
+    train(cfg("run", 2))
+    assert train(cfg("run", 3)).resumed_from == 2
+
+    def det(rows):
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+    a, b = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
+    assert det(a) == det(b) and [r["step"] for r in b] == [1, 2, 3]
+    assert 0 < a[0]["atesd/exposure"] < 1 and "atesd/progress_reward" in a[2]

@@ -89,6 +89,37 @@ def _env_has_reference(env_id: str) -> bool:
     return has
 
 
+#: views that ``env.privileged()`` fills (the others come from the oracle or the trainer)
+_ENV_VIEWS = ("answer", "solution", "plan", "next_step", "hidden_tests", "notes")
+#: views that ``TeacherContextConfig.exposure`` reveals in part (ATESD's reveal ratio)
+_PARTLY_SHOWN = ("plan", "solution", "next_step")
+
+
+def _env_views(env_id: str) -> set[str]:
+    """The views ``env_id``'s ``privileged()`` fills on a train task."""
+    import agentsd
+
+    try:
+        probe = agentsd.make(env_id)
+        probe.reset(seed=agentsd.split_seeds(env_id, "train", 1)[0])
+        p = probe.privileged()
+        probe.close()
+    except Exception as e:  # noqa: BLE001 - an unknown env id gets the registry's error
+        raise ValueError(f"TrainConfig.rollout.env {env_id!r}: {e}") from e
+    return {v for v in _ENV_VIEWS if getattr(p, v, None) not in (None, "", [], ())}
+
+
+def _turn_limit(rollout: Any) -> int:
+    """Turns an episode can have: ``rollout.max_turns`` capped by the env's own limit."""
+    import agentsd
+
+    try:
+        own = agentsd.spec(rollout.env).max_turns
+    except Exception as e:  # noqa: BLE001 - an unknown env id gets the registry's error
+        raise ValueError(f"TrainConfig.rollout.env {rollout.env!r}: {e}") from e
+    return min(rollout.max_turns, own) if own else rollout.max_turns
+
+
 def resolve_device(device: str) -> str:
     """The torch device ``ModelConfig.device`` names (``auto``: ``cuda`` when available); under
     torchrun, ``auto`` and ``cuda`` mean this process's GPU (``cuda:LOCAL_RANK``)."""
@@ -265,6 +296,18 @@ class TeacherConfig:
                                    "residuals) or mean")
     agreement_scale: float = _f(1.0, "UniSD agreement: weight = exp(-scale * teacher spread)")
     avsd_residual: float = _f(0.5, "AVSD: bound on each view's residual gap (nats)")
+    exposure_control: str = _f("none", "how much of the privileged solution the teacher sees "
+                                       "during training: none (context.exposure, fixed) or atesd "
+                                       "(ATESD, adaptive teacher exposure: a Beta policy over "
+                                       "training-state statistics, rewarded by learning progress, "
+                                       "picks the reveal ratio; see agentsd.distill.exposure)")
+    atesd_init: float = _f(0.5, "ATESD: mean exposure of the controller's first Beta policy")
+    atesd_concentration: float = _f(6.0, "ATESD: alpha + beta of the first Beta policy (larger: "
+                                         "draws closer to the mean)")
+    atesd_lr: float = _f(0.5, "ATESD: the controller's REINFORCE learning rate")
+    atesd_hold: int = _f(1, "ATESD: steps one sampled exposure is held for (a window)")
+    atesd_horizon: int = _f(2, "ATESD: windows of later learning progress that score a decision")
+    atesd_discount: float = _f(0.5, "ATESD: discount of later windows' progress in the reward")
 
     def __post_init__(self) -> None:
         from agentsd.distill.teacher import TEACHER_MODES
@@ -288,6 +331,18 @@ class TeacherConfig:
         _check(self.combine in ("agreement", "avsd", "mean"), "TeacherConfig", "combine",
                "must be 'agreement', 'avsd' or 'mean'", self.combine)
         _nonneg("TeacherConfig", self, "agreement_scale", "avsd_residual")
+        _check(self.exposure_control in ("none", "atesd"), "TeacherConfig", "exposure_control",
+               "must be 'none' or 'atesd'", self.exposure_control)
+        _check(0 < self.atesd_init < 1, "TeacherConfig", "atesd_init", "must be in (0, 1)",
+               self.atesd_init)
+        _check(self.atesd_concentration * min(self.atesd_init, 1 - self.atesd_init) > 1,
+               "TeacherConfig", "atesd_concentration",
+               "must exceed 1 / min(atesd_init, 1 - atesd_init) (alpha, beta > 1)",
+               self.atesd_concentration)
+        _pos_int("TeacherConfig", self, "atesd_hold", "atesd_horizon")
+        _nonneg("TeacherConfig", self, "atesd_lr")
+        _check(0 <= self.atesd_discount <= 1, "TeacherConfig", "atesd_discount",
+               "must be in [0, 1]", self.atesd_discount)
 
 
 @dataclass(frozen=True)
@@ -407,7 +462,9 @@ class TrainConfig:
         needs = [(lc.turn_weight == "sod", "SOD (loss.turn_weight='sod')"),
                  (lc.kind == "pi_distill", "π-Distill (loss.kind='pi_distill')"),
                  (lc.trace, "TRACE (loss.trace)"), (tc.feedback != "none", "teacher.feedback"),
-                 (bool(tc.score_views), "several teachers (teacher.score_views)")]
+                 (bool(tc.score_views), "several teachers (teacher.score_views)"),
+                 (tc.exposure_control == "atesd", "ATESD (teacher.exposure_control='atesd')"),
+                 (lc.div_clip > 0, "UniSD divergence clipping (loss.div_clip)")]
         for on, name in needs:
             if on and not self.uses_teacher:
                 raise ValueError(f"{name} needs a teacher: algo 'opd' or 'opsd', got {self.algo!r}")
@@ -430,6 +487,31 @@ class TrainConfig:
         if lc.trace and not _env_has_reference(self.rollout.env):
             raise ValueError(f"TRACE (loss.trace) needs the env's reference step to mark spans: "
                              f"env {self.rollout.env} has no oracle_action()")
+        if lc.turn_weight == "sod" and _turn_limit(self.rollout) < 2:
+            raise ValueError("SOD (loss.turn_weight='sod') weighs an episode's turns against each "
+                             f"other: needs episodes of >= 2 turns, {self.rollout.env} with "
+                             f"rollout.max_turns={self.rollout.max_turns} allows "
+                             f"{_turn_limit(self.rollout)}")
+        if (lc.pass_rate_a > 0 or lc.pass_rate_b > 0) and G < 2:
+            raise ValueError("PACED pass-rate weights (loss.pass_rate_a/b) need a group to measure "
+                             f"a pass rate: rollout.samples_per_task >= 2, got {G}")
+        if self.uses_teacher and lc.grpo_coef > 0 and G < 2:
+            raise ValueError("the GRPO blend (loss.grpo_coef > 0) needs a group for its advantages:"
+                             f" rollout.samples_per_task >= 2, got {G}")
+        if tc.exposure_control == "atesd" and self.uses_teacher:
+            exposed = [v for v in self.teacher_views().views if v in _PARTLY_SHOWN]
+            if not exposed:
+                raise ValueError("ATESD (teacher.exposure_control='atesd') needs a view that "
+                                 "exposure reveals in part (plan, solution or next_step) in "
+                                 f"teacher.context.views, got {self.teacher_views().views}")
+            if not set(exposed) & _env_views(self.rollout.env):
+                raise ValueError(f"ATESD (teacher.exposure_control='atesd'): env "
+                                 f"{self.rollout.env} fills none of the views {exposed} at reset")
+        missing = [v for v in tc.score_views
+                   if v in _ENV_VIEWS and v not in _env_views(self.rollout.env)]
+        if missing:
+            raise ValueError(f"several teachers (teacher.score_views): env {self.rollout.env} "
+                             f"does not fill the view(s) {missing}")
         if tc.score_views and lc.kind not in ("reverse_kl", "pg"):
             raise ValueError(f"several teachers (teacher.score_views) combine sampled-token "
                              f"log-probs: loss.kind must be reverse_kl or pg, got {lc.kind!r}")

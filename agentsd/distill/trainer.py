@@ -308,6 +308,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
 
     from agentsd.distill import distributed
     from agentsd.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from agentsd.distill.exposure import make_controller as make_exposure_controller
     from agentsd.distill.metrics import MetricsWriter, summarize_values
     from agentsd.distill.teacher import Teacher
     from agentsd.policy.hf import HFPolicy
@@ -328,6 +329,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     teacher = (Teacher(model, tc.mode, tc.ema_decay, tc.sync_every, tc.sync_on_improve)
                if cfg.uses_teacher else None)
     contexts = _TeacherContexts(cfg, tokenizer) if cfg.uses_teacher else None
+    exposure = make_exposure_controller(cfg)  # ATESD: the teacher's reveal ratio as a control
     sft_library = (_snapshot_library(cfg) if cfg.algo == "sft" and cfg.demos.teacher_frac > 0
                    and "skills" in cfg.teacher_views().views else None)
     demo_pool = None
@@ -350,6 +352,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             from agentsd.skills.retrieve import UsefulnessBandit
 
             contexts.bandit = UsefulnessBandit.from_dict(state["bandit"])
+        if exposure is not None and state.get("exposure"):
+            exposure.load_state_dict(state["exposure"])
     metrics = (MetricsWriter(run_dir, resume_step=start, tensorboard=cfg.tensorboard)
                if rank.is_main else distributed.Silent())
     policy = HFPolicy(model, tokenizer, model_id=f"student:{cfg.model.name}")
@@ -390,6 +394,10 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                                         progress=False,
                                         record_privileged=contexts is not None)
             t_roll = time.perf_counter() - t0
+            if exposure is not None:  # ATESD: this step's exposure, from the training state
+                contexts.ctx = dataclasses.replace(contexts.ctx, exposure=exposure.decide(
+                    step, success=distributed.mean([float(t.success) for t in trajs]),
+                    reward=distributed.mean([t.total_reward for t in trajs])))
             # 2. the batch: weights and teacher rows (the teacher's context + the same tokens)
             data = build_batch(trajs, cfg, G, contexts.rows if contexts is not None else None,
                                step=step)
@@ -405,6 +413,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             t_train = time.perf_counter() - t0 - t_roll
             m.update(teacher.after_step(step) if teacher is not None else {})
             m["optim/lr"] = lr
+            m.update(exposure.observe(m.get("kl/mean")) if exposure is not None else {})
             if contexts is not None:  # every rank's episodes, in task order: the bandits agree
                 shown = distributed.gather_lists({"b": [(t.skills, float(t.success)) for t in trajs]})
                 for skills, success in shown["b"]:
@@ -439,6 +448,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             if step % cfg.checkpoint_every == 0 or is_last:
                 state = {"teacher": teacher.state_dict() if teacher is not None else None,
                          "bandit": contexts.bandit.to_dict() if contexts is not None else None,
+                         "exposure": exposure.state_dict() if exposure is not None else None,
                          "world_size": rank.world_size}
                 if rank.is_main:
                     save_checkpoint(run_dir, step, model, opt, state, keep=cfg.keep_checkpoints)
