@@ -95,16 +95,25 @@ class TeacherContextConfig:
     ``none`` = library order) and ``usefulness`` weights the bandit's UCB term in the ranking.
     """
 
+    #: view names in prompt order: skills, reference, answer, solution, plan, next_step,
+    #: hidden_tests, notes, feedback or extra:<key> (views an env lacks are skipped)
     views: tuple[str, ...] = ("skills", "reference")
+    #: share of a gold reference shown, 0..1 (first items of a plan, lines of a solution)
     exposure: float = 1.0
+    #: step (the context follows the episode turn by turn) or episode (one prefix per episode)
     exposure_mode: str = "step"
+    #: most skills shown
     max_skills: int = 3
     #: the skills section is cut to this many characters in all (skills are shared rules, not
     #: a second task description; 800 characters is about 200 tokens)
     max_skill_chars: int = 800
+    #: how skills are picked: bm25, embedding or none (library order)
     retrieval: str = "bm25"
+    #: weight of the skill-usefulness bandit's UCB term in the ranking
     usefulness: float = 0.0
+    #: where the guidance block goes: system (the task's system message) or before_task
     placement: str = "system"
+    #: first line of the guidance block
     header: str = DEFAULT_HEADER
     #: each rendered view is cut to this many characters (a long hidden-test file or solution
     #: must not crowd the task out of the context)

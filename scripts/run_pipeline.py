@@ -12,36 +12,42 @@ The separate stages are ``agentsd rollout`` (or ``scripts/rollout.py``), ``agent
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The stages around training (defaults: the quickstart's, see ``quickstart_config``)."""
+
+    warm_steps: int = field(default=10, metadata={"help": "SFT warm-start steps (0 = none)"})
+    warm_demos: int = field(default=8, metadata={"help": "oracle demos per warm-start step"})
+    warm_lr: float = field(default=1e-3, metadata={"help": "warm-start learning rate"})
+    demo_teacher_frac: float = field(default=0.5, metadata={
+        "help": "share of warm-start demos in the teacher's context"})
+    skill_demos: int = field(default=16, metadata={
+        "help": "oracle episodes the skill summarizer reads"})
+    no_shipped_skills: bool = field(default=False, metadata={
+        "help": "the teacher reads only skills summarized in this run"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agentsd.distill.config import add_config_args, config_from_args
+    from agentsd.distill.flags import parse_config
     from agentsd.distill.pipeline import PipelineConfig, quickstart_config, run_pipeline
 
     defaults = quickstart_config()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--warm-steps", type=int, default=defaults.warm_steps,
-                   help="SFT warm-start steps (0 = none)")
-    p.add_argument("--warm-demos", type=int, default=defaults.warm_demos,
-                   help="oracle demos per warm-start step")
-    p.add_argument("--warm-lr", type=float, default=defaults.warm_lr, help="warm-start learning rate")
-    p.add_argument("--demo-teacher-frac", type=float, default=defaults.demo_teacher_frac,
-                   help="share of warm-start demos in the teacher's context")
-    p.add_argument("--skill-demos", type=int, default=defaults.skill_demos,
-                   help="oracle episodes the skill summarizer reads")
-    p.add_argument("--no-shipped-skills", action="store_true",
-                   help="the teacher reads only skills summarized in this run")
-    add_config_args(p, defaults=defaults.train)
-    args = p.parse_args(argv)
+    shown = PipelineOptions(warm_steps=defaults.warm_steps, warm_demos=defaults.warm_demos,
+                            warm_lr=defaults.warm_lr, demo_teacher_frac=defaults.demo_teacher_frac,
+                            skill_demos=defaults.skill_demos,
+                            no_shipped_skills=not defaults.shipped_skills)
     try:
-        train = config_from_args(args, base=defaults.train)
-        cfg = PipelineConfig(train=train, warm_steps=args.warm_steps, warm_demos=args.warm_demos,
-                             warm_lr=args.warm_lr, demo_teacher_frac=args.demo_teacher_frac,
-                             skill_demos=args.skill_demos, shipped_skills=not args.no_shipped_skills)
-    except (ValueError, TypeError) as e:
+        train, opts = parse_config(argv, default=defaults.train, extras=shown,
+                                   prog="run_pipeline.py", description=__doc__.split("\n\n")[0])
+        cfg = PipelineConfig(train=train, warm_steps=opts.warm_steps, warm_demos=opts.warm_demos,
+                             warm_lr=opts.warm_lr, demo_teacher_frac=opts.demo_teacher_frac,
+                             skill_demos=opts.skill_demos, shipped_skills=not opts.no_shipped_skills)
+    except (ValueError, OSError) as e:
         print(f"error: bad config: {e}", file=sys.stderr)
         return 2
     print(json.dumps(run_pipeline(cfg), indent=1))

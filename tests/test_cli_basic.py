@@ -84,7 +84,7 @@ def test_every_flag_shows_its_default():
             elif action.option_strings and action.dest not in ("help", "version"):
                 yield path, action, parser.formatter_class("x")._get_help_string(action)
 
-    # `train` builds its flags from the trainer config (being moved to a config library)
+    # `train`'s flags come from the trainer config through tyro: tests/test_config_flags.py
     missing = [f"{p} {a.option_strings[0]}" for p, a, text in walk(build_parser(), "agentsd")
                if "default" not in text.lower() and not p.startswith("agentsd train")]
     assert not missing, missing

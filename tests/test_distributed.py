@@ -134,10 +134,9 @@ def test_torchrun_sft_run_writes_one_run_folder_and_matches_one_process(tmp_path
     assert [row["step"] for row in read_metrics(ddp)] == [1, 2]
     assert json.loads((ddp / "checkpoints" / "step_000002" / "state.json").read_text())["world_size"] == 2
 
-    from agentsd.distill.cli import build_parser
-    from agentsd.distill.config import config_from_args
+    from agentsd.distill.cli import parse_train_args
 
-    cfg = config_from_args(build_parser().parse_args([*flags, "--out-dir", str(tmp_path / "one")]))
+    cfg, _ = parse_train_args([*flags, "--out-dir", str(tmp_path / "one")])
     train(cfg)
     a, b = read_metrics(ddp), read_metrics(tmp_path / "one")
     for x, y in zip(a, b, strict=True):

@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["agentsd.types", "agentsd.tools", "agentsd.trajectory"])
+@pytest.mark.parametrize("module", ["agentsd.types", "agentsd.tools", "agentsd.trajectory",
+                                    "agentsd.distill.flags"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

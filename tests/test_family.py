@@ -6,7 +6,6 @@ trajectories; config errors; one short training step per option on the tiny rand
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
@@ -19,7 +18,6 @@ from agentsd.distill.config import (
     RolloutSettings,
     TeacherConfig,
     TrainConfig,
-    add_config_args,
 )
 from agentsd.distill.update import (
     build_batch,
@@ -266,12 +264,16 @@ def test_divergence_clip_drops_large_tokens():
 
 # ---- config ---------------------------------------------------------------------------------
 
-def test_help_names_each_paper():
-    p = argparse.ArgumentParser()
-    add_config_args(p)
+def test_help_names_each_paper(monkeypatch, capsys):
     import re
 
-    text = re.sub(r"-\s+", "-", " ".join(p.format_help().split()))  # argparse wraps at hyphens
+    from agentsd.distill.flags import parse_config
+
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        parse_config(["--help"])
+    text = re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out)  # tyro draws boxes
+    text = re.sub(r"-\s+", "-", " ".join(text.split()))  # and wraps at hyphens
     for name in ("SOD", "π-Distill", "TRACE", "SD-Zero", "SDPO", "UniSD", "AVSD"):
         assert name in text, name
 

@@ -16,8 +16,6 @@ from agentsd.distill.config import (
     RolloutSettings,
     TeacherConfig,
     TrainConfig,
-    add_config_args,
-    config_from_args,
 )
 from agentsd.distill.trainer import micro_batches, train, train_seeds
 from agentsd.distill.update import build_batch as _step_data
@@ -55,12 +53,10 @@ def tiny_cfg(tmp_path, algo="opd", **kw):
     (["--teacher.context.exposure", "2"], "TeacherContextConfig.exposure"),
 ])
 def test_bad_config_names_the_field(flags, field):
-    import argparse
+    from agentsd.distill.flags import parse_config
 
-    p = argparse.ArgumentParser()
-    add_config_args(p)
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-        config_from_args(p.parse_args(flags))
+        parse_config(flags)
 
 
 def test_cross_field_validation():
@@ -86,17 +82,15 @@ def test_cli_rejects_bad_config_before_loading_anything(tmp_path):
 
 
 def test_config_file_roundtrip(tmp_path):
-    import argparse
-
     cfg = tiny_cfg(tmp_path, loss=LossConfig(kind="jsd", alpha=0.5, top_k=8))
     path = tmp_path / "c.json"
     from agentsd.distill.config import config_to_dict, load_config
 
     path.write_text(json.dumps(config_to_dict(cfg)))
     assert load_config(path) == cfg
-    p = argparse.ArgumentParser()
-    add_config_args(p)
-    over = config_from_args(p.parse_args(["--config", str(path), "--loss.alpha", "0.25"]))
+    from agentsd.distill.flags import parse_config
+
+    over, _ = parse_config(["--config", str(path), "--loss.alpha", "0.25"])
     assert over.loss.alpha == 0.25 and over.loss.top_k == 8
 
 

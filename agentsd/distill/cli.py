@@ -1,8 +1,9 @@
-"""``agentsd train``: run (or resume) one training run from flags or a config file.
+"""agentsd train: run (or resume) one training run from flags or a config file.
 
-Every :class:`~agentsd.distill.config.TrainConfig` field is a flag (``--algo``,
-``--loss.kind``, ``--teacher.mode``, ``--rollout.env`` ...); ``--help`` lists them with their
-meaning and default. The config is validated before any model is loaded.
+Every TrainConfig field is a flag (--algo, --loss.kind, --teacher.mode, --rollout.env ...),
+derived from the config dataclasses by tyro (agentsd.distill.flags); --help lists each with its
+meaning and default. --config FILE (JSON/YAML, part of a config) sets the defaults and flags
+override it. The config is validated before any model is loaded.
 """
 
 from __future__ import annotations
@@ -10,55 +11,57 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["register_train", "build_parser", "main"]
+__all__ = ["TrainOptions", "register_train", "parse_train_args", "main"]
 
 
-def _add_args(p: argparse.ArgumentParser) -> None:
-    from agentsd.distill.config import add_config_args
+@dataclass(frozen=True)
+class TrainOptions:
+    """Options of the command that are not part of the run's config."""
 
-    add_config_args(p)
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0 = auto: 1 when other jobs keep the cores busy, "
-                        "else the cores, at most 4; see agentsd.threads)")
-    p.add_argument("--report", action="store_true",
-                   help="write the learning curve and HTML report into the run folder at the end")
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads (0 = auto: 1 when other jobs keep the cores busy, else the "
+                "cores, at most 4; see agentsd.threads)"})
+    report: bool = field(default=False, metadata={
+        "help": "write the learning curve and HTML report into the run folder at the end"})
+
+
+def parse_train_args(argv: list[str] | None = None, prog: str = "agentsd train") -> tuple[Any, TrainOptions]:
+    """``(TrainConfig, TrainOptions)`` from ``argv``; see :func:`agentsd.distill.flags.parse_config`."""
+    from agentsd.cli import EXIT_CODES
+    from agentsd.distill.flags import parse_config
+
+    return parse_config(argv, extras=TrainOptions, prog=prog,
+                        description=f"{__doc__}\n{EXIT_CODES}")
 
 
 def register_train(sub: Any) -> None:
+    # tyro parses this command's flags: argparse hands it every word after `train` (no word is
+    # an option to a parser whose prefix is '+', so even `--help` passes through)
     p = sub.add_parser("train", help="train a student by on-policy distillation (or a baseline)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_args(p)
+                       description=__doc__, add_help=False, prefix_chars="+")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="flags (agentsd train --help lists them)")
     p.set_defaults(func=_cmd_train)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_args(p)
-    return p
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from agentsd.distill.config import config_from_args
+    return _train(*parse_train_args(args.argv))
 
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, TypeError) as e:  # before any model is loaded
-        print(f"error: bad config: {e}", file=sys.stderr)
-        return 2
+
+def _train(cfg: Any, opts: TrainOptions) -> int:
     from agentsd.distill.trainer import train
     from agentsd.threads import apply_threads, pick_threads
 
-    n = apply_threads(pick_threads(args.threads or None))
+    n = apply_threads(pick_threads(opts.threads or None))
     print(f"torch CPU threads: {n}", file=sys.stderr)
     res = train(cfg)
     from agentsd.distill.distributed import world
 
     if not world().is_main:  # rank 0 writes the report and prints the summary
         return 0
-    if args.report:
+    if opts.report:
         from agentsd.distill.report import write_report
 
         write_report(res.run_dir)
@@ -68,7 +71,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _cmd_train(build_parser().parse_args(argv))
+    try:
+        cfg, opts = parse_train_args(argv, prog="train")
+    except ValueError as e:  # before any model is loaded
+        print(f"train: error: bad config: {e}", file=sys.stderr)
+        return 2
+    return _train(cfg, opts)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ A bad value fails at construction, before any model is loaded, with a message na
     ...
     ValueError: LossConfig.alpha must be in [0, 1] (0 forward KL, 1 reverse KL), got 2.0
 
-:func:`add_config_args` exposes every field as a ``--section.field`` flag with ``--help`` text
-taken from the field's ``help`` metadata; :func:`config_from_args` builds the config back.
+:mod:`agentsd.distill.flags` exposes every field as a ``--section.field`` flag (tyro) with
+``--help`` text taken from the field's ``help`` metadata.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -25,8 +24,8 @@ from typing import Any
 from agentsd.hints import TeacherContextConfig
 
 __all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig", "DemoConfig",
-           "TrainConfig", "ALGOS", "add_config_args", "config_from_args", "config_to_dict",
-           "config_from_dict", "load_config", "resolve_device"]
+           "TrainConfig", "ALGOS", "config_to_dict", "config_from_dict", "read_config_file",
+           "load_config", "resolve_device"]
 
 #: training algorithms, all on the same loop: skill-conditioned OPD, plain OPSD (hints only),
 #: GRPO on the env reward, rejection-sampling fine-tuning on successful samples, supervised
@@ -529,7 +528,7 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# dict / file / argparse round trips
+# dict / file round trips (command-line flags: agentsd.distill.flags)
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -554,8 +553,8 @@ def config_from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
     return cls(**kw)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """A :class:`TrainConfig` from a JSON or YAML file (partial: missing fields keep defaults)."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The (possibly partial) nested dict in a JSON or YAML config file."""
     text = Path(path).read_text()
     if str(path).endswith((".yaml", ".yml")):
         import yaml
@@ -563,74 +562,11 @@ def load_config(path: str | Path) -> TrainConfig:
         d = yaml.safe_load(text) or {}
     else:
         d = json.loads(text)
-    return config_from_dict(TrainConfig, d)
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path}: expected a mapping of field names, got {type(d).__name__}")
+    return d
 
 
-def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, type, Any]]:
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            out += _leaf_fields(t, f"{prefix}{f.name}.")
-        else:
-            out.append((prefix + f.name, f, t, f.default))
-    return out
-
-
-def add_config_args(parser: argparse.ArgumentParser, cls: type = TrainConfig,
-                    defaults: Any = None) -> None:
-    """One ``--a.b`` flag per leaf field of ``cls`` (nested dataclasses flattened with dots),
-    plus ``--config FILE``. ``defaults`` (an instance) overrides the shown defaults."""
-    parser.add_argument("--config", default=None,
-                        help="JSON/YAML file with (part of) the config; flags override it")
-    for name, f, t, default in _leaf_fields(cls):
-        if defaults is not None:
-            default = _get(defaults, name)
-        help_text = (f.metadata.get("help", "") if f.metadata else "") or name
-        kw: dict[str, Any] = {"dest": "cfg:" + name, "default": None}
-        origin = typing.get_origin(t)
-        if t is bool:
-            kw["type"] = _parse_bool
-            kw["metavar"] = "BOOL"
-        elif origin is tuple:
-            kw["type"] = lambda s: tuple(x for x in s.split(",") if x)
-            kw["metavar"] = "A,B,..."
-        elif t in (int, float, str):
-            kw["type"] = t
-            kw["metavar"] = t.__name__.upper()
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        parser.add_argument("--" + name.replace("_", "-"), help=f"{help_text} (default: {shown})",
-                            **kw)
-
-
-def _parse_bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def config_from_args(args: argparse.Namespace, cls: type = TrainConfig, base: Any = None) -> Any:
-    """The config from ``--config`` (if given) or ``base`` (or defaults), with every flag that
-    was set applied on top. Validation errors name the field."""
-    d = config_to_dict(base) if base is not None else {}
-    if getattr(args, "config", None):
-        file_cfg = load_config(args.config) if cls is TrainConfig else None
-        d = config_to_dict(file_cfg) if file_cfg is not None else d
-    for key, value in vars(args).items():
-        if not key.startswith("cfg:") or value is None:
-            continue
-        node = d
-        parts = key[4:].split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return config_from_dict(cls, d)
+def load_config(path: str | Path) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON or YAML file (partial: missing fields keep defaults)."""
+    return config_from_dict(TrainConfig, read_config_file(path))
