@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict] = {
     # SDPO: the teacher sees a successful sibling sample (groups without one are not distilled)
     "sdpo": {"algo": "opd", "teacher": {"feedback": "sibling"},
              "views": ("skills", "reference", "feedback")},
+    # ATESD: the teacher sees a learned share of the remaining plan (a Beta-policy controller)
+    "atesd": {"algo": "opd", "teacher": {"exposure_control": "atesd"}, "views": ("skills", "plan")},
 }
 ALGOS = ("grpo", "rft", "opsd", "opd", *VARIANTS)
 #: what the default run compares (the family variants are asked for by name)
@@ -64,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(SOD per-turn divergence weights), trace (TRACE token routing, KL "
                         "annealed over the second half), sdzero (SD-Zero reviser: skills + the "
                         "group's other attempt and its reward, no reference), opd-feedback (OPD's "
-                        "context plus that feedback), sdpo (SDPO: a successful sibling)")
+                        "context plus that feedback), sdpo (SDPO: a successful sibling), atesd "
+                        "(ATESD: a learned share of the remaining plan instead of the reference)")
     p.add_argument("--teacher-check", nargs="*", default=["opd", "opsd"], choices=["opd", "opsd"],
                    help="teacher contexts whose acting success on the held-out tasks is measured "
                         "from the warm model (the first one also measures the warm student)")

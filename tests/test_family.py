@@ -524,3 +524,27 @@ def test_atesd_in_the_loop_resumes_exactly(tmp_path):
     a, b = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
     assert det(a) == det(b) and [r["step"] for r in b] == [1, 2, 3]
     assert 0 < a[0]["atesd/exposure"] < 1 and "atesd/progress_reward" in a[2]
+
+
+
+def test_compare_script_maps_each_family_variant_to_trainer_flags():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare.py"
+    spec = importlib.util.spec_from_file_location("compare_script", path)
+    cmp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cmp)
+    args = cmp.parse_args(["--model", "tiny-random", "--steps", "6", "--algos", "opd", "sod", "trace",
+                           "sdzero", "sdpo", "atesd"])
+    cfg = {a: cmp.run_config(args, a, 0, "unused", args.steps) for a in args.algos}
+    assert all(c.algo == "opd" for c in cfg.values())
+    assert cfg["opd"].loss == LossConfig() and cfg["opd"].teacher.context.views == ("skills", "reference")
+    assert cfg["sod"].loss.turn_weight == "sod"
+    assert (cfg["trace"].loss.trace, cfg["trace"].loss.trace_warmup_steps,
+            cfg["trace"].loss.trace_anneal_steps) == (True, 3, 3)
+    assert (cfg["sdzero"].teacher.feedback, cfg["sdzero"].teacher.context.views) == (
+        "reviser", ("skills", "feedback"))
+    assert cfg["sdpo"].teacher.feedback == "sibling"
+    assert (cfg["atesd"].teacher.exposure_control, cfg["atesd"].teacher.context.views) == (
+        "atesd", ("skills", "plan"))
