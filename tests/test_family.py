@@ -482,6 +482,10 @@ def test_atesd_help_names_the_paper():
                   rollout=RolloutSettings(samples_per_task=1)), r"^PACED .*needs? a group"),
     (lambda: dict(loss=LossConfig(grpo_coef=0.5), rollout=RolloutSettings(samples_per_task=1)),
      r"GRPO blend .*needs a group"),
+    (lambda: dict(algo="grpo", loss=LossConfig(kind="pi_distill")), r"^π-Distill .*needs a teacher"),
+    (lambda: dict(teacher=TeacherConfig(combine="avsd")), r"^AVSD .*needs several teachers"),
+    (lambda: dict(loss=LossConfig(success_routing=True), rollout=RolloutSettings(samples_per_task=1)),
+     r"^SRPO .*needs a group"),
 ])
 def test_more_methods_missing_a_piece_fail_in_one_line(kw, message):
     with pytest.raises(ValueError, match=message) as e:
@@ -524,7 +528,6 @@ def test_atesd_in_the_loop_resumes_exactly(tmp_path):
     a, b = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
     assert det(a) == det(b) and [r["step"] for r in b] == [1, 2, 3]
     assert 0 < a[0]["atesd/exposure"] < 1 and "atesd/progress_reward" in a[2]
-
 
 
 def test_compare_script_maps_each_family_variant_to_trainer_flags():

@@ -434,7 +434,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.rollout.samples_per_task must be >= 2 for algo='grpo' "
                              "(group-relative advantages need a group)")
         if self.loss.success_routing and self.rollout.samples_per_task < 2:
-            raise ValueError("TrainConfig.loss.success_routing needs rollout.samples_per_task >= 2")
+            raise ValueError("SRPO success routing (loss.success_routing) needs a group to route "
+                             f"within: rollout.samples_per_task >= 2, got {self.rollout.samples_per_task}")
         if self.algo == "sft" and self.demos.source == "oracle":
             import agentsd
 
@@ -511,6 +512,9 @@ class TrainConfig:
         if missing:
             raise ValueError(f"several teachers (teacher.score_views): env {self.rollout.env} "
                              f"does not fill the view(s) {missing}")
+        if tc.combine == "avsd" and self.uses_teacher and not tc.score_views:
+            raise ValueError("AVSD (teacher.combine='avsd') needs several teachers to find a "
+                             "consensus: set teacher.score_views to two or more views")
         if tc.score_views and lc.kind not in ("reverse_kl", "pg"):
             raise ValueError(f"several teachers (teacher.score_views) combine sampled-token "
                              f"log-probs: loss.kind must be reverse_kl or pg, got {lc.kind!r}")
