@@ -187,6 +187,30 @@ class RolloutSettings:
     eval_temperature: float = _f(0.0, "sampling temperature for evaluation (0 = greedy)")
     eval_sampled: bool = _f(True, "also evaluate at temperature 1 (eval/success_t1): greedy "
                                   "success alone hides a policy that is right only sometimes")
+    sampler: str = _f("hf", "what samples the training rollouts: hf (transformers in this "
+                            "process), vllm (in-process vLLM engine, weights pushed after every "
+                            "update; GPU) or openai (OpenAI-compatible servers, --rollout.servers; "
+                            "the LoRA adapter is loaded through /v1/load_lora_adapter after every "
+                            "update)")
+    servers: tuple[str, ...] = _f((), "openai sampler: server base URLs (e.g. "
+                                      "http://127.0.0.1:8000/v1), requests spread across them")
+    server_model: str = _f("", "openai sampler: the base model name the servers serve (default: "
+                               "the first one each server lists)")
+    server_logprobs: str = _f("raw", "openai sampler: which log-probs the servers return: raw "
+                                     "(vLLM's default) or processed (vLLM --logprobs-mode "
+                                     "processed_logprobs); temperature != 1 or top-p < 1 needs "
+                                     "processed. Checked against the trainer's model on start")
+    server_check: bool = _f(True, "openai sampler: on start, sample a few tokens from each server "
+                                  "and check their log-probs against the trainer's model")
+    server_timeout_s: float = _f(300.0, "openai sampler: seconds per request")
+    adapter_dir: str = _f("", "openai sampler: folder the adapter is saved into for the servers "
+                              "to load (they must read it at the same path; default "
+                              "<out_dir>/sampler_adapter)")
+    vllm_gpu_memory: float = _f(0.3, "vllm sampler: share of GPU memory the engine may take")
+    overlap: bool = _f(False, "sample step k+1's rollouts while step k updates (one step "
+                              "off-policy, corrected by the importance weight; staleness in "
+                              "rollout/staleness). hf: a second copy of the model and a thread, "
+                              "no faster on a CPU; meant for the server samplers and GPUs")
 
     def __post_init__(self) -> None:
         _pos_int("RolloutSettings", self, "tasks_per_step", "samples_per_task", "max_turns",
@@ -195,6 +219,11 @@ class RolloutSettings:
         _check(0 < self.top_p <= 1, "RolloutSettings", "top_p", "must be in (0, 1]", self.top_p)
         _check(isinstance(self.env, str) and bool(self.env), "RolloutSettings", "env",
                "must be a registered env id", self.env)
+        from agentsd.distill.samplers import check_settings
+
+        object.__setattr__(self, "servers", tuple(self.servers) if not isinstance(self.servers, str)
+                           else tuple(u for u in self.servers.split(",") if u))
+        check_settings(self)
 
 
 @dataclass(frozen=True)

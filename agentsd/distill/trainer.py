@@ -306,7 +306,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     import torch
     from tqdm.auto import tqdm
 
-    from agentsd.distill import distributed
+    from agentsd.distill import distributed, samplers
     from agentsd.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from agentsd.distill.exposure import make_controller as make_exposure_controller
     from agentsd.distill.metrics import MetricsWriter, summarize_values
@@ -314,6 +314,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     from agentsd.policy.hf import HFPolicy
 
     rank = distributed.init_distributed()  # rank 0 of 1 unless launched by torchrun
+    samplers.preflight(cfg, rank.world_size)  # rollout servers answer, before any model loads
     distributed.shard(range(cfg.rollout.tasks_per_step))  # an uneven split fails before any work
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +358,14 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     metrics = (MetricsWriter(run_dir, resume_step=start, tensorboard=cfg.tensorboard)
                if rank.is_main else distributed.Silent())
     policy = HFPolicy(model, tokenizer, model_id=f"student:{cfg.model.name}")
+    # rollouts: --rollout.sampler (hf | vllm | openai), sampled at each step's start or, with
+    # --rollout.overlap, during the previous step's update (agentsd.distill.samplers)
+    sampler = samplers.build_sampler(cfg, model, tokenizer, policy, run_dir, version=start)
+    stream = samplers.RolloutStream(sampler, lambda s: _rollouts(
+        sampler.policy, cfg, distributed.shard(train_seeds(cfg, s)), cfg.rollout.samples_per_task,
+        cfg.rollout.temperature, sample_seed=cfg.seed * 1_000_003 + s + 7_919 * rank.rank,
+        progress=False, record_privileged=contexts is not None), cfg.rollout.overlap, cfg.steps,
+        pending=state.get("prefetch") if ckpt is not None else None)
     pad_id = policy.pad_token_id
     G = cfg.rollout.samples_per_task
     samples_dir = run_dir / "samples"
@@ -388,11 +397,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                 trajs = distributed.shard(_demos(cfg, step, tokenizer, sft_library, demo_pool))
                 summ = None
             else:
-                trajs, summ = _rollouts(policy, cfg, distributed.shard(train_seeds(cfg, step)), G,
-                                        cfg.rollout.temperature,
-                                        sample_seed=cfg.seed * 1_000_003 + step + 7_919 * rank.rank,
-                                        progress=False,
-                                        record_privileged=contexts is not None)
+                trajs, summ = stream.take(step)
+                stream.prefetch(step + 1)  # overlap: sampled with these weights during the update
             t_roll = time.perf_counter() - t0
             if exposure is not None:  # ATESD: this step's exposure, from the training state
                 contexts.ctx = dataclasses.replace(contexts.ctx, exposure=exposure.decide(
@@ -411,6 +417,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                 m, scores = update(model, opt, teacher, data, cfg, pad_id,
                                    lambda mdl: _autocast(mdl, cfg))
             t_train = time.perf_counter() - t0 - t_roll
+            stream.after_update(model, step)  # join the prefetch; the sampler follows the update
             m.update(teacher.after_step(step) if teacher is not None else {})
             m["optim/lr"] = lr
             m.update(exposure.observe(m.get("kl/mean")) if exposure is not None else {})
@@ -422,6 +429,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             m["rollout/success"] = distributed.mean([float(t.success) for t in trajs])
             m["rollout/reward"] = distributed.mean([t.total_reward for t in trajs])
             m["rollout/turns"] = distributed.mean([len(t.turns) for t in trajs])
+            m.update(stream.metrics())
             lens = distributed.gather_lists({"n": [t.num_action_tokens() for t in trajs]})["n"]
             m.update(summarize_values(lens, "response_len", pcts=(95,)))
             n_tok = distributed.sum_scalar(sum(len(t.token_ids()) for t in trajs))
@@ -449,12 +457,13 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                 state = {"teacher": teacher.state_dict() if teacher is not None else None,
                          "bandit": contexts.bandit.to_dict() if contexts is not None else None,
                          "exposure": exposure.state_dict() if exposure is not None else None,
-                         "world_size": rank.world_size}
+                         "world_size": rank.world_size, "prefetch": stream.pending_state()}
                 if rank.is_main:
                     save_checkpoint(run_dir, step, model, opt, state, keep=cfg.keep_checkpoints)
                 distributed.barrier()
     finally:
         bar.close()
+        stream.close()
         metrics.close()
     return TrainResult(run_dir, cfg.steps, start, last_eval, history)
 

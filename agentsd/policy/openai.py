@@ -36,7 +36,8 @@ from typing import Any
 
 from agentsd.policy.base import Generation, SamplingParams
 
-__all__ = ["OpenAIPolicy", "OpenAIBackendError", "OpenAIAuthError", "ModelNotServedError"]
+__all__ = ["OpenAIPolicy", "OpenAIPool", "OpenAIBackendError", "OpenAIAuthError", "ModelNotServedError",
+           "AdapterRefusedError"]
 
 
 class OpenAIBackendError(RuntimeError):
@@ -49,6 +50,10 @@ class OpenAIAuthError(OpenAIBackendError):
 
 class ModelNotServedError(OpenAIBackendError):
     """The server does not serve the requested model name."""
+
+
+class AdapterRefusedError(OpenAIBackendError):
+    """The server would not load (or has no endpoint to load) a LoRA adapter."""
 
 
 _TOKEN_ID_RE = re.compile(r"^token_id:(\d+)$")
@@ -100,6 +105,31 @@ class OpenAIPolicy:
         jobs = [(c, None if params.seed is None else params.seed + i) for i, c in enumerate(conversations)]
         with ThreadPoolExecutor(max(1, min(self.concurrency, len(jobs)))) as pool:
             return list(pool.map(lambda j: self._chat(j[0], params, tools, j[1]), jobs))
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Load the PEFT adapter folder ``path`` (as the *server* sees it) under ``name`` through
+        vLLM's ``/v1/load_lora_adapter``; later requests with ``model=name`` sample from it.
+        Raises :class:`AdapterRefusedError` naming the cause and the fix."""
+        r = self._post_raw("/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        if r.status_code < 400:
+            return
+        msg = _error_message(r)
+        if r.status_code in (404, 405):
+            raise AdapterRefusedError(
+                f"{self.base_url} has no /load_lora_adapter endpoint (HTTP {r.status_code}); start "
+                "vLLM with --enable-lora --max-lora-rank R and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True")
+        raise AdapterRefusedError(
+            f"{self.base_url} refused LoRA adapter {name!r} from {path} (HTTP {r.status_code}: {msg}); "
+            "check that vLLM's --max-lora-rank is >= the adapter's rank, that the server can read "
+            "that folder (same path on a shared filesystem: --rollout.adapter-dir) and that it "
+            "serves the adapter's base model")
+
+    def unload_adapter(self, name: str) -> None:
+        """Unload adapter ``name`` (best effort: an old adapter left loaded only costs memory)."""
+        try:
+            self._post_raw("/unload_lora_adapter", {"lora_name": name})
+        except OpenAIBackendError:
+            pass
 
     def close(self) -> None:
         self._client.close()
@@ -182,6 +212,21 @@ class OpenAIPolicy:
                                 "token_ids_source": "retokenized", "usage": data.get("usage")})
 
     # ---- HTTP ------------------------------------------------------------------------------------
+    def _post_raw(self, path: str, body: dict[str, Any]) -> Any:
+        """POST with retries on connection errors only; the response whatever its status."""
+        import httpx
+
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._client.post(path, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                last = f"{type(e).__name__}: {e}"
+            if attempt < self.max_retries:
+                time.sleep(self.backoff_s * 2 ** attempt)
+        raise OpenAIBackendError(f"{self.base_url}{path} did not answer after {self.max_retries + 1} "
+                                 f"attempts ({last}); is the server running at {self.base_url}?")
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
 
@@ -293,3 +338,45 @@ def _rejects_token_prompt(e: Exception) -> bool:
     # validation error) about the prompt's type
     s = str(e)
     return ("HTTP 400" in s or "HTTP 422" in s or "validation error" in s.lower()) and "prompt" in s.lower()
+
+
+class OpenAIPool:
+    """Several OpenAI-compatible servers as one :class:`~agentsd.policy.base.Policy`: prompt
+    ``i`` of a batch goes to server ``i % len(servers)``, all requests in flight at once. The
+    per-request seed is ``params.seed + i`` whatever the number of servers, so a batch samples
+    the same tokens from one server or from four identical ones.
+
+        pool = OpenAIPool([OpenAIPolicy("m", base_url=u, tokenizer=tok) for u in urls])
+        gens = pool.generate(prompts, params)
+    """
+
+    def __init__(self, clients: list[OpenAIPolicy]) -> None:
+        if not clients:
+            raise ValueError("OpenAIPool needs at least one server")
+        self.clients = clients
+        self.tokenizer = clients[0].tokenizer
+        self.context_length = clients[0].context_length
+
+    @property
+    def model_id(self) -> str:
+        return self.clients[0].model_id
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        """One completion per prompt, spread round-robin over the servers."""
+        if not prompts:
+            return []
+        n = len(self.clients)
+        jobs = [(self.clients[i % n], p, None if params.seed is None else params.seed + i)
+                for i, p in enumerate(prompts)]
+        width = min(sum(c.concurrency for c in self.clients), len(jobs))
+        with ThreadPoolExecutor(width) as pool:
+            return list(pool.map(lambda j: j[0]._complete(j[1], params, j[2]), jobs))
+
+    def use_model(self, name: str) -> None:
+        """Send later requests with ``model=name`` (e.g. a freshly loaded adapter)."""
+        for c in self.clients:
+            c.model, c.model_id = name, f"openai:{name}"
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
