@@ -1,15 +1,22 @@
 """Trainer benchmark: the distillation step against its compute floor, and the memory of a
-``frozen`` teacher (LoRA adapter disabled, one copy of the weights) against a separate teacher
-copy.
+``frozen`` teacher (LoRA adapter disabled, one copy of the weights) against student-only
+training and against a separate teacher copy.
 
 - **Step time.** One distillation update on a batch of ``B`` sequences of ``T`` tokens (half
-  prompt, half action): teacher scoring through :func:`score_rows` (no grad, adapter off),
-  student :func:`forward_logprobs` (chunked output head), sampled-token reverse KL, backward,
-  AdamW step. The floor, timed in the same process on the same tokens: one plain student
-  forward (full logits) + backward of a trivial loss + one plain no-grad teacher forward. The
-  ratio is what our bookkeeping costs on top of the unavoidable matmuls.
-- **Peak memory.** Each teacher variant runs in a fresh subprocess (peak RSS on CPU, peak CUDA
-  allocation on GPU) doing the same update: ``frozen`` (adapter off) vs ``copy`` (a deep copy of
+  prompt, half action), exactly as the trainer runs it: teacher scoring through
+  :func:`score_rows` (no grad, adapter off, output head on the scored positions), student
+  :func:`forward_logprobs` (output head on the action positions, frozen-head gradient saved in
+  the forward), sampled-token reverse KL, backward, AdamW step. Two floors, timed in the same
+  process on the same tokens:
+
+  - ``floor``: one plain student forward (full logits) + backward of a trivial loss + one
+    plain no-grad teacher forward (the issue's definition);
+  - ``floor_action_head``: the same with the output head applied on the action positions only
+    (the work the step itself does), so ``step_over_action_head_floor`` is our bookkeeping
+    alone, with the head rows we skip not counted in our favour.
+- **Peak memory.** Each variant runs in a fresh subprocess (peak RSS on CPU, peak CUDA
+  allocation on GPU) doing one update on the same batch: ``student`` (student-only training:
+  SFT loss, no teacher), ``frozen`` (OPD, adapter off) and ``copy`` (OPD with a deep copy of
   the model as the teacher).
 
     python scripts/bench_trainer.py                                  # tiny-ish random Llama, CPU
@@ -39,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=49152, help="vocabulary of the default model")
     p.add_argument("--batch", type=int, default=4, help="sequences per step")
     p.add_argument("--seq", type=int, default=256, help="tokens per sequence")
-    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (after one warm-up)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed rounds (after one warm-up round); medians are reported")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--chunk", type=int, default=256, help="output-head chunk size")
     p.add_argument("--memory-only", action="store_true", help="skip the step-time comparison")
@@ -80,9 +88,22 @@ def opd_step(model, teacher, opt, ids, attn, mask, chunk):
     with teacher.scoring() as tm:
         t_lp = score_rows(tm, rows, [T] * B, max_tokens=B * T, chunk_size=chunk)["teacher_logp_BT"]
     t_lp = t_lp.to(ids.device)
-    out = forward_logprobs(model, ids, attn, chunk_size=chunk)
+    out = forward_logprobs(model, ids, attn, chunk_size=chunk, want_entropy=True, positions_BT=mask)
     lp = out["logp_BT"]
     loss = L.masked_mean(L.sampled_token_reverse_kl(lp, t_lp, lp.detach(), mask).loss_BT, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def student_step(model, opt, ids, attn, mask, chunk):
+    """Student-only training on the same tokens (SFT loss, no teacher): the memory baseline."""
+    from agentsd.distill import losses as L
+    from agentsd.distill.teacher import forward_logprobs
+
+    lp = forward_logprobs(model, ids, attn, chunk_size=chunk, positions_BT=mask)["logp_BT"]
+    loss = L.masked_mean(L.sft_loss(lp, mask).loss_BT, mask)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -100,6 +121,27 @@ def floor_step(model, ids, attn):
         model(input_ids=ids, attention_mask=attn)
 
 
+def floor_masked_step(model, ids, attn, mask):
+    """The stricter floor: the same, but the output head only on the action positions (what
+    the OPD step computes), so the ratio shows bookkeeping alone, not the head work it skips."""
+    import torch
+
+    from agentsd.distill.teacher import _unwrap
+
+    sel = mask[:, 1:].reshape(-1).nonzero().squeeze(-1)
+    head = model.get_output_embeddings()
+
+    def head_rows(hidden):
+        D = hidden.shape[-1]
+        return head(hidden[:, :-1].reshape(-1, D).index_select(0, sel))
+
+    hidden = _unwrap(model).get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
+    head_rows(hidden).float().mean().backward()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad(), model.disable_adapter():
+        head_rows(_unwrap(model).get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state)
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -107,16 +149,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_it(fn, repeats: int, device: str) -> float:
-    fn()  # warm-up
-    _sync(device)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append(time.perf_counter() - t)
-    return sorted(ts)[len(ts) // 2]
+def time_interleaved(fns: dict, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds of each function, timed in alternating rounds (one warm-up round), so a
+    load change on a shared machine hits every variant alike."""
+    ts: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats + 1):
+        for k, fn in fns.items():
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            if r:
+                ts[k].append(time.perf_counter() - t)
+    return {k: sorted(v)[len(v) // 2] for k, v in ts.items()}
 
 
 def worker_memory(args: argparse.Namespace) -> dict:
@@ -130,11 +175,14 @@ def worker_memory(args: argparse.Namespace) -> dict:
     model, ids, attn, mask = build(args)
     # peak RSS from here on: loading (e.g. a GGUF config) must not mask the difference
     reset = _reset_peak_rss()
-    teacher = Teacher(model, "frozen", copy_model=args.worker == "copy")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    opd_step(model, teacher, opt, ids, attn, mask, args.chunk)
+    if args.worker == "student":
+        student_step(model, opt, ids, attn, mask, args.chunk)
+    else:
+        teacher = Teacher(model, "frozen", copy_model=args.worker == "copy")
+        opd_step(model, teacher, opt, ids, attn, mask, args.chunk)
     _sync(args.device)
     peak = _peak_rss_kib() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = {"variant": args.worker, "peak_rss_mib": peak / 1024, "peak_reset": reset}
@@ -178,24 +226,30 @@ def main(argv: list[str] | None = None) -> int:
         res["params_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
         teacher = Teacher(model, "frozen")
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        t_step = time_it(lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk),
-                         args.repeats, args.device)
-        t_floor = time_it(lambda: floor_step(model, ids, attn), args.repeats, args.device)
+        t = time_interleaved({
+            "step": lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk),
+            "floor": lambda: floor_step(model, ids, attn),
+            "masked": lambda: floor_masked_step(model, ids, attn, mask)}, args.repeats, args.device)
+        t_step, t_floor, t_masked = t["step"], t["floor"], t["masked"]
         res.update({"opd_step_s": round(t_step, 4), "floor_s": round(t_floor, 4),
                     "step_over_floor": round(t_step / t_floor, 3),
+                    "floor_action_head_s": round(t_masked, 4),
+                    "step_over_action_head_floor": round(t_step / t_masked, 3),
                     "opd_tokens_per_s": round(args.batch * args.seq / t_step, 1)})
         del model, teacher, opt
     mem = {}
     here = os.path.abspath(__file__)
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--memory-only"]
-    for variant in ("frozen", "copy"):
+    for variant in ("student", "frozen", "copy"):
         r = subprocess.run([sys.executable, here, *passthrough, "--worker", variant],
                            capture_output=True, text=True, check=True)
         mem[variant] = json.loads(r.stdout.strip().splitlines()[-1])
     key = "peak_cuda_mib" if args.device.startswith("cuda") else "peak_rss_mib"
     res["peak_mib_frozen"] = round(mem["frozen"][key], 1)
     res["peak_mib_copy"] = round(mem["copy"][key], 1)
+    res["peak_mib_student_only"] = round(mem["student"][key], 1)
     res["copy_over_frozen"] = round(mem["copy"][key] / mem["frozen"][key], 3)
+    res["frozen_over_student_only"] = round(mem["frozen"][key] / mem["student"][key], 3)
     res["memory_measure"] = key
     print(json.dumps(res, indent=1))
     return 0

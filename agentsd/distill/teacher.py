@@ -188,53 +188,48 @@ def _unwrap(model: Any) -> Any:
 
 def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
                      chunk_size: int = 256, want_logits: bool = False, want_entropy: bool = False,
-                     temperature: float = 1.0) -> dict[str, torch.Tensor]:
+                     temperature: float = 1.0, positions_BT: torch.Tensor | None = None,
+                     ) -> dict[str, torch.Tensor]:
     """Log-probability of every token given the ones before it, ``logp_BT`` (position 0 is 0).
 
     The decoder's last hidden states go through the output head ``chunk_size`` rows at a time
-    under activation checkpointing, so ``B x T x V`` fp32 logits are never held at once (the
-    dominant memory cost at real vocabulary sizes). ``want_logits`` also returns the shifted
-    logits ``logits_BTV`` (row ``t`` predicts token ``t``) for full-vocabulary losses;
-    ``want_entropy`` the per-position entropy ``entropy_BT`` (detached). ``temperature``
-    divides the logits first (score with the distribution the sampler drew from).
+    (:func:`agentsd.distill.head.token_logprobs`), so ``B x T x V`` fp32 logits are never held
+    at once (the dominant memory cost at real vocabulary sizes); with a frozen head (LoRA) the
+    backward pass recomputes nothing. ``positions_BT`` (0/1, ``[B, T]``) limits the head to the
+    positions a loss reads (the action tokens); the others are 0 in ``logp_BT`` and
+    ``entropy_BT``. ``want_logits`` also returns the shifted logits ``logits_BTV`` (row ``t``
+    predicts token ``t``) for full-vocabulary losses; ``want_entropy`` the per-position entropy
+    ``entropy_BT`` (detached). ``temperature`` divides the logits first (score with the
+    distribution the sampler drew from).
     """
     import torch
-    from torch.utils.checkpoint import checkpoint
 
-    from agentsd.distill.losses import entropy_from_logits
+    from agentsd.distill.head import token_logprobs
 
     base = _unwrap(model)
     hidden = base.get_decoder()(input_ids=ids_BT, attention_mask=attn_BT).last_hidden_state
     head = model.get_output_embeddings()
     B, T, D = hidden.shape
     h = hidden[:, :-1].reshape(-1, D)
-    tgt = ids_BT[:, 1:].reshape(-1, 1)
+    tgt = ids_BT[:, 1:].reshape(-1)
+    rows = None
+    if positions_BT is not None and T > 1:
+        rows = positions_BT[:, 1:].reshape(-1).nonzero().squeeze(-1).to(h.device)
+        h, tgt = h.index_select(0, rows), tgt.index_select(0, rows)
+    lp, ent = token_logprobs(head, h, tgt, chunk_size, temperature, want_entropy)
 
-    def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = head(x).float() / temperature
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        ent = ((lse.squeeze(-1) - (logits.softmax(-1) * logits).sum(-1)).detach()
-               if want_entropy else lse.new_zeros(()))
-        return (logits.gather(-1, y) - lse).squeeze(-1), ent
+    def place(v: torch.Tensor) -> torch.Tensor:
+        full = v if rows is None else torch.zeros(B * (T - 1), dtype=v.dtype,
+                                                  device=v.device).index_put((rows,), v)
+        zero = hidden.new_zeros(B, 1, dtype=torch.float32)
+        return torch.cat([zero, full.view(B, T - 1)], dim=1) if T > 1 else zero
 
-    parts, ents = [], []
-    for i in range(0, h.shape[0], chunk_size):
-        x, y = h[i:i + chunk_size], tgt[i:i + chunk_size]
-        lp, ent = (checkpoint(pick, x, y, use_reentrant=False) if torch.is_grad_enabled()
-                   and x.requires_grad else pick(x, y))
-        parts.append(lp)
-        ents.append(ent)
-    zero = hidden.new_zeros(B, 1, dtype=torch.float32)
-    logp = torch.cat([zero, torch.cat(parts).view(B, T - 1)], dim=1) if parts else zero
-    out = {"logp_BT": logp}
+    out = {"logp_BT": place(lp)}
     if want_entropy:
-        out["entropy_BT"] = (torch.cat([zero, torch.cat(ents).view(B, T - 1)], dim=1)
-                             if ents else zero)
+        out["entropy_BT"] = place(ent)
     if want_logits:
         logits = head(hidden[:, :-1]) / temperature
         out["logits_BTV"] = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
-        if want_entropy and not ents:
-            out["entropy_BT"] = entropy_from_logits(out["logits_BTV"])
     return out
 
 
@@ -255,9 +250,12 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
     out_logits = None
     for batch in _pack(rows, max_tokens):
         ids, attn = pad_rows([r.input_ids for r in batch], pad_id, device=dev)
+        pos = torch.zeros(ids.shape, dtype=torch.bool)  # the head runs on scored positions only
+        for b, r in enumerate(batch):
+            pos[b, r.row_pos] = True
         with torch.no_grad():
             res = forward_logprobs(model, ids, attn, chunk_size=chunk_size, want_logits=want_logits,
-                                   temperature=temperature)
+                                   temperature=temperature, positions_BT=pos.to(dev))
         for b, r in enumerate(batch):
             out_lp[r.traj_index, r.student_pos] = res["logp_BT"][b, r.row_pos].float()
             if want_logits:

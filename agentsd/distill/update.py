@@ -458,8 +458,10 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
             extra["trace_fwd_BT"] = _pad([data.trace_fwd[i] for i in idx], torch.float32).to(dev)
             extra["trace_rev_BT"] = _pad([data.trace_rev[i] for i in idx], torch.float32).to(dev)
         with autocast(model):
+            # the head runs on action tokens only: every objective reads logp there alone
             out = forward_logprobs(model, ids, attn, chunk_size=cfg.loss.chunk_size,
-                                   want_logits=want_logits, want_entropy=True, temperature=temp)
+                                   want_logits=want_logits, want_entropy=True, temperature=temp,
+                                   positions_BT=mask)
         mb = MicroBatch(idx, ids, mask, s_lp, tok_w, out, t_out, data, extra)
         total = out["logp_BT"].new_zeros(())
         for term in terms:
