@@ -292,6 +292,8 @@ def markdown_table(results: dict) -> str:
         t1s = [r["eval/success_t1"] for r in rs if "eval/success_t1" in r]
         t1 = "{:.3f} ± {:.3f}".format(*_mean_sd(t1s)) if t1s else "-"
         per_seed = ", ".join(f"{r['eval/success']:.3f}" for r in rs)
+        if len(rs) < len(a["seeds"]):  # a run still in progress or stopped early
+            per_seed += f" (partial: seeds {', '.join(str(r['seed']) for r in rs)} of {len(a['seeds'])})"
         lines.append(f"| {algo} | {m:.3f} ± {sd:.3f} | {per_seed} | {p:.2f} | "
                      f"{t1} | "
                      f"{sum(r['updated_steps'] for r in rs)}/{len(rs) * a['steps']} |")
