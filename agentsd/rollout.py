@@ -22,7 +22,9 @@ How it runs: all episodes in flight (``max_concurrent``) that are waiting for an
 to ``policy.generate`` as one batch on the calling thread; env ``reset``/``step`` calls run on a
 thread pool, so a slow env (code execution) never blocks generation for the others: after a
 batch, the engine waits at most ``batch_wait_s`` for stragglers before generating for whoever is
-ready.
+ready. With ``RolloutConfig.kv_reuse`` (default on) and a policy that supports it (``hf``), each
+episode's KV cache is kept between its turns, so a turn prefills only the observation that follows
+the previous action rather than the whole history.
 
 Token-in/token-out: each turn stores the ids fed (``prompt_ids``) and the ids sampled
 (``action_ids``); the episode's sequence is their concatenation and is never re-rendered. New

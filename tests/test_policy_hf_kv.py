@@ -102,6 +102,46 @@ def test_a_prompt_that_does_not_extend_the_kept_tokens_is_counted_and_still_exac
     assert g2.logprobs == pytest.approx(ref.logprobs, abs=1e-4)
 
 
+def test_rows_that_stop_early_keep_their_cache_for_the_next_turn(tok):
+    model = random_model(tok, seed=1)
+    prompts, params = [tok.encode("x y"), tok.encode("a much longer prompt")], \
+        SamplingParams(temperature=0, max_tokens=10)
+    free = HFPolicy(model, tok).generate(prompts, params)
+    # declare a token row 0 emits an EOS, so row 0 leaves the batch mid-call
+    k = next(i for i in range(1, 9) if free[0].token_ids[i] not in free[0].token_ids[:i]
+             and free[0].token_ids[i] not in free[1].token_ids)
+    eos = [free[0].token_ids[k]]
+    reuse, plain = HFPolicy(model, tok, eos_token_ids=eos), HFPolicy(model, tok, eos_token_ids=eos)
+    hist = [list(p) for p in prompts]
+    for turn in range(3):
+        a = reuse.generate(hist, params, cache_keys=["e0", "e1"])
+        b = plain.generate(hist, params)
+        assert [g.token_ids for g in a] == [g.token_ids for g in b]
+        assert [g.logprobs for g in a] == [pytest.approx(g.logprobs, abs=1e-4) for g in b]
+        if turn == 0:
+            assert a[0].finish_reason == "stop" and a[1].finish_reason == "length"
+        else:
+            assert all(g.meta["kv_reused_tokens"] > 0 for g in a)
+        hist = [h + g.token_ids + tok.encode(f" next {turn}") for h, g in zip(hist, a)]
+    assert reuse.kv_stats.prefix_mismatches == 0
+
+
+def test_kept_caches_stay_within_the_byte_budget(model, tok):
+    params = SamplingParams(temperature=0, max_tokens=3)
+    probe = HFPolicy(model, tok)
+    probe.generate([tok.encode("one two three")], params, cache_keys=["p"])
+    one = probe._kv_bytes
+    policy = HFPolicy(model, tok, kv_budget_bytes=int(2.5 * one))
+    prompts = [tok.encode(w) for w in ("one two three", "four five six", "seven eight nine")]
+    policy.generate(prompts, params, cache_keys=["a", "b", "c"])
+    assert list(policy._kv) == ["b", "c"] and policy.kv_stats.evictions == 1
+    assert policy._kv_bytes == 2 * one
+    with pytest.raises(ValueError, match="kv_budget_bytes"):
+        HFPolicy(model, tok, kv_budget_bytes=-1)
+    policy.release()
+    assert policy._kv_bytes == 0
+
+
 def test_keys_are_checked_and_released(model, tok):
     policy = HFPolicy(model, tok)
     params = SamplingParams(temperature=0, max_tokens=2)
@@ -117,19 +157,37 @@ def test_keys_are_checked_and_released(model, tok):
     assert not policy._kv
 
 
-def test_models_with_sliding_window_layers_fall_back_to_full_prefill(tok):
+def test_sliding_window_models_reuse_exactly(tok):
     from transformers import MistralConfig
 
     cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                         sliding_window=8, eos_token_id=tok.eos_token_id)
-    policy = HFPolicy(random_model(tok, config=cfg), tok)
+    model = random_model(tok, config=cfg)
+    params = SamplingParams(temperature=0, max_tokens=6)
+    p = tok.encode("one two three four five six seven eight nine ten eleven twelve")
+    for impl in ("growing", "dynamic"):
+        policy = HFPolicy(model, tok, cache_implementation=impl)
+        [g] = policy.generate([p], params, cache_keys=["x"])
+        p2 = p + g.token_ids + tok.encode(" and a few more words")
+        [g2] = policy.generate([p2], params, cache_keys=["x"])
+        assert g2.meta["kv_reused_tokens"] == len(p) + 5  # longer than the window
+        assert g2.logprobs == pytest.approx(_score(model, p2, g2.token_ids), abs=1e-4)
+
+
+def test_models_with_non_attention_layers_fall_back_to_full_prefill(tok, monkeypatch):
+    import agentsd.policy.hf as hf
+
+    model = random_model(tok, seed=2)
+    # as a hybrid (linear-attention) model's config would name them
+    monkeypatch.setattr(hf, "_non_attention_layers", lambda m: ["linear_attention"])
+    with pytest.warns(UserWarning, match="KV reuse needs attention layers only"):
+        policy = HFPolicy(model, tok)
+    assert not policy.supports_kv_reuse
     params = SamplingParams(temperature=0, max_tokens=4)
-    with pytest.warns(UserWarning, match="KV reuse needs plain full-attention"):
-        policy.generate([tok.encode("a b c")], params, cache_keys=["x"])
-    assert not policy.supports_kv_reuse and not policy._kv
-    [g] = policy.generate([tok.encode("a b c d")], params, cache_keys=["x"])
-    assert g.meta["kv_reused_tokens"] == 0
+    [g] = policy.generate([tok.encode("a b c")], params, cache_keys=["x"])
+    [g2] = policy.generate([tok.encode("a b c") + g.token_ids], params, cache_keys=["x"])
+    assert g2.meta["kv_reused_tokens"] == 0 and not policy._kv
 
 
 # ---- static cache / torch.compile ------------------------------------------------------------
@@ -165,6 +223,7 @@ def test_static_cache_ignores_keys_and_stops_rows_independently(tok):
 
 
 def test_compile_options_are_validated(model, tok):
+    assert HFPolicy(model, tok).cache_implementation == "growing"
     with pytest.raises(ValueError, match="cache_implementation must be"):
         HFPolicy(model, tok, cache_implementation="paged")
     with pytest.raises(ValueError, match="needs cache_implementation='static'"):

@@ -23,11 +23,24 @@ it are kept; ``"stop"``), or at ``max_tokens`` (``"length"``). ``text`` is the d
 
 A seed makes a call reproducible (same prompts, same batch, same seed -> same tokens); the
 global torch RNG is never touched.
+
+KV reuse across calls: pass ``cache_keys`` (one per prompt, e.g. an episode id) and each row's
+keys/values are kept after the call; when that key comes back with a prompt that extends the kept
+tokens (an episode's next turn: previous prompt + action + observation), only the new suffix is
+prefilled. Rows of one batch may reuse different amounts (or nothing): each row reads
+``pad* kept pad* suffix``, with the attention mask hiding both pads and positions counting real
+tokens only. A prompt that does not extend the kept tokens (a template that re-tokenizes the turn
+boundary) reuses the common prefix and is counted in ``kv_stats.prefix_mismatches``::
+
+    g1 = policy.generate([p1], params, cache_keys=["ep0"])
+    g2 = policy.generate([p1 + g1[0].token_ids + obs], params, cache_keys=["ep0"])  # prefills obs
+    policy.release(["ep0"])                                                       # episode over
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from collections.abc import Hashable, Iterable, Sequence
@@ -52,6 +65,8 @@ class KVReuseStats:
     #: rows whose stored tokens were not a prefix of the new prompt: only the common prefix
     #: was reused (a full prefill when nothing was common)
     prefix_mismatches: int = 0
+    #: kept caches dropped (oldest first) to stay within ``kv_budget_bytes``
+    evictions: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -64,6 +79,10 @@ class _KVEntry:
     #: per layer ``(keys_HLD, values_HLD)`` of just those tokens (no padding)
     kv: list[tuple[Any, Any]]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.kv)
+
 
 class HFPolicy:
     """A :class:`~agentsd.policy.base.Policy` over a transformers causal LM.
@@ -72,16 +91,22 @@ class HFPolicy:
     and may be a PEFT model. ``eos_token_ids`` defaults to the tokenizer's EOS plus the model's
     ``generation_config.eos_token_id``.
 
-    ``cache_implementation``: ``"dynamic"`` (default; a growing cache, finished rows leave the
-    batch, and KV reuse across calls with ``cache_keys``) or ``"static"`` (one preallocated cache
-    per call, fixed shapes; ``cache_keys`` are ignored: every call prefills in full). ``compile``
+    ``cache_implementation``: ``"growing"`` (default: a cache that grows in chunks, so a decode
+    step writes one slot instead of copying the whole cache; finished rows leave the batch; KV
+    reuse across calls with ``cache_keys``), ``"dynamic"`` (transformers' ``DynamicCache``, which
+    concatenates every step; otherwise the same) or ``"static"`` (one preallocated cache per call,
+    fixed shapes; ``cache_keys`` are ignored: every call prefills in full). ``compile``
     (needs ``"static"`` and a CUDA device) runs the decode step through ``torch.compile`` with
     CUDA graphs; the first call for each new (batch, cache length) pair compiles.
+
+    ``kv_budget_bytes`` bounds the memory of kept caches (on the model's device); past it the
+    oldest are dropped and those episodes prefill in full on their next turn (``None``: no bound).
     """
 
     def __init__(self, model: Any, tokenizer: Any, model_id: str | None = None,
                  eos_token_ids: list[int] | None = None, context_length: int | None = None, *,
-                 cache_implementation: str = "dynamic", compile: bool = False) -> None:
+                 cache_implementation: str = "growing", compile: bool = False,
+                 kv_budget_bytes: int | None = 8 * 2**30) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id or f"hf:{getattr(model.config, '_name_or_path', '') or type(model).__name__}"
@@ -94,23 +119,43 @@ class HFPolicy:
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else self.eos_token_ids[0])
         self._cache_kwarg = _cache_kwarg()
-        if cache_implementation not in ("dynamic", "static"):
-            raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got "
-                             f"{cache_implementation!r}")
+        if cache_implementation not in ("growing", "dynamic", "static"):
+            raise ValueError(f"cache_implementation must be 'growing', 'dynamic' or 'static', "
+                             f"got {cache_implementation!r}")
         if compile and cache_implementation != "static":
-            raise ValueError("compile=True needs cache_implementation='static': a dynamic cache "
-                             "grows every step, so the compiled forward would recompile per token")
+            raise ValueError("compile=True needs cache_implementation='static': a growing cache "
+                             "changes shape every step, so the compiled forward would recompile per token")
         if compile and self.device.type != "cuda":
             raise ValueError(f"compile=True is GPU-only (the model is on {self.device}): its gain "
                              f"comes from CUDA graphs; on CPU use the default dynamic cache (with "
                              f"KV reuse across turns), or cache_implementation='static' uncompiled")
+        if cache_implementation == "growing":
+            try:
+                _growing_cache_class()()
+            except Exception as e:  # noqa: BLE001 - a transformers without this cache API
+                warnings.warn(f"cache_implementation='growing' is unavailable with this "
+                              f"transformers ({type(e).__name__}: {e}); using 'dynamic'",
+                              stacklevel=2)
+                cache_implementation = "dynamic"
         self.cache_implementation = cache_implementation
         self.compile = compile
         self._decode_fn: Any = None
-        self._kv: dict[Hashable, _KVEntry] = {}
+        if kv_budget_bytes is not None and kv_budget_bytes < 0:
+            raise ValueError(f"kv_budget_bytes must be >= 0 or None, got {kv_budget_bytes}")
+        self.kv_budget_bytes = kv_budget_bytes
+        self._kv: dict[Hashable, _KVEntry] = {}  # insertion order = age: a used entry is re-kept
+        self._kv_bytes = 0
         self.kv_stats = KVReuseStats()
         #: why KV reuse is off for this model (``None`` while it works)
         self.kv_reuse_unsupported: str | None = None
+        odd = _non_attention_layers(model)
+        if odd and cache_implementation != "static":
+            # e.g. linear-attention or state-space layers: their state is not a per-token cache
+            # to cut rows from, and the model needs its own cache class
+            self.kv_reuse_unsupported = (f"KV reuse needs attention layers only; this model "
+                                         f"also has {', '.join(odd)} layers")
+            warnings.warn(f"{self.kv_reuse_unsupported}: every call prefills in full, with the "
+                          f"model's own cache", stacklevel=2)
 
     @classmethod
     def from_pretrained(cls, name: str = "smollm2", *, device: str | None = None,
@@ -129,7 +174,7 @@ class HFPolicy:
     @property
     def supports_kv_reuse(self) -> bool:
         """Whether ``cache_keys`` can save prefill work (dynamic cache, full-attention layers)."""
-        return self.cache_implementation == "dynamic" and self.kv_reuse_unsupported is None
+        return self.cache_implementation != "static" and self.kv_reuse_unsupported is None
 
     def generate(self, prompts: list[list[int]], params: SamplingParams,
                  cache_keys: Sequence[Hashable] | None = None) -> list[Generation]:
@@ -166,11 +211,21 @@ class HFPolicy:
 
     def release(self, cache_keys: Iterable[Hashable] | None = None) -> None:
         """Drop the caches kept under ``cache_keys`` (all of them when ``None``)."""
-        if cache_keys is None:
-            self._kv.clear()
-            return
-        for k in cache_keys:
-            self._kv.pop(k, None)
+        for k in list(self._kv) if cache_keys is None else cache_keys:
+            self._take(k)
+
+    def _take(self, key: Hashable) -> _KVEntry | None:
+        entry = self._kv.pop(key, None)
+        if entry is not None:
+            self._kv_bytes -= entry.nbytes
+        return entry
+
+    def _keep(self, key: Hashable, entry: _KVEntry) -> None:
+        self._kv[key] = entry
+        self._kv_bytes += entry.nbytes
+        while self.kv_budget_bytes is not None and self._kv_bytes > self.kv_budget_bytes:
+            self._take(next(iter(self._kv)))
+            self.kv_stats.evictions += 1
 
     # ---- internals -----------------------------------------------------------------------------
     def _generate(self, prompts: list[list[int]], params: SamplingParams,
@@ -205,7 +260,7 @@ class HFPolicy:
 
         dev = self.device
         B = len(prompts)
-        entries = [self._kv.pop(k, None) for k in keys] if keys is not None else [None] * B
+        entries = [self._take(k) for k in keys] if keys is not None else [None] * B
         reuse_B = [self._reusable(e, p) for e, p in zip(entries, prompts)]
         if keys is not None:
             self.kv_stats.keyed_rows += B
@@ -219,9 +274,8 @@ class HFPolicy:
         finish = ["length"] * B
         alive = list(range(B))  # original row of each row still in the batch
         # logits for the last position only: full-prompt logits would be B*T*V floats
-        past = {self._cache_kwarg: cache} if cache is not None else {}
         out = self.model(input_ids=ids_BS, attention_mask=mask_BT, position_ids=pos_BS,
-                         use_cache=True, logits_to_keep=1, **past)
+                         use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
         cache = _cache_of(out)
         if keys is not None and not self._storable(cache):
             keys = None
@@ -300,11 +354,9 @@ class HFPolicy:
         ids_BS, mask_BT = ids_BS.to(dev), mask_BT.to(dev)
         reuse = torch.tensor(reuse_B, dtype=torch.long, device=dev)
         pos_BS = reuse[:, None] + (mask_BT[:, C:].cumsum(-1) - 1).clamp(min=0)
+        cache = self._empty_cache()
         if C == 0:
-            return None, ids_BS, mask_BT, pos_BS
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
+            return cache, ids_BS, mask_BT, pos_BS
         ref = next(e for e, c in zip(entries, reuse_B) if c)
         for layer, (k_ref, v_ref) in enumerate(ref.kv):
             k_BHCD = k_ref.new_zeros((B, k_ref.shape[0], C, k_ref.shape[-1]))
@@ -316,12 +368,22 @@ class HFPolicy:
             cache.update(k_BHCD, v_BHCD, layer)
         return cache, ids_BS, mask_BT, pos_BS
 
+    def _empty_cache(self) -> Any:
+        if self.kv_reuse_unsupported is not None:
+            return None  # the model builds the cache it needs
+        if self.cache_implementation == "growing":
+            return _growing_cache_class()()
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
     def _storable(self, cache: Any) -> bool:
         """Whether a row's keys/values can be cut out of ``cache`` (plain full-attention layers)."""
         from transformers.cache_utils import DynamicLayer
 
         layers = getattr(cache, "layers", None)
-        if layers and all(type(la) is DynamicLayer for la in layers):
+        ok = (DynamicLayer, _growing_cache_class().layer_class)
+        if layers and all(type(la) in ok for la in layers):
             return True
         kinds = sorted({type(la).__name__ for la in layers or []}) or [type(cache).__name__]
         self.kv_reuse_unsupported = (f"KV reuse needs plain full-attention cache layers; this "
@@ -334,7 +396,7 @@ class HFPolicy:
         kv = [(la.keys[r][:, m], la.values[r][:, m]) for la in cache.layers]
         if kv[0][0].shape[1] != len(ids):  # a bookkeeping bug would silently corrupt samples
             raise RuntimeError(f"kept {kv[0][0].shape[1]} cache slots for {len(ids)} tokens")
-        self._kv[key] = _KVEntry(ids, kv)
+        self._keep(key, _KVEntry(ids, kv))
 
     def _decode_static(self, prompts: list[list[int]], params: SamplingParams,
                        gen: Any) -> tuple[Any, ...]:
@@ -411,6 +473,56 @@ class HFPolicy:
 
 #: the static cache's length is a multiple of this (fewer distinct shapes to compile)
 _STATIC_BUCKET = 256
+
+
+def _non_attention_layers(model: Any) -> list[str]:
+    """Layer kinds other than (full or sliding-window) attention named in the model's config."""
+    cfg = model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    kinds = set(getattr(cfg, "layer_types", None) or [])
+    return sorted(kinds - {"full_attention", "sliding_attention"})
+
+
+@functools.cache
+def _growing_cache_class() -> Any:
+    """A ``DynamicCache`` whose layers keep spare capacity: ``torch.cat`` in ``DynamicLayer``
+    copies the whole cache on every decode step (about a fifth of a CPU decode step at 500
+    tokens); here a step writes one slot and the layer exposes a view of the filled part."""
+    from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states: Any, value_states: Any, *args: Any,
+                   **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._n, self._k, self._v = 0, None, None
+            n = self._n + key_states.shape[-2]
+            if self._k is None or n > self._k.shape[-2]:
+                cap = n + max(n // 2, 64)  # amortized: few reallocations per call
+                k = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]))
+                v = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]))
+                if self._n:
+                    k[..., :self._n, :] = self._k[..., :self._n, :]
+                    v[..., :self._n, :] = self._v[..., :self._n, :]
+                self._k, self._v = k, v
+            self._k[..., self._n:n, :] = key_states
+            self._v[..., self._n:n, :] = value_states
+            self._n = n
+            self.keys, self.values = self._k[..., :n, :], self._v[..., :n, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Any) -> None:
+            if self.is_initialized and self._n:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self.keys, self.values = self._k[..., :self._n, :], self._v[..., :self._n, :]
+
+    class GrowingCache(DynamicCache):
+        layer_class = GrowingLayer
+
+        def __init__(self) -> None:
+            Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
+
+    return GrowingCache
 
 
 def _sample(logits_BV: Any, params: SamplingParams, gen: Any) -> tuple[Any, Any]:
