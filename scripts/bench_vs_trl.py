@@ -155,11 +155,12 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     teacher = Teacher(model, "frozen", 0.95, 10, False)
     policy = HFPolicy(model, tok)
-    times, n_tok = [], []
+    times, n_tok, gen_s = [], [], []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         gens = policy.generate(prompts, SamplingParams(temperature=1.0, max_tokens=args.max_new_tokens,
                                                        seed=args.seed * 1000 + step))
+        t_gen = time.perf_counter() - t0
         trajs = [Trajectory(env_id=args.env, turns=[Turn(prompt_ids=p, action_ids=g.token_ids,
                                                           action_logprobs=g.logprobs)])
                  for p, g in zip(prompts, gens)]
@@ -172,8 +173,10 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
             n_tok.append(sum(len(g.token_ids) for g in gens))
+            gen_s.append(t_gen)
     return {"side": "agentsd", "loss": f"{args.agentsd_loss} (teacher: LoRA adapter off)",
             "step_s": statistics.median(times), "step_s_all": times,
+            "generate_s": statistics.median(gen_s),
             "gen_tokens_per_step": statistics.mean(n_tok), "peak_mb": _peak_mb(args.device),
             "rss_base_mb": base}
 
@@ -227,6 +230,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
                       target_modules=_lora_targets(model), task_type="CAUSAL_LM")
     times: list[float] = []
     n_tok: list[int] = []
+    gen_s: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
@@ -243,7 +247,9 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     generate = trainer.generate_on_policy_outputs
 
     def counted(m, inputs, gen_cfg):  # count what the student generated (the work done)
+        t0 = time.perf_counter()
         ids, attn, labels = generate(m, inputs, gen_cfg)
+        gen_s.append(time.perf_counter() - t0)
         n_tok.append(int((labels != -100).sum()))
         return ids, attn, labels
 
@@ -251,6 +257,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     trainer.train()
     return {"side": "trl", "loss": "GKD lmbda=1 beta=1 (full-vocabulary reverse KL; teacher: a copy)",
             "step_s": statistics.median(times), "step_s_all": times,
+            "generate_s": statistics.median(gen_s[args.warmup:] or gen_s),
             "gen_tokens_per_step": statistics.mean(n_tok[args.warmup:] or n_tok),
             "peak_mb": _peak_mb(args.device), "rss_base_mb": base, "trl_version": _trl_version()}
 
@@ -299,10 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     unit = "MiB CUDA" if args.device.startswith("cuda") else "MiB RSS"
     print(f"model {args.model} on {args.device}; {args.batch} prompts x {args.max_new_tokens} new tokens "
           f"per step; median of {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'':9} {'s/step':>8} {'gen tok/step':>13} {'peak ' + unit:>16} {'base RSS':>9}  objective")
+    print(f"{'':9} {'s/step':>8} {'of which sampling':>18} {'gen tok/step':>13} {'peak ' + unit:>16} "
+          f"{'base RSS':>9}  objective")
     for r in (a, t):
-        print(f"{r['side']:9} {r['step_s']:8.3f} {r['gen_tokens_per_step']:13.1f} {r['peak_mb']:16.0f} "
-              f"{r['rss_base_mb']:9.0f}  {r['loss']}")
+        print(f"{r['side']:9} {r['step_s']:8.3f} {r['generate_s']:18.3f} {r['gen_tokens_per_step']:13.1f} "
+              f"{r['peak_mb']:16.0f} {r['rss_base_mb']:9.0f}  {r['loss']}")
     print(f"TRL / agentsd: time per step {summary['speedup_trl_over_agentsd']:.2f}x, peak memory "
           f"{summary['peak_memory_ratio_trl_over_agentsd']:.2f}x"
           + (f" ({summary['peak_above_base_ratio']:.2f}x above each process's post-import base)"

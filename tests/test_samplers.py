@@ -100,6 +100,15 @@ def test_config_refuses_raw_server_logprobs_at_temperature_and_missing_vllm():
         assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("module", ["agentsd.distill.samplers", "agentsd.policy.vllm"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
+
+
 # ---- vllm: the weight mapping -------------------------------------------------------------------
 
 def test_merged_lora_weights_carry_hf_names_and_reproduce_the_adapted_model(tok):
@@ -144,6 +153,7 @@ def test_vllm_push_weights_hands_the_engine_hf_named_tensors(tok):
     pol = VLLMPolicy.__new__(VLLMPolicy)
     pol.llm = FakeLLM()
     assert pol.push_weights(peft) == len(merged_hf_weights(peft))
+    assert pol.push_weights(peft, changed_only=False) == len(dict(base.named_parameters()))
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.allclose(engine_model(input_ids=ids).logits, peft(input_ids=ids).logits, atol=1e-5)

@@ -84,10 +84,10 @@ def check_logprobs(sampler: str, convention: str, temperature: float, top_p: flo
     """Refuse a sampler whose log-probs would make the importance weights wrong.
 
     >>> check_logprobs("openai", "raw", 1.0, 1.0)      # raw == processed at T=1, top-p 1
-    >>> check_logprobs("openai", "raw", 0.7, 1.0)
+    >>> check_logprobs("openai", "raw", 0.7, 1.0)  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
     ...
-    agentsd.distill.samplers.SamplerError: rollout.sampler='openai' returns raw log-probs but rollout.temperature=0.7, top_p=1.0 need the sampling distribution's (processed) ones for exact importance weights: start vLLM with --logprobs-mode processed_logprobs and pass --rollout.server-logprobs processed, or train at temperature 1 and top-p 1
+    SamplerError: raw log-probs at temperature 0.7 need processed ones
     """
     if convention not in LOGPROBS:
         raise SamplerError(f"unknown log-prob convention {convention!r}; one of {sorted(LOGPROBS)}")
@@ -195,7 +195,8 @@ class HFSampler(Sampler):
 
             frozen = copy.deepcopy(policy.model)
             frozen.requires_grad_(False)
-            self.policy = HFPolicy(frozen, policy.tokenizer, model_id=policy.model_id,
+            # its own tokenizer too: the main thread renders teacher rows while this one samples
+            self.policy = HFPolicy(frozen, copy.deepcopy(policy.tokenizer), model_id=policy.model_id,
                                    eos_token_ids=policy.eos_token_ids,
                                    context_length=policy.context_length)
 
@@ -223,10 +224,14 @@ class VLLMSampler(Sampler):
         super().__init__(VLLMPolicy(cfg.model.name, seed=cfg.seed,
                                     gpu_memory_utilization=rs.vllm_gpu_memory))
         self.logprobs = self.policy.logprobs
+        self._pushed = False
         check_logprobs("vllm", self.logprobs, rs.temperature, rs.top_p)
 
     def sync(self, model: Any, version: int) -> None:
-        self.policy.push_weights(model)
+        # the first push carries every weight (model.init_from may have changed any of them);
+        # later ones only the LoRA-merged projections, the only weights an update changes
+        self.policy.push_weights(model, changed_only=self._pushed)
+        self._pushed = True
         self.version = version
 
 
@@ -298,7 +303,7 @@ def build_sampler(cfg: Any, model: Any, tokenizer: Any, policy: Any, run_dir: Pa
     else:
         folder = Path(rs.adapter_dir) if rs.adapter_dir else run_dir / "sampler_adapter"
         folder.mkdir(parents=True, exist_ok=True)
-        sampler = OpenAISampler(cfg, tokenizer, folder)
+        sampler = OpenAISampler(cfg, copy.deepcopy(tokenizer), folder)  # used from the prefetch thread
     try:
         sampler.sync(model, version)
         if rs.sampler == "openai" and rs.server_check:

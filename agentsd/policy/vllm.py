@@ -143,13 +143,13 @@ class VLLMPolicy:
             gens.append(Generation(ids, lps, c.text, "length" if c.finish_reason == "length" else "stop"))
         return gens
 
-    def push_weights(self, model_or_named_tensors: Any) -> int:
+    def push_weights(self, model_or_named_tensors: Any, changed_only: bool = True) -> int:
         """Load updated weights into the engine, so the next rollouts sample from the trainer's
         current policy: a model (PEFT LoRA adapters merged and renamed, see
-        :func:`merged_hf_weights`) or an iterable of ``(hf_name, tensor)``. Returns the number of
-        tensors pushed."""
+        :func:`merged_hf_weights`; ``changed_only=False`` also pushes the weights LoRA leaves
+        alone) or an iterable of ``(hf_name, tensor)``. Returns the number of tensors pushed."""
         if hasattr(model_or_named_tensors, "named_parameters"):
-            weights = merged_hf_weights(model_or_named_tensors)
+            weights = merged_hf_weights(model_or_named_tensors, changed_only=changed_only)
         else:
             weights = [(n, t.detach()) for n, t in model_or_named_tensors]
         _load_into_engine(self.llm, weights)
