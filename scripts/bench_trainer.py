@@ -241,8 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     here = os.path.abspath(__file__)
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--memory-only"]
     for variant in ("student", "frozen", "copy"):
+        # glibc keeps freed heap and raises its mmap threshold as blocks are freed, so a
+        # process's peak RSS would count transients already released (a teacher phase's
+        # logits chunks next to the student's); a fixed threshold hands every large block
+        # back on free, and peak RSS tracks live memory
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_",
+                                                                       "65536")}
         r = subprocess.run([sys.executable, here, *passthrough, "--worker", variant],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, env=env)
         mem[variant] = json.loads(r.stdout.strip().splitlines()[-1])
     key = "peak_cuda_mib" if args.device.startswith("cuda") else "peak_rss_mib"
     res["peak_mib_frozen"] = round(mem["frozen"][key], 1)
