@@ -28,7 +28,7 @@ import typing
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-__all__ = ["parse_config", "config_flags", "flag_name", "with_flag"]
+__all__ = ["parse_config", "config_flags", "flag_name"]
 
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
                "0": False, "false": False, "no": False, "off": False}
@@ -154,7 +154,7 @@ def parse_config(argv: Sequence[str] | None = None, cls: type | None = None, *,
     config_file = _pre_parse_config_file(argv)
     if config_file:  # read before tyro runs, so the file's values are the flags' defaults
         data = read_config_file(config_file)
-        base = with_flag(lambda: config_from_dict(cls, _merge(config_to_dict(base), data)), cls)
+        base = _with_flag(lambda: config_from_dict(cls, _merge(config_to_dict(base), data)), cls)
     file_help = "JSON/YAML file with (part of) the config; flags override it"
     spec: list[Any] = [
         ("config", Annotated[str, tyro.conf.arg(metavar="FILE")],
@@ -167,7 +167,7 @@ def parse_config(argv: Sequence[str] | None = None, cls: type | None = None, *,
     parsed = tyro.cli(dataclasses.make_dataclass("Flags", spec, frozen=True), args=argv, prog=prog,
                       description=description, registry=_registry(),
                       config=(tyro.conf.FlagConversionOff,))
-    cfg = with_flag(lambda: config_from_dict(cls, parsed["cfg"]), cls)
+    cfg = _with_flag(lambda: config_from_dict(cls, parsed["cfg"]), cls)
     if extras_default is None:
         return cfg, None
     return cfg, type(extras_default)(**parsed["extras"])
@@ -216,7 +216,7 @@ def _owners(cls: type, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def with_flag(build: Any, cls: type) -> Any:
+def _with_flag(build: Any, cls: type) -> Any:
     """``build()``, with the flag appended to a ``ValueError`` that names a config field
     (``LossConfig.alpha must be ...`` -> ``... (flag --loss.alpha)``)."""
     try:
