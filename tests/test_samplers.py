@@ -184,6 +184,7 @@ class LoraServer:
         self.loads: list[str] = []
         self.unloads: list[str] = []
         self.completions = 0
+        self.temperatures: list[float] = []
         self.lock = threading.Lock()
 
         async def models(request):
@@ -220,6 +221,7 @@ class LoraServer:
                                     max_tokens=body.get("max_tokens", 16), seed=body.get("seed"))
             with self.lock:
                 self.completions += 1
+                self.temperatures.append(params.temperature)
                 [g] = pol.generate([prompt], params)
                 lps = g.logprobs
                 if self.logprobs == "raw":
@@ -268,12 +270,12 @@ def servers(tok):
         s.stop()
 
 
-def _cfg(tmp_path, urls, **rollout):
+def _cfg(tmp_path, urls, eval_at_end=False, **rollout):
     rs = dict(tasks_per_step=2, samples_per_task=2, max_turns=2, max_tokens=6, eval_tasks=2,
               sampler="openai", servers=tuple(urls))
     rs.update(rollout)
     return TrainConfig(algo="opd", steps=2, out_dir=str(tmp_path / "run"), eval_every=0,
-                       eval_at_start=False, eval_at_end=False, checkpoint_every=1, progress=False,
+                       eval_at_start=False, eval_at_end=eval_at_end, checkpoint_every=1, progress=False,
                        tensorboard=False, samples_to_keep=0, teacher_eval=False,
                        model=ModelConfig(name="tiny-random", tiny_hidden=16, lora_rank=4),
                        rollout=RolloutSettings(**rs))
@@ -290,9 +292,10 @@ def test_openai_sampler_trains_over_two_servers_loading_each_update(tmp_path, to
 
     base = _tiny(tok)
     a, b = servers(base), servers(base)
-    cfg = _cfg(tmp_path, [a.url, b.url])
+    cfg = _cfg(tmp_path, [a.url, b.url], eval_at_end=True)
     res = train(cfg, model=_student(cfg, tok, base), tokenizer=tok)
-    assert res.steps_done == 2
+    assert res.steps_done == 2 and "eval/success" in res.final_eval
+    assert 0.0 in a.temperatures + b.temperatures  # held-out greedy evaluation ran on the servers
     for s in (a, b):  # version 0 at start, then after each update; the old one unloaded
         assert [n.rsplit("-", 1)[1] for n in s.loads] == ["v0", "v1", "v2"]
         assert s.unloads == s.loads[:-1]

@@ -168,6 +168,8 @@ class Sampler:
 
     def __init__(self, policy: Any) -> None:
         self.policy = policy
+        #: what held-out evaluation runs on: the sampler itself (it follows every update)
+        self.eval_policy = policy
         self.version = 0
 
     def sync(self, model: Any, version: int) -> None:
@@ -188,7 +190,7 @@ class HFSampler(Sampler):
     name = "hf"
 
     def __init__(self, policy: Any, snapshot: bool = False) -> None:
-        super().__init__(policy)
+        super().__init__(policy)  # evaluation stays on the trainer's own policy
         self.snapshot = snapshot
         if snapshot:
             from agentsd.policy.hf import HFPolicy

@@ -375,7 +375,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     last_eval: dict[str, float] = {}
     if start == 0 and cfg.eval_at_start:
         _say(cfg, f"evaluating the student on {cfg.rollout.eval_tasks} held-out tasks ...")
-        last_eval = evaluate(policy, cfg, progress=cfg.progress)
+        last_eval = evaluate(sampler.eval_policy, cfg, progress=cfg.progress)
         if teacher is not None and cfg.teacher_eval:
             _say(cfg, "evaluating the teacher context acting on the same tasks ...")
             last_eval.update(evaluate_teacher(policy, teacher, contexts, cfg, progress=cfg.progress))
@@ -440,7 +440,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             # 4. held-out evaluation
             is_last = step == cfg.steps
             if (cfg.eval_every and step % cfg.eval_every == 0) or (is_last and cfg.eval_at_end):
-                last_eval = evaluate(policy, cfg)
+                last_eval = evaluate(sampler.eval_policy, cfg)
                 m.update(last_eval)
                 _say(cfg, f"step {step}: " + _fmt_eval(last_eval))
                 if teacher is not None:
