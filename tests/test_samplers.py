@@ -418,3 +418,27 @@ def test_overlap_is_one_step_stale_and_resumes_exactly(tmp_path, monkeypatch):
     resumed = train(_overlap_cfg(tmp_path, "cut"))
     assert resumed.resumed_from == 2
     assert _deterministic(read_metrics(tmp_path / "cut")) == _deterministic(rows)
+
+
+def test_rollout_stream_records_versions_and_checkpoints_its_prefetch():
+    from agentsd.distill.samplers import RolloutStream, Sampler
+    from agentsd.trajectory import Trajectory
+
+    class Fake(Sampler):
+        name, logprobs = "fake", "raw"
+
+    sampler = Fake(policy=None)
+    stream = RolloutStream(sampler, lambda step: ([Trajectory(env_id="x", seed=step)], None),
+                           overlap=True, last_step=3)
+    [t1], _ = stream.take(1)
+    assert t1.meta == {"policy_version": 0, "staleness": 0, "sampler": "fake:raw"}
+    stream.prefetch(2)
+    stream.after_update(None, 1)  # joins the prefetch, then the sampler follows the update
+    assert sampler.version == 1
+    again = RolloutStream(sampler, lambda step: pytest.fail("resampled"), overlap=True, last_step=3,
+                          pending=stream.pending_state())
+    [t2], _ = again.take(2)
+    assert (t2.seed, t2.meta["policy_version"], t2.meta["staleness"]) == (2, 0, 1)
+    assert stream.metrics()["rollout/staleness"] == 0.0 and again.metrics()["rollout/staleness"] == 1.0
+    stream.close()
+    again.close()

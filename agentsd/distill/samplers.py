@@ -410,7 +410,8 @@ class RolloutStream:
 
     def take(self, step: int) -> tuple[list[Trajectory], Any]:
         """Step ``step``'s trajectories (trained by weights that have seen ``step - 1`` updates),
-        each with ``meta["policy_version"]`` and ``meta["staleness"]``."""
+        each with ``meta["policy_version"]``, ``meta["staleness"]`` and ``meta["sampler"]``
+        (name and log-prob convention)."""
         summary = None
         if self._ready is not None and self._ready[0] == step:
             _, version, trajs = self._ready
@@ -423,6 +424,7 @@ class RolloutStream:
         for t in trajs:
             t.meta["policy_version"] = version
             t.meta["staleness"] = step - 1 - version
+            t.meta["sampler"] = f"{self.sampler.name}:{self.sampler.logprobs}"  # e.g. openai:raw
         self._metrics["rollout/policy_version"] = float(version)
         self._metrics["rollout/staleness"] = float(step - 1 - version)
         return trajs, summary
