@@ -83,7 +83,7 @@ def test_processed_logprobs_match_what_the_hf_sampler_reports(tok):
     assert torch.allclose(raw, torch.log_softmax(logits.float(), -1).gather(-1, ids[0, len(prompt):, None])[:, 0])
 
 
-def test_config_refuses_raw_server_logprobs_at_temperature_and_missing_vllm():
+def test_config_refuses_raw_server_logprobs_at_temperature():
     with pytest.raises(ValueError, match="RolloutSettings.server_logprobs.*processed_logprobs"):
         RolloutSettings(sampler="openai", servers=("http://127.0.0.1:1/v1",), temperature=0.7)
     RolloutSettings(sampler="openai", servers=("http://127.0.0.1:1/v1",), temperature=0.7,
@@ -92,12 +92,20 @@ def test_config_refuses_raw_server_logprobs_at_temperature_and_missing_vllm():
         RolloutSettings(sampler="openai")
     assert RolloutSettings(sampler="openai", servers="http://a:1/v1,http://b:2/v1").servers == (
         "http://a:1/v1", "http://b:2/v1")
+
+
+def test_vllm_missing_is_one_line_before_any_model_loads(tmp_path, monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("vllm") is None:
-        with pytest.raises(ValueError, match=r"vLLM is not installed here: pip install 'agentsd\[vllm\]'") as e:
-            RolloutSettings(sampler="vllm")
-        assert "\n" not in str(e.value)
+    from agentsd.distill import trainer
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), rollout=RolloutSettings(sampler="vllm"))  # loads
+    monkeypatch.setattr(trainer, "build_student", lambda c: pytest.fail("a model was loaded"))
+    with pytest.raises(SamplerError, match=r"vLLM is not installed here: pip install 'agentsd\[vllm\]'") as e:
+        trainer.train(cfg)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("module", ["agentsd.distill.samplers", "agentsd.policy.vllm"])

@@ -119,22 +119,23 @@ def check_settings(rs: Any) -> None:
             check_logprobs("openai", rs.server_logprobs, rs.temperature, rs.top_p)
         except SamplerError as e:
             raise ValueError(f"RolloutSettings.server_logprobs: {e}") from None
-    if rs.sampler == "vllm":
-        from agentsd.policy.vllm import vllm_missing_message
-
-        msg = vllm_missing_message()
-        if msg:
-            raise ValueError(f"RolloutSettings.sampler='vllm': {msg}")
 
 
 def preflight(cfg: Any, world_size: int = 1) -> None:
-    """Checks that need the network or the whole config, run before any model is loaded: every
-    server answers ``/models`` (and serves ``rollout.server_model``), and the run trains a LoRA
-    adapter (the only thing the servers can load)."""
+    """Checks of this machine and the network, run by the trainer before any model is loaded
+    (not at config time: a run's config must still load where it cannot run, e.g. for export):
+    vLLM is installed for ``vllm``; for ``openai`` every server answers ``/models`` (and serves
+    ``rollout.server_model``) and the run trains a LoRA adapter (what the servers can load)."""
     rs = cfg.rollout
     if rs.overlap and world_size > 1:
         raise SamplerError("rollout.overlap under torchrun is not supported yet (each rank's "
                            "prefetched rollouts would have to be checkpointed); drop --rollout.overlap")
+    if rs.sampler == "vllm" and cfg.algo != "sft":
+        from agentsd.policy.vllm import vllm_missing_message
+
+        msg = vllm_missing_message()
+        if msg:
+            raise SamplerError(f"rollout.sampler='vllm': {msg}")
     if rs.sampler != "openai" or cfg.algo == "sft":
         return
     if not cfg.model.lora:
