@@ -195,7 +195,10 @@ def test_models_with_non_attention_layers_fall_back_to_full_prefill(tok, monkeyp
 def test_static_cache_matches_the_dynamic_cache(model, tok):
     prompts = [tok.encode("Hello there, how are you doing today?"), tok.encode("Hi")]
     params = SamplingParams(temperature=0, max_tokens=10)
-    static = HFPolicy(model, tok, cache_implementation="static").generate(prompts, params)
+    policy = HFPolicy(model, tok, cache_implementation="static")
+    static = policy.generate(prompts, params)
+    again = policy.generate(prompts, params)  # the same cache, reset: nothing left over
+    assert [g.token_ids for g in again] == [g.token_ids for g in static]
     dynamic = HFPolicy(model, tok).generate(prompts, params)
     for a, b in zip(static, dynamic):
         assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason

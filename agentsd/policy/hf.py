@@ -140,6 +140,7 @@ class HFPolicy:
         self.cache_implementation = cache_implementation
         self.compile = compile
         self._decode_fn: Any = None
+        self._static: tuple[int, int, Any] | None = None  # (batch, length, cache) of the last call
         if kv_budget_bytes is not None and kv_budget_bytes < 0:
             raise ValueError(f"kv_budget_bytes must be >= 0 or None, got {kv_budget_bytes}")
         self.kv_budget_bytes = kv_budget_bytes
@@ -417,7 +418,12 @@ class HFPolicy:
         ids_BT, mask_BL = ids_BT.to(dev), mask_BL.to(dev)
         pos_BT = (mask_BL[:, :T].cumsum(-1) - 1).clamp(min=0)
         self.kv_stats.prefilled_tokens += sum(len(p) for p in prompts)
-        cache = StaticCache(config=self.model.config, max_cache_len=L)
+        if self._static is not None and self._static[:2] == (B, L):
+            cache = self._static[2]  # same addresses: the compiled graph is replayed, not rebuilt
+            cache.reset()
+        else:
+            cache = StaticCache(config=self.model.config, max_cache_len=L)
+            self._static = (B, L, cache)
         kw = {self._cache_kwarg: cache}
         out = self.model(input_ids=ids_BT, attention_mask=mask_BL, position_ids=pos_BT,
                          use_cache=True, logits_to_keep=1, **kw)
