@@ -690,6 +690,12 @@ def register_rollout(sub: Any) -> None:
                    help="end an episode after this many unparseable actions in a row")
     p.add_argument("--max-concurrent", type=int, default=16, help="episodes in flight (largest batch)")
     p.add_argument("--env-workers", type=int, default=8, help="threads running env steps")
+    p.add_argument("--no-kv-reuse", action="store_true",
+                   help="prefill each turn's whole history instead of keeping each episode's KV "
+                        "cache between its turns (hf backend)")
+    p.add_argument("--cache-implementation", choices=["growing", "dynamic", "static"],
+                   default="growing", help="hf backend: KV cache kind (static: fixed shapes, no "
+                                           "reuse across turns)")
     p.add_argument("--render-tools", action="store_true",
                    help="pass the env's tool schemas to the chat template (tools=)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -719,10 +725,12 @@ def _cmd_rollout(args: Any) -> int:
         cfg = RolloutConfig(max_turns=args.max_turns or None, max_episode_tokens=args.max_episode_tokens,
                             max_parse_failures=args.max_parse_failures,
                             max_concurrent=args.max_concurrent, env_workers=args.env_workers,
-                            progress=not args.no_progress, render_tools=args.render_tools)
+                            progress=not args.no_progress, render_tools=args.render_tools,
+                            kv_reuse=not args.no_kv_reuse)
         kw: dict[str, Any] = {}
         if args.backend == "hf":
             kw["device"] = args.device
+            kw["cache_implementation"] = args.cache_implementation
             if args.threads:
                 import torch
 
