@@ -327,13 +327,13 @@ class HFPolicy:
         """How many leading prompt tokens ``entry`` covers (at least one token is left to run)."""
         if entry is None:
             return 0
-        n = min(len(entry.ids), len(prompt) - 1)
-        if entry.ids[:n] != prompt[:n]:
-            n = next(i for i, (a, b) in enumerate(zip(entry.ids, prompt)) if a != b)
-        if n < len(entry.ids):
+        n = len(entry.ids)
+        if prompt[:n] != entry.ids:
             # e.g. a prompt re-rendered from text whose tokens differ at the turn boundary
             self.kv_stats.prefix_mismatches += 1
-        return n
+            n = next((i for i, (a, b) in enumerate(zip(entry.ids, prompt)) if a != b),
+                     min(n, len(prompt)))
+        return min(n, len(prompt) - 1)
 
     def _prefill_inputs(self, prompts: list[list[int]], entries: list[_KVEntry | None],
                         reuse_B: list[int]) -> tuple[Any, Any, Any, Any]:
@@ -393,8 +393,9 @@ class HFPolicy:
         return False
 
     def _store(self, key: Hashable, cache: Any, r: int, mask_T: Any, ids: list[int]) -> None:
-        m = mask_T.bool()
-        kv = [(la.keys[r][:, m], la.values[r][:, m]) for la in cache.layers]
+        idx = mask_T.nonzero()[:, 0]  # one device sync per row, not one per layer
+        kv = [(la.keys[r].index_select(1, idx), la.values[r].index_select(1, idx))
+              for la in cache.layers]
         if kv[0][0].shape[1] != len(ids):  # a bookkeeping bug would silently corrupt samples
             raise RuntimeError(f"kept {kv[0][0].shape[1]} cache slots for {len(ids)} tokens")
         self._keep(key, _KVEntry(ids, kv))
