@@ -246,9 +246,11 @@ class _ActingTeacher:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
 
-    def generate(self, prompts: Any, params: Any) -> Any:
+    def generate(self, prompts: Any, params: Any, **kw: Any) -> Any:
+        # kw: e.g. KV-reuse cache keys; the kept caches hold the teacher's keys/values, and the
+        # rollout engine releases them when its episodes end
         with self.teacher.scoring():
-            return self.policy.generate(prompts, params)
+            return self.policy.generate(prompts, params, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
