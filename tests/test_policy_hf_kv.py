@@ -87,6 +87,18 @@ def _index_of(seq, sub):
     return next(i for i in range(len(seq) - len(sub), -1, -1) if seq[i:i + len(sub)] == sub)
 
 
+def test_kv_reuse_through_a_lora_adapter(tok):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(random_model(tok, seed=4), LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    params = SamplingParams(temperature=0, max_tokens=6)
+    with_kv, _ = _play(HFPolicy(model, tok), tok, params, keys=True)
+    without, _ = _play(HFPolicy(model, tok), tok, params, keys=False)
+    assert [[g.token_ids for g in t] for t in with_kv] == [[g.token_ids for g in t] for t in without]
+    assert with_kv[2][0].meta["kv_reused_tokens"] > 0
+
+
 def test_a_prompt_that_does_not_extend_the_kept_tokens_is_counted_and_still_exact(model, tok):
     params = SamplingParams(temperature=0, max_tokens=5)
     policy, plain = HFPolicy(model, tok), HFPolicy(model, tok)
