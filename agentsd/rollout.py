@@ -117,7 +117,10 @@ class RolloutConfig:
     record_privileged: bool = False
     #: keep each episode's KV cache between its turns, so a turn prefills only the tokens after
     #: the previous action (observation and chat markup) instead of the whole history; used by
-    #: policies that offer it (``HFPolicy``: ``supports_kv_reuse``), ignored by others
+    #: policies that offer it, ignored by others. A policy offers it with a true
+    #: ``supports_kv_reuse``, ``generate(prompts, params, cache_keys=[one per prompt])`` and
+    #: ``release(keys)`` (``HFPolicy`` does); a wrapper that forwards attributes to such a policy
+    #: must forward ``cache_keys`` too
     kv_reuse: bool = True
 
     def __post_init__(self) -> None:
