@@ -22,6 +22,9 @@ echo "== trainer bench: random weights with Qwen3-0.6B's config =="
 timeout 200 python3 scripts/bench_trainer.py --model-like .gpu/qwen3-0.6b --device cuda --batch 8 --seq 1024 \
     --repeats 3 2>&1 | tee "$OUT/bench_trainer.txt"
 echo "== rollout bench: Qwen3-0.6B architecture, random weights, SmolLM2 tokenizer =="
-timeout 220 python3 scripts/bench_rollout.py --random qwen3-0.6b --model .gpu/smollm2-tokenizer --device cuda \
-    --env Sokoban-Easy-v0 --episodes 16 --batches 1,8 --max-tokens 64 --max-turns 4 \
-    --json "$OUT/bench_rollout.json" 2>&1 | tee "$OUT/bench_rollout.txt"
+# plain HF generation vs KV reuse vs the static cache vs static + torch.compile, batch 64 (issue
+# target: compiled >= 3x plain); one repeat each so the compile fits the device budget
+timeout 300 python3 scripts/bench_rollout.py --random qwen3-0.6b --model .gpu/smollm2-tokenizer --device cuda \
+    --env Sokoban-Easy-v0 --episodes 64 --batches 64 --max-tokens 64 --max-turns 3 --repeats 1 \
+    --modes plain,kv,static,compiled --json "$OUT/bench_rollout.json" --markdown "$OUT/bench_rollout.md" \
+    2>&1 | tee "$OUT/bench_rollout.txt"
