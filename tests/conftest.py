@@ -26,6 +26,18 @@ def scratch_registry():
     gymnasium.envs.registration.registry.update(gym_saved)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    the CI box is shared, and oversubscribed OpenMP threads make tiny models 50x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tok():
     """The embedded model's real tokenizer (SmolLM2's chat template), loaded once per session."""

@@ -19,13 +19,7 @@ from agentsd.distill.checkpoint import (
     to_json_and_tensors,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _student(seed: int = 0):

@@ -29,13 +29,7 @@ from agentsd.distill.update import (
 from agentsd.hints import TeacherContextConfig, hint_text
 from agentsd.trajectory import Trajectory, Turn
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # two-token closed form used throughout: student (1/2, 1/2), teacher (1/4, 3/4)

@@ -32,13 +32,7 @@ from agentsd.policy import HFPolicy, SamplingParams
 from agentsd.policy.openai import AdapterRefusedError, OpenAIPolicy, OpenAIPool
 from agentsd.policy.vllm import VLLMPolicy, hf_name, merged_hf_weights
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(tok, std=0.5, seed=0):

@@ -22,14 +22,7 @@ from agentsd.distill.update import build_batch as _step_data
 from agentsd.hints import TeacherContextConfig
 from agentsd.trajectory import Trajectory, Turn
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI box is shared; oversubscribed OpenMP threads make tiny models 50x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(tmp_path, algo="opd", **kw):
