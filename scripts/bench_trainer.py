@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--chunk", type=int, default=256, help="output-head chunk size")
     p.add_argument("--memory-only", action="store_true", help="skip the step-time comparison")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="decoder layers recompute in the backward pass (--model.gradient-checkpointing)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -67,6 +69,8 @@ def build(args: argparse.Namespace):
         model = tiny_random_model(vocab_size=args.vocab, hidden_size=args.hidden, layers=args.layers,
                                   heads=max(1, args.hidden // 64), init_std=0.02)
     model = with_lora(model.to(args.device), rank=16, alpha=32.0).train()
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     V = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, V, (args.batch, args.seq), generator=g).to(args.device)

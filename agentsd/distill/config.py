@@ -152,6 +152,10 @@ class ModelConfig:
                             "a PEFT adapter folder; its adapter is merged into the base weights "
                             "and this run trains a fresh adapter on top (so the 'frozen' teacher "
                             "is the warm-started model)")
+    gradient_checkpointing: bool = _f(False, "recompute each decoder layer's activations in "
+                                             "the backward pass: activation memory of about one "
+                                             "layer instead of all, for roughly a third more "
+                                             "compute (long sequences, large micro-batches)")
     tiny_hidden: int = _f(32, "hidden size of the 'tiny-random' model")
     tiny_layers: int = _f(2, "layers of the 'tiny-random' model")
 

@@ -94,6 +94,8 @@ def prepare_student(model: Any, cfg: TrainConfig) -> Any:
         model = with_lora(model, rank=mc.lora_rank, alpha=mc.lora_alpha, dropout=mc.lora_dropout)
     else:
         model.requires_grad_(True)
+    if mc.gradient_checkpointing:  # layers recompute in backward; sampling/scoring run in eval
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model
 
