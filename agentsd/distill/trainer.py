@@ -454,8 +454,10 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                                   cfg.samples_to_keep)
             metrics.log(step, m)
             history.append({"step": step, **m})
-            bar.set_postfix(loss=f"{m['loss/total']:.3g}", succ=f"{m['rollout/success']:.0%}",
-                            kl=f"{m.get('kl/mean', float('nan')):.3g}")
+            post = {"loss": f"{m['loss/total']:.3g}", "succ": f"{m['rollout/success']:.0%}"}
+            if "kl/mean" in m:  # algorithms with a teacher; sft/grpo/rft have no KL to show
+                post["kl"] = f"{m['kl/mean']:.3g}"
+            bar.set_postfix(**post)
             # 5. checkpoint
             if step % cfg.checkpoint_every == 0 or is_last:
                 state = {"teacher": teacher.state_dict() if teacher is not None else None,
