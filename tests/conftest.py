@@ -47,3 +47,21 @@ def tok():
         return load_tokenizer("smollm2")
     except ModelNotFoundError as e:
         pytest.skip(f"embedded tokenizer unavailable: {e}")
+
+
+def _full_forward_logprobs(model, prompt, action, temperature=1.0):
+    """Log-probs of ``action`` after ``prompt`` from one full forward pass (no cache)."""
+    import torch
+
+    ids = torch.tensor([prompt + action])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    return logp.gather(-1, torch.tensor(action)[:, None])[:, 0].tolist()
+
+
+@pytest.fixture(scope="session")
+def score():
+    """``score(model, prompt, action, temperature=1.0)``: the reference log-probs that a
+    sampler's reported ``logprobs`` must match (one full forward pass, no cache)."""
+    return _full_forward_logprobs

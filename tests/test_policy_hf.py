@@ -15,18 +15,7 @@ def policy(tok):
     return HFPolicy(random_model(tok, seed=0), tok, model_id="tiny")
 
 
-def _score(model, prompt, action, temperature=1.0):
-    """Log-probs of ``action`` after ``prompt`` from one full forward pass (no cache)."""
-    import torch
-
-    ids = torch.tensor([prompt + action])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
-    logp = torch.log_softmax(logits / temperature, dim=-1)
-    return logp.gather(-1, torch.tensor(action)[:, None])[:, 0].tolist()
-
-
-def test_greedy_batch_equals_single_and_logprobs_match_a_full_forward(policy, tok):
+def test_greedy_batch_equals_single_and_logprobs_match_a_full_forward(policy, tok, score):
     prompts = [tok.encode("Hello there, how are you doing today?"), tok.encode("Hi")]
     params = SamplingParams(temperature=0, max_tokens=12)
     batched = policy.generate(prompts, params)
@@ -34,7 +23,7 @@ def test_greedy_batch_equals_single_and_logprobs_match_a_full_forward(policy, to
         [alone] = policy.generate([p], params)
         assert g.token_ids == alone.token_ids  # left padding changes nothing
         assert len(g.token_ids) == len(g.logprobs) == 12 and g.finish_reason == "length"
-        assert g.logprobs == pytest.approx(_score(policy.model, p, g.token_ids), abs=1e-4)
+        assert g.logprobs == pytest.approx(score(policy.model, p, g.token_ids), abs=1e-4)
         assert g.text == tok.decode(g.token_ids, skip_special_tokens=True)
 
 

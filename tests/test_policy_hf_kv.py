@@ -19,17 +19,6 @@ def model(tok):
     return random_model(tok, seed=0)
 
 
-def _score(model, prompt, action, temperature=1.0):
-    """Log-probs of ``action`` after ``prompt`` from one full forward pass (no cache)."""
-    import torch
-
-    ids = torch.tensor([prompt + action])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
-    logp = torch.log_softmax(logits / temperature, dim=-1)
-    return logp.gather(-1, torch.tensor(action)[:, None])[:, 0].tolist()
-
-
 def _play(policy, tok, params, keys):
     """Three turns of four 'episodes' of different lengths; one ends after turn 1, one joins at
     turn 2 (so a batch mixes rows with and without a kept cache). Returns every generation."""
@@ -68,7 +57,7 @@ def test_greedy_tokens_with_kv_reuse_equal_full_prefill(model, tok):
     assert s.reused_tokens > s.prefilled_tokens and s.prefix_mismatches == 0
 
 
-def test_sampled_logprobs_with_kv_reuse_match_a_full_forward(model, tok):
+def test_sampled_logprobs_with_kv_reuse_match_a_full_forward(model, tok, score):
     params = SamplingParams(temperature=0.8, top_k=0, max_tokens=6, seed=3)
     policy = HFPolicy(model, tok)
     gens, hist = _play(policy, tok, params, keys=True)
@@ -80,7 +69,7 @@ def test_sampled_logprobs_with_kv_reuse_match_a_full_forward(model, tok):
     for g, full in ((g2_0, hist[0]), (g2_2, hist[2])):
         start = _index_of(full, g.token_ids)
         assert g.logprobs == pytest.approx(
-            _score(policy.model, full[:start], g.token_ids, temperature=0.8), abs=1e-4)
+            score(policy.model, full[:start], g.token_ids, temperature=0.8), abs=1e-4)
 
 
 def _index_of(seq, sub):
@@ -169,7 +158,7 @@ def test_keys_are_checked_and_released(model, tok):
     assert not policy._kv
 
 
-def test_sliding_window_models_reuse_exactly(tok):
+def test_sliding_window_models_reuse_exactly(tok, score):
     from transformers import MistralConfig
 
     cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
@@ -184,7 +173,7 @@ def test_sliding_window_models_reuse_exactly(tok):
         p2 = p + g.token_ids + tok.encode(" and a few more words")
         [g2] = policy.generate([p2], params, cache_keys=["x"])
         assert g2.meta["kv_reused_tokens"] == len(p) + 5  # longer than the window
-        assert g2.logprobs == pytest.approx(_score(model, p2, g2.token_ids), abs=1e-4)
+        assert g2.logprobs == pytest.approx(score(model, p2, g2.token_ids), abs=1e-4)
 
 
 def test_models_with_non_attention_layers_fall_back_to_full_prefill(tok, monkeypatch):

@@ -291,15 +291,7 @@ class HFPolicy:
 
         for _step in range(params.max_tokens):
             tok_B, lp_B = _sample(logits_BV, params, gen)
-            done_rows = []
-            tok_list, lp_list = tok_B.tolist(), lp_B.tolist()
-            is_eos = torch.isin(tok_B, eos).tolist()
-            for r, b in enumerate(alive):
-                out_ids[b].append(tok_list[r])
-                out_lp[b].append(lp_list[r])
-                if is_eos[r] or (params.stop and self._hit_stop(out_ids[b], params.stop)):
-                    finish[b] = "stop"
-                    done_rows.append(r)
+            done_rows = self._append_step(alive, tok_B, lp_B, eos, params, out_ids, out_lp, finish)
             if len(out_ids[alive[0]]) >= params.max_tokens or len(done_rows) == len(alive):
                 break
             if done_rows:
@@ -442,15 +434,8 @@ class HFPolicy:
             idx = torch.tensor(alive, device=dev)
             tok_A, lp_A = _sample(logits_BV[idx], params, gen)
             tok_B[idx] = tok_A
-            tok_list, lp_list = tok_A.tolist(), lp_A.tolist()
-            is_eos = torch.isin(tok_A, eos).tolist()
-            done = set()
-            for r, b in enumerate(alive):
-                out_ids[b].append(tok_list[r])
-                out_lp[b].append(lp_list[r])
-                if is_eos[r] or (params.stop and self._hit_stop(out_ids[b], params.stop)):
-                    finish[b] = "stop"
-                    done.add(b)
+            done = {alive[r] for r in
+                    self._append_step(alive, tok_A, lp_A, eos, params, out_ids, out_lp, finish)}
             alive = [b for b in alive if b not in done]
             if step + 1 >= params.max_tokens or not alive:
                 break
@@ -470,6 +455,24 @@ class HFPolicy:
             self._decode_fn = torch.compile(self.model.forward, mode="reduce-overhead",
                                             fullgraph=False)
         return self._decode_fn
+
+    def _append_step(self, alive: list[int], tok_A: Any, lp_A: Any, eos: Any,
+                     params: SamplingParams, out_ids: list[list[int]], out_lp: list[list[float]],
+                     finish: list[str]) -> list[int]:
+        """Append one sampled token (and its log-prob) to each live row's output; return the
+        indices into ``alive`` of the rows that stopped (EOS or a stop string)."""
+        import torch
+
+        tok_list, lp_list = tok_A.tolist(), lp_A.tolist()
+        is_eos = torch.isin(tok_A, eos).tolist()
+        done = []
+        for r, b in enumerate(alive):
+            out_ids[b].append(tok_list[r])
+            out_lp[b].append(lp_list[r])
+            if is_eos[r] or (params.stop and self._hit_stop(out_ids[b], params.stop)):
+                finish[b] = "stop"
+                done.append(r)
+        return done
 
     def _hit_stop(self, ids: list[int], stop: tuple[str, ...]) -> bool:
         # a stop string can span a few tokens; decoding a short tail keeps this O(1) per step
