@@ -22,10 +22,9 @@ Both agree with ``log_softmax(logits / tau).gather(y)`` and its autograd gradien
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
+import torch  # imported lazily by its one caller (teacher.forward_logprobs), never by `import agentsd`
 
 __all__ = ["token_logprobs"]
 
@@ -33,8 +32,6 @@ __all__ = ["token_logprobs"]
 def _head_params(head: Any) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """``(weight, bias)`` of a plain linear head whose parameters take no gradient, else None
     (a LoRA-wrapped or trainable head goes through the generic path)."""
-    import torch
-
     if type(head) is not torch.nn.Linear:
         return None
     if head.weight.requires_grad or (head.bias is not None and head.bias.requires_grad):
@@ -51,8 +48,6 @@ def _chunk_stats(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, y: to
     ``log p(y)`` is read from it (rows where ``p(y)`` underflows fall back to the logsumexp),
     ``log Z = z[y] - log p(y)`` and the entropy ``log Z - p . z`` (a batched dot product, no
     ``N x V`` temporary)."""
-    import torch
-
     acc = torch.promote_types(h.dtype, torch.float32)  # fp32 at least (fp64 in gradcheck)
     z = torch.nn.functional.linear(h, W.to(h.dtype), None if b is None else b.to(h.dtype)).to(acc)
     if temperature != 1.0:
@@ -76,46 +71,28 @@ def _chunk_stats(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, y: to
     return logp, ent, grad.to(h.dtype)
 
 
-class _FrozenHeadLogProb:
-    """Autograd function (built lazily so importing this module needs no torch): forward
-    returns ``(logp_N, entropy_N)``; backward maps the gradient of ``logp_N`` to the hidden
-    rows with the saved ``d logp / d h``."""
+class _FrozenHeadLogProb(torch.autograd.Function):
+    """Forward returns ``(logp_N, entropy_N)``; backward maps the gradient of ``logp_N`` to the
+    hidden rows with the ``d logp / d h`` saved in the forward (none for ``W``: it is frozen)."""
 
-    _fn: Any = None
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
+                y: torch.Tensor, temperature: float, chunk: int, want_entropy: bool,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        want_grad = h.requires_grad
+        parts = [_chunk_stats(h[i:i + chunk], W, b, y[i:i + chunk], temperature, want_entropy,
+                              want_grad) for i in range(0, h.shape[0], chunk)]
+        logp = torch.cat([p[0] for p in parts]) if parts else h.new_zeros(0, dtype=torch.float32)
+        ent = torch.cat([p[1] for p in parts]) if want_entropy and parts else torch.zeros_like(logp)
+        ctx.save_for_backward(torch.cat([p[2] for p in parts]) if want_grad and parts else None)
+        ctx.mark_non_differentiable(ent)
+        return logp, ent
 
-    @classmethod
-    def apply(cls, *args: Any) -> Any:
-        if cls._fn is None:
-            import torch
-
-            class Fn(torch.autograd.Function):
-                @staticmethod
-                def forward(ctx: Any, h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
-                            y: torch.Tensor, temperature: float, chunk: int, want_entropy: bool,
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-                    want_grad = h.requires_grad
-                    lps, ents, grads = [], [], []
-                    for i in range(0, h.shape[0], chunk):
-                        lp, ent, g = _chunk_stats(h[i:i + chunk], W, b, y[i:i + chunk],
-                                                  temperature, want_entropy, want_grad)
-                        lps.append(lp)
-                        ents.append(ent)
-                        grads.append(g)
-                    logp = torch.cat(lps) if lps else h.new_zeros(0, dtype=torch.float32)
-                    ent = (torch.cat(ents) if want_entropy and ents
-                           else torch.zeros_like(logp))
-                    ctx.save_for_backward(torch.cat(grads) if want_grad and grads else None)
-                    ctx.mark_non_differentiable(ent)
-                    return logp, ent
-
-                @staticmethod
-                def backward(ctx: Any, g_logp: torch.Tensor, g_ent: torch.Tensor) -> tuple:
-                    (dh,) = ctx.saved_tensors
-                    gh = None if dh is None else (g_logp[:, None].to(dh.dtype) * dh)
-                    return gh, None, None, None, None, None, None
-
-            cls._fn = Fn
-        return cls._fn.apply(*args)
+    @staticmethod
+    def backward(ctx: Any, g_logp: torch.Tensor, g_ent: torch.Tensor) -> tuple:
+        (dh,) = ctx.saved_tensors
+        gh = None if dh is None else g_logp[:, None].to(dh.dtype) * dh
+        return gh, None, None, None, None, None, None
 
 
 def token_logprobs(head: Any, h_ND: torch.Tensor, y_N: torch.Tensor, chunk_size: int = 256,
@@ -124,7 +101,6 @@ def token_logprobs(head: Any, h_ND: torch.Tensor, y_N: torch.Tensor, chunk_size:
     """``log softmax(head(h) / temperature)[y]`` and the (detached) entropy per row, both
     ``[N]`` fp32, without ever holding more than ``chunk_size x V`` logits (see the module
     docstring for the two paths). ``entropy`` is zeros when ``want_entropy`` is False."""
-    import torch
     from torch.utils.checkpoint import checkpoint
 
     params = _head_params(head)

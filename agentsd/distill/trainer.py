@@ -404,10 +404,12 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                 trajs, summ = stream.take(step)
                 stream.prefetch(step + 1)  # overlap: sampled with these weights during the update
             t_roll = time.perf_counter() - t0
+            # the step's rollout statistics over every rank, reduced once (ATESD reads them too)
+            success = distributed.mean([float(t.success) for t in trajs])
+            reward = distributed.mean([t.total_reward for t in trajs])
             if exposure is not None:  # ATESD: this step's exposure, from the training state
                 contexts.ctx = dataclasses.replace(contexts.ctx, exposure=exposure.decide(
-                    step, success=distributed.mean([float(t.success) for t in trajs]),
-                    reward=distributed.mean([t.total_reward for t in trajs])))
+                    step, success=success, reward=reward))
             # 2. the batch: weights and teacher rows (the teacher's context + the same tokens)
             data = build_batch(trajs, cfg, G, contexts.rows if contexts is not None else None,
                                step=step)
@@ -430,8 +432,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
                 for skills, success in shown["b"]:
                     contexts.bandit.update(skills, success)
             m = {k.replace("teacher_", "teacher/"): v for k, v in m.items()}
-            m["rollout/success"] = distributed.mean([float(t.success) for t in trajs])
-            m["rollout/reward"] = distributed.mean([t.total_reward for t in trajs])
+            m["rollout/success"], m["rollout/reward"] = success, reward
             m["rollout/turns"] = distributed.mean([len(t.turns) for t in trajs])
             m.update(stream.metrics())
             lens = distributed.gather_lists({"n": [t.num_action_tokens() for t in trajs]})["n"]

@@ -50,7 +50,8 @@ class StepData:
     sft_w: list[float]
     #: teacher rows per trajectory (empty when the algorithm has no teacher)
     rows: list[list[Any]] = field(default_factory=list)
-    #: per token of each trajectory: the turn whose action it belongs to (-1 elsewhere)
+    #: SOD: per token of each trajectory, the turn whose action it belongs to (-1 elsewhere);
+    #: empty when SOD is off
     turns: list[list[int]] = field(default_factory=list)
     #: TRACE: per token, 1 on forward-KL (agreeing turns of successes) / reverse-KL (disagreeing
     #: turns) spans; empty when TRACE is off
@@ -74,7 +75,7 @@ class MicroBatch:
     out: dict[str, torch.Tensor]
     teacher: dict[str, torch.Tensor] | None
     data: StepData
-    #: padded per-token extras: ``turn_BT`` and, with TRACE, ``trace_fwd_BT`` / ``trace_rev_BT``
+    #: padded per-token extras: with SOD ``turn_BT``, with TRACE ``trace_fwd_BT`` / ``trace_rev_BT``
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def per_seq(self, xs: Sequence[float]) -> torch.Tensor:
@@ -343,7 +344,9 @@ def build_batch(trajs: list[Trajectory], cfg: TrainConfig, G: int,
         grpo_w, distill_w = grpo_w * g, distill_w * d
     distill_w = distill_w * torch.tensor(has_teacher, dtype=torch.float32)
     data = StepData(trajs, adv.tolist(), (distill_w * pass_w).tolist(), grpo_w.tolist(),
-                    [0.0] * n, rows, turns=[turn_index(t) for t in trajs], rows_by_view=by_view)
+                    [0.0] * n, rows, rows_by_view=by_view)
+    if lc.turn_weight == "sod":  # SOD's turn boundaries (nothing else reads them)
+        data.turns = [turn_index(t) for t in trajs]
     if lc.trace:
         marks = [trace_marks(t) for t in trajs]
         data.trace_fwd, data.trace_rev = [m[0] for m in marks], [m[1] for m in marks]
