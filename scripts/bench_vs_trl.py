@@ -32,6 +32,7 @@ did less work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -144,7 +145,7 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model, tok = _base_model(args)
     prompts = [render_prompt(tok, m) for m in _prompts(args)]
-    model = with_lora(model, rank=args.lora_rank, alpha=2.0 * args.lora_rank, targets=tuple(_lora_targets(model)))
+    model = with_lora(model, rank=args.lora_rank, alpha=2.0 * args.lora_rank)  # the LORA_TARGETS it has
     model.train()
     loss = LossConfig(kind=args.agentsd_loss, alpha=1.0)
     cfg = TrainConfig(algo="opd", model=ModelConfig(name="tiny-random", lora_rank=args.lora_rank,
@@ -167,7 +168,7 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
         # the teacher scores the same prompt + tokens (a self-distillation step with no extra
         # context: the same work as TRL's teacher forward)
         data = build_batch(trajs, cfg, 1, lambda t, i: build_teacher_rows(t, t.turns[0].prompt_ids, i))
-        update(model, opt, teacher, data, cfg, policy.pad_token_id, lambda m: _null())
+        update(model, opt, teacher, data, cfg, policy.pad_token_id, lambda m: contextlib.nullcontext())
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         if step >= args.warmup:
@@ -179,12 +180,6 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
             "generate_s": statistics.median(gen_s),
             "gen_tokens_per_step": statistics.mean(n_tok), "peak_mb": _peak_mb(args.device),
             "rss_base_mb": base}
-
-
-def _null() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------

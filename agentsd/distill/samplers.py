@@ -299,11 +299,10 @@ def build_sampler(cfg: Any, model: Any, tokenizer: Any, policy: Any, run_dir: Pa
         sampler = HFSampler(policy, snapshot=rs.overlap and cfg.algo != "sft")
         sampler.version = version
         return sampler
-    check_logprobs(rs.sampler, rs.server_logprobs if rs.sampler == "openai" else "processed",
-                   rs.temperature, rs.top_p)
     if rs.sampler == "vllm":
-        sampler = VLLMSampler(cfg)
+        sampler = VLLMSampler(cfg)  # checks the engine's log-prob convention once it is built
     else:
+        check_logprobs("openai", rs.server_logprobs, rs.temperature, rs.top_p)
         folder = Path(rs.adapter_dir) if rs.adapter_dir else run_dir / "sampler_adapter"
         folder.mkdir(parents=True, exist_ok=True)
         sampler = OpenAISampler(cfg, copy.deepcopy(tokenizer), folder)  # used from the prefetch thread
