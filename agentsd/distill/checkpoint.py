@@ -285,11 +285,17 @@ def _has_trainable(p: Path) -> bool:
     return (p / "trainable.safetensors").exists() or (p / "trainable.pt").exists()
 
 
-def _run_config(ckpt: Path) -> dict[str, Any]:
+def _run_config_file(ckpt: Path) -> Path | None:
+    """The ``config.json`` of checkpoint ``ckpt``'s run (its run folder's, else its own)."""
     for cand in (ckpt.parent.parent / "config.json", ckpt / "config.json"):
         if cand.exists():
-            return json.loads(cand.read_text())
-    return {}
+            return cand
+    return None
+
+
+def _run_config(ckpt: Path) -> dict[str, Any]:
+    f = _run_config_file(ckpt)
+    return json.loads(f.read_text()) if f else {}
 
 
 def merge_init_from(model: Any, path: str | Path, model_name: str | None = None) -> Any:

@@ -74,18 +74,24 @@ def _check_device(device: str) -> None:
                              f"{torch.__version__}; use --model.device cpu (or auto)")
 
 
-def _env_has_reference(env_id: str) -> bool:
-    """Whether ``env_id`` gives a reference step (``oracle_action()``) on a train task."""
+def _probe_env(env_id: str, read: Any) -> Any:
+    """``read(env)`` on ``env_id`` reset to its first train task; an unknown env id (or a
+    failing env) raises a ``ValueError`` naming ``TrainConfig.rollout.env``."""
     import agentsd
 
     try:
         probe = agentsd.make(env_id)
         probe.reset(seed=agentsd.split_seeds(env_id, "train", 1)[0])
-        has = probe.oracle_action() is not None
+        out = read(probe)
         probe.close()
     except Exception as e:  # noqa: BLE001 - an unknown env id gets the registry's error
         raise ValueError(f"TrainConfig.rollout.env {env_id!r}: {e}") from e
-    return has
+    return out
+
+
+def _env_has_reference(env_id: str) -> bool:
+    """Whether ``env_id`` gives a reference step (``oracle_action()``) on a train task."""
+    return _probe_env(env_id, lambda env: env.oracle_action() is not None)
 
 
 #: views that ``env.privileged()`` fills (the others come from the oracle or the trainer)
@@ -96,15 +102,7 @@ _PARTLY_SHOWN = ("plan", "solution", "next_step")
 
 def _env_views(env_id: str) -> set[str]:
     """The views ``env_id``'s ``privileged()`` fills on a train task."""
-    import agentsd
-
-    try:
-        probe = agentsd.make(env_id)
-        probe.reset(seed=agentsd.split_seeds(env_id, "train", 1)[0])
-        p = probe.privileged()
-        probe.close()
-    except Exception as e:  # noqa: BLE001 - an unknown env id gets the registry's error
-        raise ValueError(f"TrainConfig.rollout.env {env_id!r}: {e}") from e
+    p = _probe_env(env_id, lambda env: env.privileged())
     return {v for v in _ENV_VIEWS if getattr(p, v, None) not in (None, "", [], ())}
 
 
@@ -520,11 +518,10 @@ class TrainConfig:
         if lc.trace and not _env_has_reference(self.rollout.env):
             raise ValueError(f"TRACE (loss.trace) needs the env's reference step to mark spans: "
                              f"env {self.rollout.env} has no oracle_action()")
-        if lc.turn_weight == "sod" and _turn_limit(self.rollout) < 2:
+        if lc.turn_weight == "sod" and (turns := _turn_limit(self.rollout)) < 2:
             raise ValueError("SOD (loss.turn_weight='sod') weighs an episode's turns against each "
                              f"other: needs episodes of >= 2 turns, {self.rollout.env} with "
-                             f"rollout.max_turns={self.rollout.max_turns} allows "
-                             f"{_turn_limit(self.rollout)}")
+                             f"rollout.max_turns={self.rollout.max_turns} allows {turns}")
         if (lc.pass_rate_a > 0 or lc.pass_rate_b > 0) and G < 2:
             raise ValueError("PACED pass-rate weights (loss.pass_rate_a/b) need a group to measure "
                              f"a pass rate: rollout.samples_per_task >= 2, got {G}")
@@ -540,8 +537,9 @@ class TrainConfig:
             if not set(exposed) & _env_views(self.rollout.env):
                 raise ValueError(f"ATESD (teacher.exposure_control='atesd'): env "
                                  f"{self.rollout.env} fills none of the views {exposed} at reset")
-        missing = [v for v in tc.score_views
-                   if v in _ENV_VIEWS and v not in _env_views(self.rollout.env)]
+        from_env = [v for v in tc.score_views if v in _ENV_VIEWS]
+        filled = _env_views(self.rollout.env) if from_env else set()  # one env probe, not one per view
+        missing = [v for v in from_env if v not in filled]
         if missing:
             raise ValueError(f"several teachers (teacher.score_views): env {self.rollout.env} "
                              f"does not fill the view(s) {missing}")

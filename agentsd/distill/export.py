@@ -31,13 +31,13 @@ __all__ = ["find_checkpoint", "load_student", "export_merged", "export_adapter",
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder ``path`` names: itself, or a run folder's latest checkpoint. Raises
     ``ValueError`` saying what is missing and what to do."""
-    from agentsd.distill.checkpoint import STATE_FILES, latest_checkpoint
+    from agentsd.distill.checkpoint import _complete, latest_checkpoint
 
     p = Path(path)
     if not p.is_dir():
         raise ValueError(f"{str(path)!r} is not a folder; pass a run folder written by "
                          "'agentsd train --out-dir RUN_DIR' or one of its checkpoints/step_* folders")
-    if any((p / f).exists() for f in STATE_FILES):
+    if _complete(p):
         return p
     ckpt = latest_checkpoint(p)
     if ckpt is None:
@@ -50,15 +50,16 @@ def find_checkpoint(path: str | Path) -> Path:
 def _run_config(ckpt: Path) -> Any:
     """The run's :class:`TrainConfig`, with the device forced to the CPU (a run trained on a
     GPU exports anywhere)."""
+    from agentsd.distill.checkpoint import _run_config_file
     from agentsd.distill.config import TrainConfig, config_from_dict
 
-    for cand in (ckpt.parent.parent / "config.json", ckpt / "config.json"):
-        if cand.exists():
-            d = json.loads(cand.read_text())
-            d.setdefault("model", {})["device"] = "cpu"
-            return config_from_dict(TrainConfig, d)
-    raise ValueError(f"checkpoint {ckpt} has no config.json in its run folder "
-                     f"({ckpt.parent.parent}); export needs it to rebuild the base model")
+    f = _run_config_file(ckpt)
+    if f is None:
+        raise ValueError(f"checkpoint {ckpt} has no config.json in its run folder "
+                         f"({ckpt.parent.parent}); export needs it to rebuild the base model")
+    d = json.loads(f.read_text())
+    d.setdefault("model", {})["device"] = "cpu"
+    return config_from_dict(TrainConfig, d)
 
 
 def load_student(ckpt: str | Path) -> tuple[Any, Any, Any]:
