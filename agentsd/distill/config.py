@@ -156,10 +156,17 @@ class ModelConfig:
                                              "compute (long sequences, large micro-batches)")
     tiny_hidden: int = _f(32, "hidden size of the 'tiny-random' model")
     tiny_layers: int = _f(2, "layers of the 'tiny-random' model")
+    fsdp: bool = _f(False, "full fine-tuning under torchrun: shard the student's weights, "
+                           "gradients and optimizer state across the processes (FSDP2, a unit per "
+                           "decoder layer) instead of a whole copy in each; needs model.lora=false; "
+                           "a no-op in one process")
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and bool(self.name.strip()), "ModelConfig", "name",
                "must be a non-empty model name", self.name)
+        _check(not (self.fsdp and self.lora), "ModelConfig", "fsdp",
+               "shards full fine-tuning only (a LoRA adapter is small: plain data parallelism "
+               "under torchrun is the tool); add --model.lora false or drop --model.fsdp", self.fsdp)
         _pos_int("ModelConfig", self, "lora_rank", "tiny_hidden", "tiny_layers")
         _check(self.lora_alpha > 0, "ModelConfig", "lora_alpha", "must be > 0", self.lora_alpha)
         _check(0 <= self.lora_dropout < 1, "ModelConfig", "lora_dropout", "must be in [0, 1)",
@@ -193,7 +200,8 @@ class RolloutSettings:
                             "process), vllm (in-process vLLM engine, weights pushed after every "
                             "update; GPU) or openai (OpenAI-compatible servers, --rollout.servers; "
                             "the LoRA adapter is loaded through /v1/load_lora_adapter after every "
-                            "update)")
+                            "update) or llamacpp (local llama.cpp servers this run starts, "
+                            "restarted on the student's weights written as GGUF after every update)")
     servers: tuple[str, ...] = _f((), "openai sampler: server base URLs (e.g. "
                                       "http://127.0.0.1:8000/v1), requests spread across them")
     server_model: str = _f("", "openai sampler: the base model name the servers serve (default: "
@@ -208,6 +216,18 @@ class RolloutSettings:
     adapter_dir: str = _f("", "openai sampler: folder the adapter is saved into for the servers "
                               "to load (they must read it at the same path; default "
                               "<out_dir>/sampler_adapter)")
+    llamacpp_bin: str = _f("", "llamacpp sampler: the llama-server binary (default: "
+                               "$AGENTSD_LLAMA_SERVER, else llama-server on PATH; "
+                               "scripts/build_llama_server.sh builds one)")
+    llamacpp_gguf: str = _f("", "llamacpp sampler: GGUF file of the student's base model (default: "
+                                "the model's own GGUF, e.g. the embedded smollm2)")
+    llamacpp_servers: int = _f(1, "llamacpp sampler: local llama-server processes, requests spread "
+                                  "across them")
+    llamacpp_threads: int = _f(0, "llamacpp sampler: threads per server (0: the trainer's torch "
+                                  "thread count)")
+    llamacpp_ctx: int = _f(4096, "llamacpp sampler: context tokens per parallel slot")
+    llamacpp_dtype: str = _f("f32", "llamacpp sampler: f32 | f16, how changed weights are written "
+                                    "(a LoRA adapter file is always f32)")
     vllm_gpu_memory: float = _f(0.3, "vllm sampler: share of GPU memory the engine may take")
     overlap: bool = _f(False, "sample step k+1's rollouts while step k updates (one step "
                               "off-policy, corrected by the importance weight; staleness in "
@@ -216,7 +236,11 @@ class RolloutSettings:
 
     def __post_init__(self) -> None:
         _pos_int("RolloutSettings", self, "tasks_per_step", "samples_per_task", "max_turns",
-                 "max_tokens", "max_episode_tokens", "eval_tasks")
+                 "max_tokens", "max_episode_tokens", "eval_tasks", "llamacpp_servers", "llamacpp_ctx")
+        _check(self.llamacpp_threads >= 0, "RolloutSettings", "llamacpp_threads", "must be >= 0 "
+               "(0: the trainer's torch thread count)", self.llamacpp_threads)
+        _check(self.llamacpp_dtype in ("f32", "f16"), "RolloutSettings", "llamacpp_dtype",
+               "must be f32 or f16", self.llamacpp_dtype)
         _nonneg("RolloutSettings", self, "temperature", "eval_temperature")
         _check(0 < self.top_p <= 1, "RolloutSettings", "top_p", "must be in (0, 1]", self.top_p)
         _check(isinstance(self.env, str) and bool(self.env), "RolloutSettings", "env",

@@ -8,7 +8,10 @@ ahead of the update.
   it (LoRA projections merged and renamed to Hugging Face names, :func:`~agentsd.policy.vllm.merged_hf_weights`);
 - ``openai``: one or more OpenAI-compatible servers (``--rollout.servers URL[,URL]``, requests
   spread round-robin); after every update the adapter is saved as a PEFT folder and loaded on
-  every server through vLLM's ``/v1/load_lora_adapter``, then requests name that adapter as model.
+  every server through vLLM's ``/v1/load_lora_adapter``, then requests name that adapter as model;
+- ``llamacpp``: local llama.cpp servers the run starts itself (:class:`LlamaCppSampler`); after
+  every update the student is written as GGUF (a LoRA student: a small adapter file over the base
+  GGUF) and the servers restart on it. The fast sampler on a CPU.
 
 Every sampler says which **log-prob convention** it returns (:data:`LOGPROBS`), and it is checked
 against what the trainer's importance weight ``ρ = πθ / π_sampler`` needs: the trainer scores the
@@ -53,13 +56,15 @@ from agentsd.trajectory import Trajectory
 
 __all__ = ["SAMPLERS", "LOGPROBS", "SamplerError", "needs_processed", "check_logprobs",
            "check_settings", "preflight", "build_sampler", "Sampler", "HFSampler", "VLLMSampler",
-           "OpenAISampler", "processed_logprobs", "probe_logprobs", "RolloutStream"]
+           "OpenAISampler", "LlamaCppSampler", "base_gguf", "processed_logprobs", "probe_logprobs", "RolloutStream"]
 
 #: sampler name -> what it is
 SAMPLERS = {
     "hf": "transformers in the trainer's process (the student itself)",
     "vllm": "the in-process vLLM engine, weights pushed after every update (GPU)",
     "openai": "OpenAI-compatible servers (vLLM serve), the LoRA adapter loaded after every update",
+    "llamacpp": "local llama.cpp servers this run starts on a GGUF of the student, restarted after "
+                "every update (CPU)",
 }
 
 #: log-prob conventions a sampler can return
@@ -136,6 +141,14 @@ def preflight(cfg: Any, world_size: int = 1) -> None:
         msg = vllm_missing_message()
         if msg:
             raise SamplerError(f"rollout.sampler='vllm': {msg}")
+    if rs.sampler == "llamacpp" and cfg.algo != "sft":
+        from agentsd.policy.llamacpp import LlamaCppError, find_server_binary
+
+        try:
+            find_server_binary(rs.llamacpp_bin)
+            base_gguf(cfg)
+        except LlamaCppError as e:
+            raise SamplerError(f"rollout.sampler='llamacpp': {e}") from None
     if rs.sampler != "openai" or cfg.algo == "sft":
         return
     if not cfg.model.lora:
@@ -275,6 +288,103 @@ class OpenAISampler(Sampler):
         self.version = version
 
 
+class LlamaCppSampler(Sampler):
+    """Local llama.cpp servers (:mod:`agentsd.policy.llamacpp`) that this run starts and stops.
+    ``sync`` writes the student for llama.cpp and restarts every server on it: a LoRA student as
+    the base GGUF (the model's own file, or, after ``model.init_from`` merged an earlier adapter,
+    the merged base written once) plus a small LoRA GGUF per update; a fully fine-tuned student as
+    a whole GGUF per update. The servers return the log-probs of the distribution they sampled
+    from (``post_sampling_probs``: processed), sampling with temperature, top-k and top-p only."""
+
+    name = "llamacpp"
+    logprobs = "processed"
+
+    def __init__(self, cfg: Any, tokenizer: Any, folder: Path) -> None:
+        import math
+
+        import torch
+
+        from agentsd.policy.llamacpp import LlamaServer, find_server_binary
+        from agentsd.policy.openai import OpenAIPool
+
+        rs = cfg.rollout
+        self.cfg, self.tokenizer, self.folder = cfg, tokenizer, folder
+        self.gguf = base_gguf(cfg)
+        per = math.ceil(max(rs.tasks_per_step * rs.samples_per_task, rs.eval_tasks) / rs.llamacpp_servers)
+        binary = find_server_binary(rs.llamacpp_bin)
+        self.servers = [LlamaServer(binary, parallel=min(per, 64), ctx_per_slot=rs.llamacpp_ctx,
+                                    threads=rs.llamacpp_threads or torch.get_num_threads())
+                        for _ in range(rs.llamacpp_servers)]
+        self.base: Path | None = None
+        self.files: list[Path] = []
+        pool = OpenAIPool.__new__(OpenAIPool)  # clients are set by every sync (new ports)
+        pool.clients, pool.tokenizer, pool.context_length = [], tokenizer, None
+        super().__init__(pool)
+        #: seconds the last sync spent writing the GGUF and restarting the servers
+        self.last_sync_s: dict[str, float] = {}
+
+    def sync(self, model: Any, version: int) -> None:
+        from agentsd.policy.llamacpp import SERVED_NAME, base_weights, write_gguf, write_lora_gguf
+        from agentsd.policy.openai import OpenAIPolicy
+        from agentsd.policy.vllm import merged_hf_weights
+
+        rs = self.cfg.rollout
+        t0 = time.perf_counter()
+        if hasattr(model, "peft_config"):
+            if self.base is None:
+                self.base = self.gguf if not self.cfg.model.init_from else write_gguf(
+                    base_weights(model), self.gguf, self.folder / "base.gguf", rs.llamacpp_dtype)
+            path, lora = self.base, write_lora_gguf(model, self.base, self.folder / f"lora-v{version}.gguf")
+        else:
+            path, lora = write_gguf(merged_hf_weights(model), self.gguf,
+                                    self.folder / f"student-v{version}.gguf", rs.llamacpp_dtype), None
+        t1 = time.perf_counter()
+        for server in self.servers:
+            server.start(path, lora)
+        clients = [OpenAIPolicy(SERVED_NAME, base_url=s.url, tokenizer=self.tokenizer, flavor="llamacpp",
+                                post_sampling_logprobs=True, verify_model=False,
+                                timeout_s=rs.server_timeout_s, concurrency=s.parallel) for s in self.servers]
+        for c in self.policy.clients:
+            c.close()
+        self.policy.clients = clients
+        new = lora or path
+        for f in self.files:
+            if f != new and f != self.base:
+                f.unlink(missing_ok=True)
+        self.files = [new]
+        self.last_sync_s = {"write": t1 - t0, "restart": time.perf_counter() - t1}
+        self.version = version
+
+    def close(self) -> None:
+        for c in self.policy.clients:
+            c.close()
+        for server in self.servers:
+            server.stop()
+        for f in [*self.files, *([self.base] if self.base and self.base != self.gguf else [])]:
+            f.unlink(missing_ok=True)
+
+
+def base_gguf(cfg: Any) -> Path:
+    """The GGUF file of the student's base model: ``rollout.llamacpp_gguf``, else the model's own
+    GGUF file (the embedded ``smollm2``); :class:`~agentsd.policy.llamacpp.LlamaCppError` naming
+    the fix otherwise."""
+    from agentsd.policy.llamacpp import LlamaCppError
+
+    if cfg.rollout.llamacpp_gguf:
+        p = Path(cfg.rollout.llamacpp_gguf).expanduser()
+        if not p.is_file():
+            raise LlamaCppError(f"rollout.llamacpp_gguf={str(p)!r} is not a file")
+        return p
+    if cfg.model.name != "tiny-random":
+        from agentsd.policy.models import resolve_model
+
+        ref = resolve_model(cfg.model.name)
+        if ref.gguf_file:
+            return Path(ref.path) / ref.gguf_file
+    raise LlamaCppError(f"model {cfg.model.name!r} has no GGUF file; convert it with llama.cpp's "
+                        "convert_hf_to_gguf.py and pass --rollout.llamacpp-gguf FILE")
+
+
 def _served_model(url: str) -> str:
     import httpx
 
@@ -301,6 +411,10 @@ def build_sampler(cfg: Any, model: Any, tokenizer: Any, policy: Any, run_dir: Pa
         return sampler
     if rs.sampler == "vllm":
         sampler = VLLMSampler(cfg)  # checks the engine's log-prob convention once it is built
+    elif rs.sampler == "llamacpp":
+        folder = run_dir / "sampler_gguf"
+        folder.mkdir(parents=True, exist_ok=True)
+        sampler = LlamaCppSampler(cfg, copy.deepcopy(tokenizer), folder)
     else:
         check_logprobs("openai", rs.server_logprobs, rs.temperature, rs.top_p)
         folder = Path(rs.adapter_dir) if rs.adapter_dir else run_dir / "sampler_adapter"
@@ -308,7 +422,7 @@ def build_sampler(cfg: Any, model: Any, tokenizer: Any, policy: Any, run_dir: Pa
         sampler = OpenAISampler(cfg, copy.deepcopy(tokenizer), folder)  # used from the prefetch thread
     try:
         sampler.sync(model, version)
-        if rs.sampler == "openai" and rs.server_check:
+        if rs.sampler in ("openai", "llamacpp") and rs.server_check:
             from agentsd.policy.base import SamplingParams
 
             params = SamplingParams(temperature=rs.temperature, top_p=rs.top_p, max_tokens=8, seed=cfg.seed)

@@ -27,6 +27,7 @@ does not serve raise :class:`OpenAIAuthError` / :class:`ModelNotServedError` wit
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -56,6 +57,8 @@ class AdapterRefusedError(OpenAIBackendError):
     """The server would not load (or has no endpoint to load) a LoRA adapter."""
 
 
+#: what kind of server a client talks to (``auto``: llama.cpp when its ``/models`` says so)
+FLAVORS = {"auto", "vllm", "llamacpp", "generic"}
 _TOKEN_ID_RE = re.compile(r"^token_id:(\d+)$")
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -66,11 +69,14 @@ class OpenAIPolicy:
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, *,
                  tokenizer: Any = None, concurrency: int = 8, timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 0.5, token_prompts: str = "auto",
-                 context_length: int | None = None, verify_model: bool = True) -> None:
+                 context_length: int | None = None, verify_model: bool = True, flavor: str = "auto",
+                 post_sampling_logprobs: bool = False) -> None:
         import httpx
 
         if token_prompts not in ("auto", "always", "never"):
             raise ValueError(f"token_prompts must be 'auto', 'always' or 'never', got {token_prompts!r}")
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {sorted(FLAVORS)}, got {flavor!r}")
         if concurrency < 1 or max_retries < 0 or timeout_s <= 0:
             raise ValueError("concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
         self.model = model
@@ -80,6 +86,8 @@ class OpenAIPolicy:
         self.context_length = context_length
         self.max_retries, self.backoff_s, self.concurrency = max_retries, backoff_s, concurrency
         self._token_prompts = token_prompts
+        self.flavor = flavor
+        self.post_sampling_logprobs = post_sampling_logprobs
         self._lock = threading.Lock()
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s,
                                     headers={"Authorization": f"Bearer {self.api_key}"},
@@ -140,6 +148,12 @@ class OpenAIPolicy:
                                 "temperature": params.temperature, "top_p": params.top_p}
         if params.top_k:
             body["top_k"] = params.top_k  # an extension vLLM, SGLang and llama.cpp accept
+        if self.flavor == "llamacpp":
+            # llama.cpp's default chain adds min-p, top-k 40, penalties, ...: sample from exactly
+            # softmax(logits / T) cut by top-k and top-p, in the order transformers applies them
+            body["samplers"] = ["temperature", "top_k", "top_p"]
+            body["top_k"] = params.top_k
+            body["post_sampling_probs"] = self.post_sampling_logprobs
         if params.stop:
             body["stop"] = list(params.stop)
         if seed is not None:
@@ -164,7 +178,15 @@ class OpenAIPolicy:
         choice = _first_choice(data)
         text = choice.get("text") or ""
         lp = choice.get("logprobs") or {}
-        ids, logprobs, source = self._output_ids(text, lp.get("tokens"), lp.get("token_logprobs"))
+        if isinstance(lp.get("content"), list) and all("id" in x for x in lp["content"]):
+            # llama.cpp: one entry per sampled token with its id, and "logprob" (pre-sampling)
+            # or "prob" (post_sampling_probs: the distribution it was drawn from)
+            ids = [int(x["id"]) for x in lp["content"]]
+            logprobs = [float(x["logprob"]) if "logprob" in x else math.log(max(float(x["prob"]), 1e-45))
+                        for x in lp["content"]]
+            source = "server"
+        else:
+            ids, logprobs, source = self._output_ids(text, lp.get("tokens"), lp.get("token_logprobs"))
         if source != "retokenized":
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Generation(ids, logprobs, text, _finish(choice.get("finish_reason")),
@@ -292,7 +314,10 @@ class OpenAIPolicy:
             raise self._http_error("/models", r)
         if r.status_code != 200:
             return  # servers without /models: let the first request tell
-        served = [m.get("id") for m in r.json().get("data", [])]
+        data = r.json().get("data", [])
+        served = [m.get("id") for m in data]
+        if self.flavor == "auto" and any(m.get("owned_by") == "llamacpp" for m in data):
+            self.flavor = "llamacpp"
         if served and self.model not in served:
             raise ModelNotServedError(f"{self.base_url} does not serve model {self.model!r}; it "
                                       f"serves: {served}; pass one of those as the model")
