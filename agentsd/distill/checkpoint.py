@@ -167,8 +167,12 @@ def _trainable_state(model: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
-                    state: dict[str, Any], keep: int = 2) -> Path:
-    """Write checkpoint ``step`` atomically and prune all but the newest ``keep``."""
+                    state: dict[str, Any], keep: int = 2,
+                    full: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Path:
+    """Write checkpoint ``step`` atomically and prune all but the newest ``keep``. ``full``:
+    the trainable tensors and optimizer state already gathered (FSDP,
+    :func:`agentsd.distill.fsdp.checkpoint_tensors`), written instead of ``model``'s and
+    ``optimizer``'s own."""
     from safetensors.torch import save_file
 
     root = Path(run_dir) / "checkpoints"
@@ -177,10 +181,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+    weights, optim_state = full or (_trainable_state(model), optimizer.state_dict())
+    save_file(weights, str(tmp / "trainable.safetensors"))
     if hasattr(model, "peft_config"):  # a standard PEFT adapter folder next to the private files
         model.save_pretrained(str(tmp / "adapter"))
-    _save_split(optimizer.state_dict(), tmp, "optimizer")
+    _save_split(optim_state, tmp, "optimizer")
     _save_split({**state, "step": step, "rng": rng_state()}, tmp, "state")
     for f in tmp.rglob("*"):  # data on disk before the rename makes it visible
         if not f.is_file():
@@ -235,19 +240,23 @@ def _copy_into(model: Any, weights: dict[str, Any], error: Any) -> None:
     when some name is not a parameter of ``model``."""
     import torch
 
+    from agentsd.distill.fsdp import local_like
+
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
         raise ValueError(error(missing))
     with torch.no_grad():
         for n, t in weights.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
+            params[n].copy_(local_like(params[n], t))  # FSDP: this rank's shard
 
 
 def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Load weights and optimizer state into ``model`` / ``optimizer``, restore the RNG states
     and return the saved trainer state (``step``, ``teacher``, ``bandit`` ...). Reads the
     safetensors layout and the earlier ``.pt`` one."""
+    from agentsd.distill.fsdp import shard_optimizer_state
+
     path = Path(path)
     load_weights(path, model)
     if (path / "state.json").exists():
@@ -256,6 +265,7 @@ def load_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, A
     else:
         optimizer.load_state_dict(_legacy_load(path / "optimizer.pt"))
         state = _legacy_load(path / "state.pt")
+    shard_optimizer_state(optimizer)  # FSDP: full moments cut to this rank's shards
     set_rng_state(state["rng"])
     return state
 

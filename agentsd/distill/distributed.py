@@ -115,13 +115,15 @@ def sum_scalar(x: float) -> float:
 def all_reduce_grads(params: Sequence[Any]) -> None:
     """Sum the gradients of ``params`` over ranks, in one flat buffer. A parameter that got no
     gradient on this rank contributes zeros; when no rank has any gradient, all stay ``None``
-    (the caller then skips the step, as a single process would)."""
+    (the caller then skips the step, as a single process would). Parameters FSDP shards
+    (:mod:`agentsd.distill.fsdp`) are skipped: FSDP reduce-scatters their gradients itself."""
     if not active():
         return
     import torch
     import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
 
-    params = list(params)
+    params = [p for p in params if not isinstance(p, DTensor)]
     if sum_scalar(float(any(p.grad is not None for p in params))) == 0:
         return
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()

@@ -404,6 +404,8 @@ class Teacher:
         self.age, self.syncs, self.best_eval = state["age"], state["syncs"], state["best_eval"]
         self._improved = state["improved"]
         if state["snapshot"]:  # checkpoints load on the CPU; the snapshot lives by its parameter
+            from agentsd.distill.fsdp import local_like
+
             params = self._trainable()
-            self.snapshot = {k: v.to(params[k].device, params[k].dtype, copy=True)
+            self.snapshot = {k: local_like(params[k], v)  # FSDP: this rank's shard
                              if k in params else v.clone() for k, v in state["snapshot"].items()}

@@ -130,6 +130,7 @@ def train_seeds(cfg: TrainConfig, step: int, n: int | None = None) -> list[int]:
 def _rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, samples: int,
               temperature: float, sample_seed: int, progress: bool, tasks: Sequence[Any] = (),
               record_privileged: bool = False) -> tuple[list[Trajectory], Any]:
+    from agentsd.distill.fsdp import full_weights
     from agentsd.policy.base import SamplingParams
     from agentsd.rollout import RolloutConfig, Task, run_rollouts, split_kwargs
 
@@ -141,12 +142,14 @@ def _rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, sample
                             max_tokens=rc.max_tokens, seed=sample_seed)
     # batch_wait_s: wait for every pending env step before generating, so the batches (and
     # hence the samples) do not depend on thread timing; exact resume relies on it
-    res = run_rollouts(policy, tasks=list(tasks), samples_per_task=samples, params=params,
-                       config=RolloutConfig(max_turns=rc.max_turns,
-                                            max_episode_tokens=rc.max_episode_tokens,
-                                            batch_wait_s=3600.0, progress=progress,
-                                            max_concurrent=max(64, len(tasks) * samples),
-                                            record_privileged=record_privileged))
+    # FSDP: the full weights gathered once, as the ranks run different numbers of forwards
+    with full_weights(getattr(policy, "model", None)):
+        res = run_rollouts(policy, tasks=list(tasks), samples_per_task=samples, params=params,
+                           config=RolloutConfig(max_turns=rc.max_turns,
+                                                max_episode_tokens=rc.max_episode_tokens,
+                                                batch_wait_s=3600.0, progress=progress,
+                                                max_concurrent=max(64, len(tasks) * samples),
+                                                record_privileged=record_privileged))
     return res.trajectories, res.summary
 
 
@@ -294,10 +297,14 @@ def evaluate_teacher(policy: Any, teacher: Any, contexts: _TeacherContexts, cfg:
                      progress: bool = False) -> dict[str, float]:
     """The teacher context *acting* (teacher weights, skills and per-turn hints in its prompt)
     on the held-out tasks: ``teacher/eval_success``, ``teacher/eval_parse_rate`` ..."""
+    from agentsd.distill.fsdp import sharded
     from agentsd.rollout import Task
 
     tasks = [Task(contexts.env_factory(t, cfg.rollout.max_turns), t.seed) for t in eval_tasks(cfg)]
     greedy = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, eval_sampled=False))
+    if sharded(policy.model):  # FSDP: the teacher's shards swapped in once, then gathered
+        with teacher.scoring():
+            return evaluate(policy, greedy, progress, tasks=tasks, prefix="teacher/eval_")
     return evaluate(_ActingTeacher(policy, teacher), greedy, progress, tasks=tasks,
                     prefix="teacher/eval_")
 
@@ -310,7 +317,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     import torch
     from tqdm.auto import tqdm
 
-    from agentsd.distill import distributed, samplers
+    from agentsd.distill import distributed, fsdp, samplers
     from agentsd.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from agentsd.distill.exposure import make_controller as make_exposure_controller
     from agentsd.distill.metrics import MetricsWriter, summarize_values
@@ -327,6 +334,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
     torch.manual_seed(cfg.seed)
     if model is None:
         model, tokenizer = build_student(cfg)
+    if cfg.model.fsdp:  # each process keeps a shard of the weights (a no-op in one process)
+        fsdp.shard_model(model, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
                             weight_decay=cfg.optim.weight_decay)
@@ -461,12 +470,16 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             bar.set_postfix(**post)
             # 5. checkpoint
             if step % cfg.checkpoint_every == 0 or is_last:
-                state = {"teacher": teacher.state_dict() if teacher is not None else None,
-                         "bandit": contexts.bandit.to_dict() if contexts is not None else None,
-                         "exposure": exposure.state_dict() if exposure is not None else None,
-                         "world_size": rank.world_size, "prefetch": stream.pending_state()}
+                # FSDP: every rank gathers its shards (the teacher's too), rank 0 writes them
+                state = fsdp.full_tensors({
+                    "teacher": teacher.state_dict() if teacher is not None else None,
+                    "bandit": contexts.bandit.to_dict() if contexts is not None else None,
+                    "exposure": exposure.state_dict() if exposure is not None else None,
+                    "world_size": rank.world_size, "prefetch": stream.pending_state()})
+                full = fsdp.checkpoint_tensors(model, opt)
                 if rank.is_main:
-                    save_checkpoint(run_dir, step, model, opt, state, keep=cfg.keep_checkpoints)
+                    save_checkpoint(run_dir, step, model, opt, state, keep=cfg.keep_checkpoints,
+                                    full=full)
                 distributed.barrier()
     finally:
         bar.close()

@@ -24,6 +24,7 @@ normalization (so micro-batching never changes the update).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -382,7 +383,8 @@ def _pad(seqs: Sequence[Sequence[float]], dtype: Any, fill: float = 0) -> Any:
 
 def optimizer_step(model: Any, opt: Any, grad_clip: float) -> float:
     """Clip and step; returns the gradient norm (0.0 and no step when no parameter has a
-    gradient)."""
+    gradient, or only zero ones: AdamW would still decay the weights). The norm is global also
+    for FSDP's sharded gradients."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
@@ -391,7 +393,9 @@ def optimizer_step(model: Any, opt: Any, grad_clip: float) -> float:
     if grad_clip > 0:
         norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
     else:
-        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+    if norm == 0.0:
+        return 0.0
     opt.step()
     return norm
 
@@ -405,7 +409,7 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
     Returns metrics and per-trajectory token scores (for the report)."""
     import torch
 
-    from agentsd.distill import distributed
+    from agentsd.distill import distributed, fsdp
     from agentsd.distill.metrics import masked_values, summarize_values
     from agentsd.distill.teacher import forward_logprobs, score_rows
 
@@ -428,7 +432,14 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
     scores: list[dict] = [{} for _ in trajs]
     dev = next(model.parameters()).device
     opt.zero_grad(set_to_none=True)
-    for idx in micro_batches(lengths, cfg.optim.max_tokens_per_micro_batch):
+    # FSDP: through the root unit's hooks (agentsd.distill.fsdp); each forward is a collective,
+    # so every rank runs as many micro-batches, a rank short of data idle ones
+    fwd = getattr(model, "fsdp_forward_logprobs", None) or functools.partial(forward_logprobs, model)
+    batches = fsdp.pad_micro_batches(model, micro_batches(lengths, cfg.optim.max_tokens_per_micro_batch))
+    for idx in batches:
+        if not idx:
+            fsdp.idle_pass(model, teacher, max(1, len(data.rows_by_view)) if use_teacher else 0)
+            continue
         ts = [trajs[i] for i in idx]
         ids = _pad([tok_ids[i] for i in idx], torch.long, pad_id).to(dev)
         attn = _pad([[1] * lengths[i] for i in idx], torch.long).to(dev)
@@ -444,7 +455,7 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
                       ) -> dict[str, torch.Tensor]:
                 rows = [dataclasses.replace(r, traj_index=j) for j, i in enumerate(idx)
                         for r in rows_per_traj[i]]
-                with teacher.scoring() as tm, autocast(tm):
+                with teacher.scoring() as tm, fsdp.full_weights(tm), autocast(tm):
                     return score_rows(tm, rows, [lengths[i] for i in idx], pad_id,
                                       max_tokens=cfg.teacher.max_tokens_per_forward,
                                       want_logits=want_logits, chunk_size=cfg.loss.chunk_size,
@@ -462,9 +473,8 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
             extra["trace_rev_BT"] = _pad([data.trace_rev[i] for i in idx], torch.float32).to(dev)
         with autocast(model):
             # the head runs on action tokens only: every objective reads logp there alone
-            out = forward_logprobs(model, ids, attn, chunk_size=cfg.loss.chunk_size,
-                                   want_logits=want_logits, want_entropy=True, temperature=temp,
-                                   positions_BT=mask)
+            out = fwd(ids, attn, chunk_size=cfg.loss.chunk_size, want_logits=want_logits,
+                      want_entropy=True, temperature=temp, positions_BT=mask)
         mb = MicroBatch(idx, ids, mask, s_lp, tok_w, out, t_out, data, extra)
         total = out["logp_BT"].new_zeros(())
         for term in terms:
@@ -476,6 +486,8 @@ def update(model: Any, opt: Any, teacher: Any, data: StepData, cfg: TrainConfig,
             totals[term.name] += float(v.detach())
             total = total + v
         col["ent"] += masked_values(out["entropy_BT"], mask)
+        if not total.requires_grad and fsdp.sharded(model):  # FSDP: every backward is collective
+            total = total + 0.0 * out["logp_BT"].sum()
         if total.requires_grad:
             total.backward()
         lp = out["logp_BT"]
