@@ -9,7 +9,11 @@ Every mode plays the same episodes (same env, seeds and sampling seed) on the sa
   follows the previous action);
 - ``kv-dynamic``: KV reuse on transformers' ``DynamicCache`` (KV reuse's share alone);
 - ``static``: a static cache, full prefill every turn (GPU);
-- ``compiled``: a static cache and a ``torch.compile``-d decode step (CUDA only).
+- ``compiled``: a static cache and a ``torch.compile``-d decode step (CUDA only);
+- ``llamacpp``: a local ``llama-server`` on the model's own GGUF file (the ``llamacpp`` training
+  sampler's engine; its slots keep each episode's prompt cache between turns), threads = torch's.
+  Needs a GGUF model and a built server (``scripts/build_llama_server.sh``); its tokens differ
+  from ``plain``'s (another sampler's random numbers, quantized weights).
 
 The report gives sampled tokens/s per mode and its ratio to ``plain``, prefilled vs reused prompt
 tokens, prefix mismatches (KV fallbacks), the share of rollout wall time spent in env code, and
@@ -44,7 +48,28 @@ MODES: dict[str, tuple[dict[str, Any], bool]] = {
     "kv-dynamic": ({"cache_implementation": "dynamic"}, True),
     "static": ({"cache_implementation": "static"}, False),
     "compiled": ({"cache_implementation": "static", "compile": True}, False),
+    "llamacpp": ({}, False),  # not an HFPolicy: see llamacpp_policy
 }
+
+
+def llamacpp_policy(args: argparse.Namespace, tok: Any, parallel: int) -> tuple[Any, Any]:
+    """An OpenAI client over a fresh ``llama-server`` on ``args.model``'s GGUF file."""
+    import os
+
+    import torch
+
+    from agentsd.policy.llamacpp import SERVED_NAME, LlamaServer, find_server_binary
+    from agentsd.policy.models import resolve_model
+    from agentsd.policy.openai import OpenAIPolicy
+
+    ref = resolve_model(args.model)
+    if args.random or not ref.gguf_file:
+        raise SystemExit("mode llamacpp needs a GGUF model (e.g. the default smollm2) and no --random")
+    server = LlamaServer(find_server_binary(), parallel=parallel, ctx_per_slot=2048,
+                         threads=torch.get_num_threads())
+    server.start(os.path.join(ref.path, ref.gguf_file))
+    return OpenAIPolicy(SERVED_NAME, base_url=server.url, tokenizer=tok, flavor="llamacpp",
+                        post_sampling_logprobs=True, verify_model=False, concurrency=parallel), server
 
 
 def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -154,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=16, help="episodes per run (seeds 0..n-1)")
     p.add_argument("--batches", default="16", help="comma-separated max episodes in flight")
     p.add_argument("--modes", default=None,
-                   help="comma-separated of plain, growing, kv, kv-dynamic, static, compiled "
+                   help="comma-separated of plain, growing, kv, kv-dynamic, static, compiled, llamacpp "
                         "(default: plain,growing,kv on CPU; plain,kv,static,compiled on CUDA)")
     p.add_argument("--max-tokens", type=int, default=32, help="sampled tokens per turn")
     p.add_argument("--max-turns", type=int, default=3, help="turns per episode")
@@ -182,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise SystemExit(f"--modes: unknown {unknown}; choose from {sorted(MODES)}")
-    policies = {m: HFPolicy(model, tok, model_id=model_id, **MODES[m][0]) for m in modes}
+    policies = {m: HFPolicy(model, tok, model_id=model_id, **MODES[m][0]) for m in modes if m != "llamacpp"}
+    server = None
+    if "llamacpp" in modes:
+        policies["llamacpp"], server = llamacpp_policy(args, tok, max(batches))
     print(f"policy {model_id} on {device} loaded in {time.perf_counter() - t0:.1f}s; modes "
           f"{', '.join(modes)}", file=sys.stderr)
     # warm-up outside the timing; on CUDA at full batch, so `compiled` compiles for that shape
@@ -214,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                     same = sum(a == c for a, c in zip(tokens[m], tokens["plain"]))
                     agg[m]["same_tokens_as_plain"] = f"{same}/{len(tokens[m])}"
                 results.append(agg[m])
+    if server is not None:
+        server.stop()
     report = {"policy": model_id, "device": str(device), "envs": envs, "args": vars(args),
               "torch_threads": torch.get_num_threads(),
               "command": "python scripts/bench_rollout.py " + " ".join(sys.argv[1:] if argv is None

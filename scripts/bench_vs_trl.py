@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agentsd-loss", default="reverse_kl", choices=("reverse_kl", "jsd"),
                    help="agentsd objective: sampled-token reverse KL (default) or full-vocabulary "
                         "reverse KL (jsd, alpha=1: TRL's estimator)")
+    p.add_argument("--agentsd-sampler", default="hf", choices=("hf", "llamacpp"),
+                   help="who samples agentsd's episodes: hf (in-process transformers) or llamacpp (a "
+                        "local llama-server on the model's GGUF, the LoRA adapter written and the "
+                        "server restarted after every update, inside the timed step; GGUF models only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed (both sides)")
     p.add_argument("--json", default="", help="also write the results to this file")
@@ -154,9 +158,13 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
                                               tasks_per_step=args.batch, samples_per_task=1),
                       loss=loss)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    pad_id = tok.pad_token_id
     teacher = Teacher(model, "frozen", 0.95, 10, False)
     policy = HFPolicy(model, tok)
-    times, n_tok, gen_s = [], [], []
+    server = sync = None
+    if args.agentsd_sampler == "llamacpp":
+        policy, server, sync = _llamacpp_sampler(args, model, tok)
+    times, n_tok, gen_s, sync_s = [], [], [], []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         gens = policy.generate(prompts, SamplingParams(temperature=1.0, max_tokens=args.max_new_tokens,
@@ -168,18 +176,87 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
         # the teacher scores the same prompt + tokens (a self-distillation step with no extra
         # context: the same work as TRL's teacher forward)
         data = build_batch(trajs, cfg, 1, lambda t, i: build_teacher_rows(t, t.turns[0].prompt_ids, i))
-        update(model, opt, teacher, data, cfg, policy.pad_token_id, lambda m: contextlib.nullcontext())
+        update(model, opt, teacher, data, cfg, pad_id, lambda m: contextlib.nullcontext())
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
+        t_sync = time.perf_counter()
+        if sync is not None:
+            sync(step + 1)  # the sampler follows the update: part of the step
+        t_sync = time.perf_counter() - t_sync
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
             n_tok.append(sum(len(g.token_ids) for g in gens))
             gen_s.append(t_gen)
-    return {"side": "agentsd", "loss": f"{args.agentsd_loss} (teacher: LoRA adapter off)",
-            "step_s": statistics.median(times), "step_s_all": times,
-            "generate_s": statistics.median(gen_s),
-            "gen_tokens_per_step": statistics.mean(n_tok), "peak_mb": _peak_mb(args.device),
-            "rss_base_mb": base}
+            sync_s.append(t_sync)
+    out = {"side": "agentsd", "loss": f"{args.agentsd_loss} (teacher: LoRA adapter off)",
+           "sampler": args.agentsd_sampler, "step_s": statistics.median(times), "step_s_all": times,
+           "generate_s": statistics.median(gen_s), "sync_s": statistics.median(sync_s),
+           "gen_tokens_per_step": statistics.mean(n_tok), "peak_mb": _peak_mb(args.device),
+           "rss_base_mb": base}
+    if server is not None:
+        times_w_r = holder_times(policy)
+        out["sync_write_s"] = statistics.median(w for w, _ in times_w_r[args.warmup + 1:] or times_w_r)
+        out["sync_restart_s"] = statistics.median(r for _, r in times_w_r[args.warmup + 1:] or times_w_r)
+        peak_server = server.peak_rss_mb()
+        server.stop()
+        # the server is memory this side needs too: count its peak on top of the trainer's
+        out |= {"trainer_peak_mb": out["peak_mb"], "server_peak_mb": peak_server,
+                "peak_mb": out["peak_mb"] + peak_server}
+    return out
+
+
+def holder_times(policy: Any) -> list[tuple[float, float]]:
+    """(adapter write s, server restart s) of every sync so far."""
+    return list(policy.times.get("times", []))
+
+
+def _llamacpp_sampler(args: argparse.Namespace, model: Any, tok: Any) -> tuple[Any, Any, Any]:
+    """A llama-server on the model's GGUF with the LoRA adapter as a GGUF file, and ``sync(v)``
+    that rewrites the adapter and restarts the server on it (what the llamacpp sampler does)."""
+    import torch
+
+    from agentsd.policy.llamacpp import (
+        SERVED_NAME,
+        LlamaServer,
+        base_weights,
+        find_server_binary,
+        write_gguf,
+        write_lora_gguf,
+    )
+    from agentsd.policy.models import resolve_model
+    from agentsd.policy.openai import OpenAIPolicy
+
+    ref = resolve_model(args.model)
+    if not ref.gguf_file:
+        raise SystemExit(f"--agentsd-sampler llamacpp needs a GGUF model; {args.model} is not one")
+    gguf_path = os.path.join(ref.path, ref.gguf_file)
+    folder = tempfile.mkdtemp(prefix="bench-llamacpp-")
+    server = LlamaServer(find_server_binary(), parallel=args.batch, ctx_per_slot=1024,
+                         threads=torch.get_num_threads())
+    holder: dict[str, Any] = {}
+    # as the llamacpp sampler does: the adapter's base written once (F16), the adapter per update
+    base = write_gguf(base_weights(model), gguf_path, os.path.join(folder, "base.gguf"), "f16")
+
+    def sync(version: int) -> None:
+        t0 = time.perf_counter()
+        lora = write_lora_gguf(model, base, os.path.join(folder, f"lora-v{version}.gguf"))
+        t1 = time.perf_counter()
+        server.start(base, lora)
+        holder.setdefault("times", []).append((t1 - t0, time.perf_counter() - t1))
+        if "client" in holder:
+            holder["client"].close()
+        holder["client"] = OpenAIPolicy(SERVED_NAME, base_url=server.url, tokenizer=tok, flavor="llamacpp",
+                                        post_sampling_logprobs=True, verify_model=False,
+                                        concurrency=args.batch)
+
+    class Policy:  # the current client, whichever port the restarted server has
+        times = holder
+
+        def generate(self, prompts: list[list[int]], params: Any) -> Any:
+            return holder["client"].generate(prompts, params)
+
+    sync(0)
+    return Policy(), server, sync
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         results[side] = json.loads(line[-1][len("RESULT "):])
     a, t = results["agentsd"], results["trl"]
     summary = {"model": args.model, "device": args.device, "batch": args.batch,
+               "agentsd_sampler": args.agentsd_sampler,
                "max_new_tokens": args.max_new_tokens, "timed_steps": args.steps,
                "agentsd": a, "trl": t,
                "speedup_trl_over_agentsd": t["step_s"] / a["step_s"],
@@ -306,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in (a, t):
         print(f"{r['side']:9} {r['step_s']:8.3f} {r['generate_s']:18.3f} {r['gen_tokens_per_step']:13.1f} "
               f"{r['peak_mb']:16.0f} {r['rss_base_mb']:9.0f}  {r['loss']}")
+    if a.get("sampler") == "llamacpp":
+        print(f"agentsd sampled with llama.cpp: adapter write {a['sync_write_s']:.3f} s + server restart "
+              f"{a['sync_restart_s']:.3f} s = {a['sync_s']:.3f} s/step "
+              f"(in its s/step); its peak adds the server's {a['server_peak_mb']:.0f} MiB to the "
+              f"trainer's {a['trainer_peak_mb']:.0f}")
     print(f"TRL / agentsd: time per step {summary['speedup_trl_over_agentsd']:.2f}x, peak memory "
           f"{summary['peak_memory_ratio_trl_over_agentsd']:.2f}x"
           + (f" ({summary['peak_above_base_ratio']:.2f}x above each process's post-import base)"

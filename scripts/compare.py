@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (all algorithms)")
     p.add_argument("--max-skills", type=int, default=3, help="skills shown to the OPD teacher")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
+    p.add_argument("--sampler", default="hf", choices=("hf", "llamacpp"),
+                   help="who samples rollouts and held-out episodes: hf (in-process) or llamacpp (a "
+                        "local llama-server per run, one thread; scripts/build_llama_server.sh)")
     p.add_argument("--eval-t1", action="store_true",
                    help="runs also evaluate at temperature 1 (the warm start always does)")
     p.add_argument("--out", default="runs/compare", help="output folder")
@@ -134,7 +137,8 @@ def run_config(args: argparse.Namespace, algo: str, seed: int, out_dir: str, ste
                                 samples_per_task=args.samples if not warm else 1,
                                 max_turns=args.max_turns, max_tokens=args.max_tokens,
                                 eval_tasks=args.eval_tasks, temperature=args.temperature,
-                                eval_sampled=warm or args.eval_t1),
+                                eval_sampled=warm or args.eval_t1,
+                                sampler=args.sampler, llamacpp_threads=1 if args.sampler == "llamacpp" else 0),
         teacher=TeacherConfig(mode="frozen", **v.get("teacher", {}), context=TeacherContextConfig(
             views=v.get("views", ("skills", "reference")), max_skills=args.max_skills)),
         optim=OptimConfig(lr=args.warm_lr if warm else args.lr),

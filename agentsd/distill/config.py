@@ -226,8 +226,8 @@ class RolloutSettings:
     llamacpp_threads: int = _f(0, "llamacpp sampler: threads per server (0: the trainer's torch "
                                   "thread count)")
     llamacpp_ctx: int = _f(4096, "llamacpp sampler: context tokens per parallel slot")
-    llamacpp_dtype: str = _f("f32", "llamacpp sampler: f32 | f16, how changed weights are written "
-                                    "(a LoRA adapter file is always f32)")
+    llamacpp_dtype: str = _f("f16", "llamacpp sampler: f16 | f32, how the served weights are "
+                                    "written (a LoRA adapter file is always f32)")
     vllm_gpu_memory: float = _f(0.3, "vllm sampler: share of GPU memory the engine may take")
     overlap: bool = _f(False, "sample step k+1's rollouts while step k updates (one step "
                               "off-policy, corrected by the importance weight; staleness in "

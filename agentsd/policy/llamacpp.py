@@ -217,10 +217,19 @@ def _lora_modules(model: Any) -> list[tuple[str, Any]]:
 
 
 def base_weights(model: Any) -> list[tuple[str, Any]]:
-    """``(hf_name, weight)`` of every LoRA-adapted projection of a PEFT ``model`` *without* the
-    adapter (the frozen base the adapter sits on; after ``--model.init-from`` that base is no
-    longer the GGUF file's)."""
-    return [(name + ".weight", m.base_layer.weight.detach()) for name, m in _lora_modules(model)]
+    """``(hf_name, tensor)`` of every weight of a PEFT ``model`` *without* its adapter (the frozen
+    base the adapter sits on; after ``--model.init-from`` that base is no longer the GGUF file's):
+    the adapted projections' ``base_layer`` weights and every other non-LoRA parameter."""
+    from agentsd.policy.vllm import hf_name
+
+    seen: set[int] = set()
+    out = []
+    for n, p in model.named_parameters(remove_duplicate=True):
+        if "lora_" in n or id(p) in seen:
+            continue
+        seen.add(id(p))
+        out.append((hf_name(n), p.detach()))
+    return out
 
 
 def lora_weights(model: Any) -> tuple[list[tuple[str, Any, Any]], float]:
@@ -311,6 +320,7 @@ class LlamaServer:
         self.port = 0
         self.model_path: Path | None = None
         self._log: Any = None
+        self._peak_kb = 0
 
     @property
     def url(self) -> str:
@@ -370,6 +380,7 @@ class LlamaServer:
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 10 s); a no-op when none runs."""
         if self.proc is not None:
+            self._peak_kb = max(self._peak_kb, self._hwm_kb())
             if self.proc.poll() is None:
                 self.proc.terminate()
                 try:
@@ -381,6 +392,17 @@ class LlamaServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _hwm_kb(self) -> int:
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:  # type: ignore[union-attr]
+                return next((int(x.split()[1]) for x in f if x.startswith("VmHWM:")), 0)
+        except (OSError, AttributeError):
+            return 0
+
+    def peak_rss_mb(self) -> float:
+        """The largest peak RSS of any process this object started (Linux ``VmHWM``), in MiB."""
+        return max(self._peak_kb, self._hwm_kb() if self.proc is not None else 0) / 1024
 
     def __enter__(self) -> LlamaServer:
         return self

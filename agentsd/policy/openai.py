@@ -1,6 +1,11 @@
 """The ``openai`` backend: any OpenAI-compatible server over httpx (vLLM ``serve``, SGLang,
 llama.cpp servers).
 
+llama.cpp's ``llama-server`` is recognized from its ``/models`` (``owned_by: llamacpp``, or
+``flavor="llamacpp"``): requests then pin its sampler chain to temperature, top-k and top-p (its
+defaults add min-p, top-k 40 and penalties), ask for the probabilities the token was drawn from
+when ``post_sampling_logprobs`` is set, and read the token ids it returns with each log-prob.
+
     policy = OpenAIPolicy("smollm2", base_url="http://127.0.0.1:8000/v1")   # tokenizer: smollm2
     gens = policy.generate([prompt_ids], SamplingParams(max_tokens=64))      # completions endpoint
     [reply] = policy.chat([[{"role": "user", "content": "hi"}]], params, tools=env.openai_tools())
@@ -122,6 +127,11 @@ class OpenAIPolicy:
         if r.status_code < 400:
             return
         msg = _error_message(r)
+        if self.flavor == "llamacpp":
+            raise AdapterRefusedError(
+                f"{self.base_url} is a llama.cpp server, which cannot load a LoRA adapter while it "
+                f"runs (HTTP {r.status_code}); use --rollout.sampler llamacpp, which starts its own "
+                "llama-server processes and restarts them on every update")
         if r.status_code in (404, 405):
             raise AdapterRefusedError(
                 f"{self.base_url} has no /load_lora_adapter endpoint (HTTP {r.status_code}); start "
