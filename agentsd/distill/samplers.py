@@ -295,8 +295,9 @@ class LlamaCppSampler(Sampler):
     copy of the model's GGUF in ``rollout.llamacpp_dtype``, plus a small LoRA GGUF per update; a
     fully fine-tuned student as a whole GGUF per update. (The model's own quantized file is not
     served as is: its quantized matmuls put the server 0.05-0.08 nats per token away from the
-    trainer's dequantized weights, and they are not faster on a CPU than F16.) The servers return the log-probs of the distribution they sampled
-    from (``post_sampling_probs``: processed), sampling with temperature, top-k and top-p only."""
+    trainer's dequantized weights, and they are not faster on a CPU than F16.) The servers return
+    the log-probs of the distribution they sampled from (``post_sampling_probs``: processed),
+    sampling with temperature, top-k and top-p only."""
 
     name = "llamacpp"
     logprobs = "processed"
