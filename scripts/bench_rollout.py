@@ -10,8 +10,9 @@ Every mode plays the same episodes (same env, seeds and sampling seed) on the sa
 - ``kv-dynamic``: KV reuse on transformers' ``DynamicCache`` (KV reuse's share alone);
 - ``static``: a static cache, full prefill every turn (GPU);
 - ``compiled``: a static cache and a ``torch.compile``-d decode step (CUDA only);
-- ``llamacpp``: a local ``llama-server`` on the model's own GGUF file (the ``llamacpp`` training
-  sampler's engine; its slots keep each episode's prompt cache between turns), threads = torch's.
+- ``llamacpp``: a local ``llama-server`` on the model's weights written as F16 into a copy of its
+  GGUF file, as the ``llamacpp`` training sampler serves them (its slots keep each episode's
+  prompt cache between turns), threads = torch's.
   Needs a GGUF model and a built server (``scripts/build_llama_server.sh``); its tokens differ
   from ``plain``'s (another sampler's random numbers, quantized weights).
 
@@ -52,22 +53,28 @@ MODES: dict[str, tuple[dict[str, Any], bool]] = {
 }
 
 
-def llamacpp_policy(args: argparse.Namespace, tok: Any, parallel: int) -> tuple[Any, Any]:
-    """An OpenAI client over a fresh ``llama-server`` on ``args.model``'s GGUF file."""
+def llamacpp_policy(args: argparse.Namespace, model: Any, tok: Any, parallel: int) -> tuple[Any, Any]:
+    """An OpenAI client over a fresh ``llama-server`` on ``model`` written into a copy of
+    ``args.model``'s GGUF file in F16, as the ``llamacpp`` training sampler serves it."""
     import os
+    import tempfile
 
     import torch
 
-    from agentsd.policy.llamacpp import SERVED_NAME, LlamaServer, find_server_binary
+    from agentsd.policy.llamacpp import SERVED_NAME, LlamaServer, find_server_binary, write_gguf
     from agentsd.policy.models import resolve_model
     from agentsd.policy.openai import OpenAIPolicy
+    from agentsd.policy.vllm import merged_hf_weights
 
     ref = resolve_model(args.model)
     if args.random or not ref.gguf_file:
         raise SystemExit("mode llamacpp needs a GGUF model (e.g. the default smollm2) and no --random")
+    folder = tempfile.mkdtemp(prefix="bench-rollout-")
+    path = write_gguf(merged_hf_weights(model), os.path.join(ref.path, ref.gguf_file),
+                      os.path.join(folder, "model.gguf"), "f16")
     server = LlamaServer(find_server_binary(), parallel=parallel, ctx_per_slot=2048,
                          threads=torch.get_num_threads())
-    server.start(os.path.join(ref.path, ref.gguf_file))
+    server.start(path)
     return OpenAIPolicy(SERVED_NAME, base_url=server.url, tokenizer=tok, flavor="llamacpp",
                         post_sampling_logprobs=True, verify_model=False, concurrency=parallel), server
 
@@ -210,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     policies = {m: HFPolicy(model, tok, model_id=model_id, **MODES[m][0]) for m in modes if m != "llamacpp"}
     server = None
     if "llamacpp" in modes:
-        policies["llamacpp"], server = llamacpp_policy(args, tok, max(batches))
+        policies["llamacpp"], server = llamacpp_policy(args, model, tok, max(batches))
     print(f"policy {model_id} on {device} loaded in {time.perf_counter() - t0:.1f}s; modes "
           f"{', '.join(modes)}", file=sys.stderr)
     # warm-up outside the timing; on CUDA at full batch, so `compiled` compiles for that shape
