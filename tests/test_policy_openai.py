@@ -6,9 +6,10 @@ Two servers:
   random Llama through the ``hf`` backend and returns token ids the way vLLM does
   (``return_tokens_as_token_ids``); it can also fail on purpose (503s, auth, unknown models) to
   exercise retries and error messages. Always runs.
-- the llama.cpp server from ``llama-cpp-python`` serving the SmolLM2 GGUF. Runs when
-  ``llama_cpp`` is installed (``pip install 'llama-cpp-python[server]'``, a source build of many
-  minutes, so it is not in the dev extra); skipped otherwise.
+- a real llama.cpp server serving the SmolLM2 GGUF: llama.cpp's own ``llama-server`` where one
+  is built (``AGENTSD_LLAMA_SERVER`` or ``PATH``; ``scripts/build_llama_server.sh``), else the
+  one in ``llama-cpp-python`` where that is installed (``pip install 'llama-cpp-python[server]'``);
+  both are source builds of many minutes, so neither is in the dev extra; skipped otherwise.
 """
 
 from __future__ import annotations
@@ -190,14 +191,26 @@ def test_rollout_over_http_feeds_exactly_the_stored_sequence(server, tok):
     assert sent == expected
 
 
-# ---- the llama.cpp server (llama-cpp-python) -------------------------------------------------
+# ---- a real llama.cpp server: llama.cpp's own llama-server, else llama-cpp-python's ---------
 
 @pytest.fixture(scope="module")
 def llama_server(tok, tmp_path_factory):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (pip install 'llama-cpp-python[server]', "
-                    "a long source build); the tiny-server tests above cover the HTTP path")
+    from agentsd.policy.llamacpp import LlamaCppError, LlamaServer, find_server_binary
     from agentsd.policy.models import smollm2_gguf_path
+
+    try:
+        binary = find_server_binary()
+    except LlamaCppError as e:
+        binary, why = None, str(e)
+    if binary:  # the C++ server (scripts/build_llama_server.sh) on the embedded GGUF as it ships
+        server = LlamaServer(binary, parallel=2, ctx_per_slot=2048, threads=2, alias="smollm2")
+        server.start(smollm2_gguf_path())
+        yield server.url
+        server.stop()
+        return
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip(f"no llama.cpp server here: {why}; or pip install 'llama-cpp-python[server]' (a long "
+                    "source build). The tiny-server tests above cover the HTTP path")
 
     port = _free_port()
     # a file, not a pipe: llama.cpp logs a lot while loading and would block on a full pipe

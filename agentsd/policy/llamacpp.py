@@ -302,12 +302,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 class LlamaServer:
     """One local ``llama-server`` process with ``parallel`` slots of ``ctx_per_slot`` tokens,
-    serving whatever GGUF file it was last :meth:`start` ed on as model :data:`SERVED_NAME`.
+    serving whatever GGUF file it was last :meth:`start` ed on as model ``alias`` (default
+    :data:`SERVED_NAME`).
     Each slot keeps its KV cache between requests, and llama.cpp gives a request the slot whose
     cached prompt shares the most with it, so the next turn of an episode re-uses its history."""
 
     def __init__(self, binary: str, *, parallel: int = 8, ctx_per_slot: int = 4096, threads: int = 0,
-                 startup_timeout_s: float = 120.0, extra_args: Sequence[str] = ()) -> None:
+                 startup_timeout_s: float = 120.0, extra_args: Sequence[str] = (),
+                 alias: str = SERVED_NAME) -> None:
         if parallel < 1 or ctx_per_slot < 16:
             raise LlamaCppError(f"llama-server needs parallel >= 1 and ctx_per_slot >= 16, got "
                                 f"{parallel} and {ctx_per_slot}")
@@ -316,6 +318,7 @@ class LlamaServer:
         self.threads = threads or max(1, min(4, os.cpu_count() or 1))
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args)
+        self.alias = alias
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.model_path: Path | None = None
@@ -330,7 +333,7 @@ class LlamaServer:
     def command(self, model_path: str | Path, lora: str | Path | None = None) -> list[str]:
         return [self.binary, "-m", str(model_path), *(["--lora", str(lora)] if lora else []),
                 "--host", "127.0.0.1", "--port", str(self.port),
-                "--alias", SERVED_NAME, "-np", str(self.parallel),
+                "--alias", self.alias, "-np", str(self.parallel),
                 "-c", str(self.parallel * self.ctx_per_slot), "-t", str(self.threads),
                 "-tb", str(self.threads), "--no-webui", *self.extra_args]
 
