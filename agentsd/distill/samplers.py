@@ -565,10 +565,14 @@ class RolloutStream:
             self._future = None
             self._metrics["time/prefetch_wait_s"] = time.perf_counter() - t0
             self._metrics["time/sampling_s"] = time.perf_counter() - started
+        t0 = time.perf_counter()
         self.sampler.sync(model, version)
+        # following the update: a server's adapter load, llama.cpp's write + restart (0 for hf)
+        self._metrics["time/sampler_sync_s"] = time.perf_counter() - t0
 
     def metrics(self) -> dict[str, float]:
-        """``rollout/policy_version``, ``rollout/staleness`` and timings of the last step."""
+        """``rollout/policy_version``, ``rollout/staleness`` and timings of the last step
+        (``time/sampling_s``, ``time/prefetch_wait_s``, ``time/sampler_sync_s``)."""
         return dict(self._metrics)
 
     def pending_state(self) -> str | None:
