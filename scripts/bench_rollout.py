@@ -49,34 +49,27 @@ MODES: dict[str, tuple[dict[str, Any], bool]] = {
     "kv-dynamic": ({"cache_implementation": "dynamic"}, True),
     "static": ({"cache_implementation": "static"}, False),
     "compiled": ({"cache_implementation": "static", "compile": True}, False),
-    "llamacpp": ({}, False),  # not an HFPolicy: see llamacpp_policy
+    "llamacpp": ({}, False),  # not an HFPolicy: see llamacpp_sampler
 }
 
 
-def llamacpp_policy(args: argparse.Namespace, model: Any, tok: Any, parallel: int) -> tuple[Any, Any]:
-    """An OpenAI client over a fresh ``llama-server`` on ``model`` written into a copy of
-    ``args.model``'s GGUF file in F16, as the ``llamacpp`` training sampler serves it."""
-    import os
+def llamacpp_sampler(args: argparse.Namespace, model: Any, tok: Any, parallel: int) -> Any:
+    """The trainer's ``llamacpp`` sampler on ``model``: a fresh ``llama-server`` on its weights
+    written as F16 into a copy of ``args.model``'s GGUF file; its ``policy`` is the client."""
     import tempfile
+    from pathlib import Path
 
-    import torch
+    from agentsd.distill.config import ModelConfig, RolloutSettings, TrainConfig
+    from agentsd.distill.samplers import LlamaCppSampler
 
-    from agentsd.policy.llamacpp import SERVED_NAME, LlamaServer, find_server_binary, write_gguf
-    from agentsd.policy.models import resolve_model
-    from agentsd.policy.openai import OpenAIPolicy
-    from agentsd.policy.vllm import merged_hf_weights
-
-    ref = resolve_model(args.model)
-    if args.random or not ref.gguf_file:
-        raise SystemExit("mode llamacpp needs a GGUF model (e.g. the default smollm2) and no --random")
-    folder = tempfile.mkdtemp(prefix="bench-rollout-")
-    path = write_gguf(merged_hf_weights(model), os.path.join(ref.path, ref.gguf_file),
-                      os.path.join(folder, "model.gguf"), "f16")
-    server = LlamaServer(find_server_binary(), parallel=parallel, ctx_per_slot=2048,
-                         threads=torch.get_num_threads())
-    server.start(path)
-    return OpenAIPolicy(SERVED_NAME, base_url=server.url, tokenizer=tok, flavor="llamacpp",
-                        post_sampling_logprobs=True, verify_model=False, concurrency=parallel), server
+    if args.random:
+        raise SystemExit("mode llamacpp needs a GGUF model (e.g. the default smollm2), not --random")
+    cfg = TrainConfig(model=ModelConfig(name=args.model),
+                      rollout=RolloutSettings(sampler="llamacpp", tasks_per_step=parallel,
+                                              samples_per_task=1, eval_tasks=parallel, llamacpp_ctx=2048))
+    sampler = LlamaCppSampler(cfg, tok, Path(tempfile.mkdtemp(prefix="bench-rollout-")))
+    sampler.sync(model, 0)
+    return sampler
 
 
 def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -215,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--modes: unknown {unknown}; choose from {sorted(MODES)}")
     policies = {m: HFPolicy(model, tok, model_id=model_id, **MODES[m][0]) for m in modes if m != "llamacpp"}
-    server = None
-    if "llamacpp" in modes:
-        policies["llamacpp"], server = llamacpp_policy(args, model, tok, max(batches))
+    sampler = llamacpp_sampler(args, model, tok, max(batches)) if "llamacpp" in modes else None
+    if sampler is not None:
+        policies["llamacpp"] = sampler.policy
     print(f"policy {model_id} on {device} loaded in {time.perf_counter() - t0:.1f}s; modes "
           f"{', '.join(modes)}", file=sys.stderr)
     # warm-up outside the timing; on CUDA at full batch, so `compiled` compiles for that shape
@@ -249,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                     same = sum(a == c for a, c in zip(tokens[m], tokens["plain"]))
                     agg[m]["same_tokens_as_plain"] = f"{same}/{len(tokens[m])}"
                 results.append(agg[m])
-    if server is not None:
-        server.stop()
+    if sampler is not None:
+        sampler.close()
     report = {"policy": model_id, "device": str(device), "envs": envs, "args": vars(args),
               "torch_threads": torch.get_num_threads(),
               "command": "python scripts/bench_rollout.py " + " ".join(sys.argv[1:] if argv is None

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 SIDES = ("agentsd", "trl")
@@ -158,17 +159,15 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
                                               tasks_per_step=args.batch, samples_per_task=1),
                       loss=loss)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
-    pad_id = tok.pad_token_id
     teacher = Teacher(model, "frozen", 0.95, 10, False)
     policy = HFPolicy(model, tok)
-    server = sync = None
-    if args.agentsd_sampler == "llamacpp":
-        policy, server, sync = _llamacpp_sampler(args, model, tok)
+    sampler = _llamacpp_sampler(args, cfg, model, tok) if args.agentsd_sampler == "llamacpp" else None
     times, n_tok, gen_s, sync_s = [], [], [], []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        gens = policy.generate(prompts, SamplingParams(temperature=1.0, max_tokens=args.max_new_tokens,
-                                                       seed=args.seed * 1000 + step))
+        sampling = sampler.policy if sampler is not None else policy  # a new pool after each sync
+        gens = sampling.generate(prompts, SamplingParams(temperature=1.0, max_tokens=args.max_new_tokens,
+                                                         seed=args.seed * 1000 + step))
         t_gen = time.perf_counter() - t0
         trajs = [Trajectory(env_id=args.env, turns=[Turn(prompt_ids=p, action_ids=g.token_ids,
                                                           action_logprobs=g.logprobs)])
@@ -176,12 +175,12 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
         # the teacher scores the same prompt + tokens (a self-distillation step with no extra
         # context: the same work as TRL's teacher forward)
         data = build_batch(trajs, cfg, 1, lambda t, i: build_teacher_rows(t, t.turns[0].prompt_ids, i))
-        update(model, opt, teacher, data, cfg, pad_id, lambda m: contextlib.nullcontext())
+        update(model, opt, teacher, data, cfg, policy.pad_token_id, lambda m: contextlib.nullcontext())
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t_sync = time.perf_counter()
-        if sync is not None:
-            sync(step + 1)  # the sampler follows the update: part of the step
+        if sampler is not None:
+            sampler.sync(model, step + 1)  # the sampler follows the update: part of the step
         t_sync = time.perf_counter() - t_sync
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
@@ -193,70 +192,29 @@ def run_agentsd(args: argparse.Namespace) -> dict[str, Any]:
            "generate_s": statistics.median(gen_s), "sync_s": statistics.median(sync_s),
            "gen_tokens_per_step": statistics.mean(n_tok), "peak_mb": _peak_mb(args.device),
            "rss_base_mb": base}
-    if server is not None:
-        times_w_r = holder_times(policy)
-        out["sync_write_s"] = statistics.median(w for w, _ in times_w_r[args.warmup + 1:] or times_w_r)
-        out["sync_restart_s"] = statistics.median(r for _, r in times_w_r[args.warmup + 1:] or times_w_r)
-        peak_server = server.peak_rss_mb()
-        server.stop()
+    if sampler is not None:
+        peak_server = sum(server.peak_rss_mb() for server in sampler.servers)
+        sampler.close()
         # the server is memory this side needs too: count its peak on top of the trainer's
         out |= {"trainer_peak_mb": out["peak_mb"], "server_peak_mb": peak_server,
                 "peak_mb": out["peak_mb"] + peak_server}
     return out
 
 
-def holder_times(policy: Any) -> list[tuple[float, float]]:
-    """(adapter write s, server restart s) of every sync so far."""
-    return list(policy.times.get("times", []))
+def _llamacpp_sampler(args: argparse.Namespace, cfg: Any, model: Any, tok: Any) -> Any:
+    """The trainer's ``llamacpp`` sampler for ``model`` (a local llama-server on its base written
+    once as F16 into a copy of the model's GGUF, the LoRA adapter written and the server restarted
+    on every ``sync``), already following ``model``."""
+    import dataclasses
 
+    from agentsd.distill.samplers import LlamaCppSampler
 
-def _llamacpp_sampler(args: argparse.Namespace, model: Any, tok: Any) -> tuple[Any, Any, Any]:
-    """A llama-server on the model's GGUF with the LoRA adapter as a GGUF file, and ``sync(v)``
-    that rewrites the adapter and restarts the server on it (what the llamacpp sampler does)."""
-    import torch
-
-    from agentsd.policy.llamacpp import (
-        SERVED_NAME,
-        LlamaServer,
-        base_weights,
-        find_server_binary,
-        write_gguf,
-        write_lora_gguf,
-    )
-    from agentsd.policy.models import resolve_model
-    from agentsd.policy.openai import OpenAIPolicy
-
-    ref = resolve_model(args.model)
-    if not ref.gguf_file:
-        raise SystemExit(f"--agentsd-sampler llamacpp needs a GGUF model; {args.model} is not one")
-    gguf_path = os.path.join(ref.path, ref.gguf_file)
-    folder = tempfile.mkdtemp(prefix="bench-llamacpp-")
-    server = LlamaServer(find_server_binary(), parallel=args.batch, ctx_per_slot=1024,
-                         threads=torch.get_num_threads())
-    holder: dict[str, Any] = {}
-    # as the llamacpp sampler does: the adapter's base written once (F16), the adapter per update
-    base = write_gguf(base_weights(model), gguf_path, os.path.join(folder, "base.gguf"), "f16")
-
-    def sync(version: int) -> None:
-        t0 = time.perf_counter()
-        lora = write_lora_gguf(model, base, os.path.join(folder, f"lora-v{version}.gguf"))
-        t1 = time.perf_counter()
-        server.start(base, lora)
-        holder.setdefault("times", []).append((t1 - t0, time.perf_counter() - t1))
-        if "client" in holder:
-            holder["client"].close()
-        holder["client"] = OpenAIPolicy(SERVED_NAME, base_url=server.url, tokenizer=tok, flavor="llamacpp",
-                                        post_sampling_logprobs=True, verify_model=False,
-                                        concurrency=args.batch)
-
-    class Policy:  # the current client, whichever port the restarted server has
-        times = holder
-
-        def generate(self, prompts: list[list[int]], params: Any) -> Any:
-            return holder["client"].generate(prompts, params)
-
-    sync(0)
-    return Policy(), server, sync
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=args.model),
+                              rollout=dataclasses.replace(cfg.rollout, sampler="llamacpp",
+                                                          eval_tasks=args.batch, llamacpp_ctx=1024))
+    sampler = LlamaCppSampler(cfg, tok, Path(tempfile.mkdtemp(prefix="bench-llamacpp-")))
+    sampler.sync(model, 0)
+    return sampler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,8 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['side']:9} {r['step_s']:8.3f} {r['generate_s']:18.3f} {r['gen_tokens_per_step']:13.1f} "
               f"{r['peak_mb']:16.0f} {r['rss_base_mb']:9.0f}  {r['loss']}")
     if a.get("sampler") == "llamacpp":
-        print(f"agentsd sampled with llama.cpp: adapter write {a['sync_write_s']:.3f} s + server restart "
-              f"{a['sync_restart_s']:.3f} s = {a['sync_s']:.3f} s/step "
+        print(f"agentsd sampled with llama.cpp: adapter write + server restart {a['sync_s']:.3f} s/step "
               f"(in its s/step); its peak adds the server's {a['server_peak_mb']:.0f} MiB to the "
               f"trainer's {a['trainer_peak_mb']:.0f}")
     print(f"TRL / agentsd: time per step {summary['speedup_trl_over_agentsd']:.2f}x, peak memory "

@@ -308,7 +308,6 @@ class LlamaCppSampler(Sampler):
         import torch
 
         from agentsd.policy.llamacpp import LlamaServer, find_server_binary
-        from agentsd.policy.openai import OpenAIPool
 
         rs = cfg.rollout
         self.cfg, self.tokenizer, self.folder = cfg, tokenizer, folder
@@ -318,21 +317,16 @@ class LlamaCppSampler(Sampler):
         self.servers = [LlamaServer(binary, parallel=min(per, 64), ctx_per_slot=rs.llamacpp_ctx,
                                     threads=rs.llamacpp_threads or torch.get_num_threads())
                         for _ in range(rs.llamacpp_servers)]
-        self.base: Path | None = None
-        self.files: list[Path] = []
-        pool = OpenAIPool.__new__(OpenAIPool)  # clients are set by every sync (new ports)
-        pool.clients, pool.tokenizer, pool.context_length = [], tokenizer, None
-        super().__init__(pool)
-        #: seconds the last sync spent writing the GGUF and restarting the servers
-        self.last_sync_s: dict[str, float] = {}
+        self.base: Path | None = None  # a LoRA student's base GGUF, written by the first sync
+        self.served: Path | None = None  # the file the last sync wrote (adapter or whole student)
+        super().__init__(None)  # the policy, a pool over the servers' new ports, comes with every sync
 
     def sync(self, model: Any, version: int) -> None:
         from agentsd.policy.llamacpp import SERVED_NAME, base_weights, write_gguf, write_lora_gguf
-        from agentsd.policy.openai import OpenAIPolicy
+        from agentsd.policy.openai import OpenAIPolicy, OpenAIPool
         from agentsd.policy.vllm import merged_hf_weights
 
         rs = self.cfg.rollout
-        t0 = time.perf_counter()
         if hasattr(model, "peft_config"):
             if self.base is None:  # the adapter's base, as this process holds it, written once
                 self.base = write_gguf(base_weights(model), self.gguf, self.folder / "base.gguf",
@@ -341,30 +335,27 @@ class LlamaCppSampler(Sampler):
         else:
             path, lora = write_gguf(merged_hf_weights(model), self.gguf,
                                     self.folder / f"student-v{version}.gguf", rs.llamacpp_dtype), None
-        t1 = time.perf_counter()
         for server in self.servers:
             server.start(path, lora)
-        clients = [OpenAIPolicy(SERVED_NAME, base_url=s.url, tokenizer=self.tokenizer, flavor="llamacpp",
-                                post_sampling_logprobs=True, verify_model=False,
-                                timeout_s=rs.server_timeout_s, concurrency=s.parallel) for s in self.servers]
-        for c in self.policy.clients:
-            c.close()
-        self.policy.clients = clients
-        new = lora or path
-        for f in self.files:
-            if f != new and f != self.base:
-                f.unlink(missing_ok=True)
-        self.files = [new]
-        self.last_sync_s = {"write": t1 - t0, "restart": time.perf_counter() - t1}
+        if self.policy is not None:
+            self.policy.close()
+        self.policy = self.eval_policy = OpenAIPool([
+            OpenAIPolicy(SERVED_NAME, base_url=s.url, tokenizer=self.tokenizer, flavor="llamacpp",
+                         post_sampling_logprobs=True, verify_model=False, timeout_s=rs.server_timeout_s,
+                         concurrency=s.parallel) for s in self.servers])
+        previous, self.served = self.served, lora or path
+        if previous is not None and previous != self.served:
+            previous.unlink(missing_ok=True)
         self.version = version
 
     def close(self) -> None:
-        for c in self.policy.clients:
-            c.close()
+        if self.policy is not None:
+            self.policy.close()
         for server in self.servers:
             server.stop()
-        for f in [*self.files, *([self.base] if self.base else [])]:
-            f.unlink(missing_ok=True)
+        for f in (self.served, self.base):
+            if f is not None:
+                f.unlink(missing_ok=True)
 
 
 def base_gguf(cfg: Any) -> Path:

@@ -4,12 +4,13 @@ llama.cpp cannot load new weights into a running server, so following the studen
 student's current weights into a GGUF file, then (re)start ``llama-server`` processes on it. Both
 halves are here:
 
-- :func:`write_gguf` copies a *base* GGUF file (its metadata, tokenizer and every tensor the
-  student did not change, byte for byte, quantized or not) and replaces the tensors the student
-  did change (for LoRA: the merged projections; for full fine-tuning: all of them) with the
-  student's values in F32 or F16. Names go from Hugging Face to GGUF through ``gguf``'s own
-  tensor-name map; the query and key projections of ``llama``-architecture files are permuted the
-  way llama.cpp's converter lays them out (transformers un-permutes them when it reads the file);
+- :func:`write_gguf` copies a *base* GGUF file (its metadata, tokenizer and every tensor it is
+  not given, byte for byte, quantized or not) and replaces the tensors it is given (the student's
+  weights, Hugging Face names) with their values in F32 or F16; :func:`write_lora_gguf` writes a
+  PEFT LoRA adapter as a llama.cpp LoRA file for such a base. Names go from Hugging Face to GGUF
+  through ``gguf``'s own tensor-name map; the query and key projections of ``llama``-architecture
+  files are permuted the way llama.cpp's converter lays them out (transformers un-permutes them
+  when it reads the file);
 - :class:`LlamaServer` runs one ``llama-server`` on a free local port with a fixed number of
   parallel slots, waits for ``/health``, restarts it on a new file, and stops it (also when the
   trainer dies: the server gets SIGTERM from the kernel when its parent exits).
@@ -18,13 +19,13 @@ The binary is ``$AGENTSD_LLAMA_SERVER``, else ``llama-server`` on ``PATH``;
 ``scripts/build_llama_server.sh`` builds it from the llama.cpp sources that PyPI's
 ``llama-cpp-python`` sdist carries (CPU, about 10-40 minutes on two cores).
 
-    path = write_gguf(merged_hf_weights(model), base_gguf, "run/sampler/student-v3.gguf")
+    base = write_gguf(base_weights(model), model_gguf, "run/sampler/base.gguf", "f16")  # once
     server = LlamaServer(find_server_binary(), parallel=8, threads=2)
-    server.start(path)                       # http://127.0.0.1:PORT/v1, OpenAI-compatible
-    ...
-    server.start(base_gguf, lora=write_lora_gguf(model, base_gguf, "run/sampler/lora-v4.gguf"))
-    # (a LoRA student: the base written once, only the small adapter file after each update)
+    server.start(base, lora=write_lora_gguf(model, base, "run/sampler/lora-v3.gguf"))
+    ...                                      # http://127.0.0.1:PORT/v1, OpenAI-compatible
+    server.start(base, lora=write_lora_gguf(model, base, "run/sampler/lora-v4.gguf"))  # restart
     server.stop()
+    # a fully fine-tuned student: write_gguf(merged_hf_weights(model), model_gguf, out) per update
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LlamaCppError", "find_server_binary", "write_gguf", "write_lora_gguf", "lora_weights",
-           "base_weights", "gguf_arch", "LlamaServer", "BUILD_HINT", "SERVED_NAME"]
+           "base_weights", "LlamaServer", "BUILD_HINT", "SERVED_NAME"]
 
 #: how to get a ``llama-server`` binary (every "not found" error says it)
 BUILD_HINT = ("build one with `bash scripts/build_llama_server.sh` (llama.cpp from PyPI's "
@@ -80,11 +81,6 @@ def find_server_binary(explicit: str = "") -> str:
 
 # ---------------------------------------------------------------------------------------------
 # GGUF
-
-def gguf_arch(path: str | Path) -> str:
-    """The ``general.architecture`` of a GGUF file (``llama``, ``qwen3``, ...)."""
-    return _read_base(Path(path)).arch
-
 
 class _Base:
     """What the writers need from a base GGUF file, parsed once per file version (gguf's reader
@@ -222,14 +218,8 @@ def base_weights(model: Any) -> list[tuple[str, Any]]:
     the adapted projections' ``base_layer`` weights and every other non-LoRA parameter."""
     from agentsd.policy.vllm import hf_name
 
-    seen: set[int] = set()
-    out = []
-    for n, p in model.named_parameters(remove_duplicate=True):
-        if "lora_" in n or id(p) in seen:
-            continue
-        seen.add(id(p))
-        out.append((hf_name(n), p.detach()))
-    return out
+    # named_parameters lists a tied weight once (the head shares the embedding)
+    return [(hf_name(n), p.detach()) for n, p in model.named_parameters() if "lora_" not in n]
 
 
 def lora_weights(model: Any) -> tuple[list[tuple[str, Any, Any]], float]:
@@ -321,7 +311,6 @@ class LlamaServer:
         self.alias = alias
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self.model_path: Path | None = None
         self._log: Any = None
         self._peak_kb = 0
 
@@ -346,7 +335,6 @@ class LlamaServer:
 
         self.stop()
         self.port = _free_port()
-        self.model_path = Path(model_path)
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.command(model_path, lora), stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,

@@ -156,13 +156,12 @@ class OpenAIPolicy:
     def _body(self, params: SamplingParams, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_tokens,
                                 "temperature": params.temperature, "top_p": params.top_p}
-        if params.top_k:
+        if params.top_k or self.flavor == "llamacpp":  # llama.cpp's default would be 40
             body["top_k"] = params.top_k  # an extension vLLM, SGLang and llama.cpp accept
         if self.flavor == "llamacpp":
-            # llama.cpp's default chain adds min-p, top-k 40, penalties, ...: sample from exactly
+            # llama.cpp's default chain adds min-p, penalties, ...: sample from exactly
             # softmax(logits / T) cut by top-k and top-p, in the order transformers applies them
             body["samplers"] = ["temperature", "top_k", "top_p"]
-            body["top_k"] = params.top_k
             body["post_sampling_probs"] = self.post_sampling_logprobs
         if params.stop:
             body["stop"] = list(params.stop)
