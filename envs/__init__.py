@@ -18,6 +18,19 @@ for _suffix, _difficulty, _turns in (("Easy-", "easy", 10), ("", "medium", 20), 
         on_duplicate="ignore",
     )
 
+#: the easy levels played one move per turn: the board comes back after every move, so the policy
+#: is reactive (the move for the board in front of it) rather than a whole plan written blind
+register(
+    "Sokoban-Step-v0",
+    "agentsd.envs.sokoban:SokobanEnv",
+    kwargs={"difficulty": "easy", "max_moves_per_turn": 1},
+    max_turns=12,
+    tags=("puzzle", "planning", "easy", "reactive"),
+    splits=SEED_SPLITS,
+    description="Sokoban, easy preset, one move per turn (12 turns)",
+    on_duplicate="ignore",
+)
+
 #: ToolWorld: held-out task templates in the test split (not only new seeds)
 TOOLWORLD_SPLITS = {"train": Split((0, 1_000_000), {"task_split": "train"}),
                     "test": Split((1_000_000, 1_100_000), {"task_split": "test"})}

@@ -129,6 +129,21 @@ def test_a_student_of_another_shape_is_refused_naming_the_base(smol, tmp_path, t
     assert not list(tmp_path.iterdir())
 
 
+def test_an_architecture_the_writer_was_not_checked_on_is_refused(tmp_path):
+    import gguf
+
+    path = tmp_path / "qwen.gguf"  # a real GGUF header of another architecture, no tensors
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    w.add_block_count(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(LlamaCppError, match="'qwen2' is not supported.*--rollout.sampler hf") as e:
+        write_gguf([], path, tmp_path / "out.gguf")
+    assert "\n" not in str(e.value) and not (tmp_path / "out.gguf").exists()
+
+
 # ---- errors before any work ----------------------------------------------------------------
 
 def test_missing_binary_and_missing_gguf_are_one_line_errors(tmp_path, monkeypatch):
