@@ -129,6 +129,21 @@ def test_next_step_hint_follows_state():
     assert after.extra["moves_remaining"] == len(first.plan) - 1
 
 
+def test_step_variant_plays_one_move_per_turn_to_the_solution():
+    env = agentsd.make("Sokoban-Step-v0", seed=agentsd.split_seeds("Sokoban-Step-v0", "test", 1)[0])
+    obs, _ = env.reset()
+    assert "(one move per turn)" in obs[1]["content"] and "at most" not in obs[1]["content"]
+    plan = env.privileged().plan
+    for k, move in enumerate(plan):  # the oracle names exactly the next move of the plan
+        assert env.unwrapped.oracle_action() == f"<answer>{move}</answer>"
+        obs, _, term, trunc, info = env.step(env.unwrapped.oracle_action())
+        assert info["moves_executed"] == 1 and term == (k == len(plan) - 1) and not trunc
+    assert info["success"]
+    env.reset()
+    _, _, _, _, info = env.step("<answer>Up Up</answer>")  # a second move is not executed
+    assert info["moves_executed"] == 1
+
+
 def test_render_legend_and_coordinates():
     text = render(CORRIDOR)
     assert text.splitlines()[1] == "#@ $.#"
