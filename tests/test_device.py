@@ -45,8 +45,11 @@ def test_score_rows_output_lives_on_the_model_device():
     model = tiny_random_model(vocab_size=32, hidden_size=16).to(dev)
     rows = [TeacherRow(0, [1, 2, 3, 4], [2, 3], [1, 2]), TeacherRow(1, [5, 6, 7], [2], [1])]
     out = score_rows(model, rows, [3, 2], want_logits=True)
+    lg = out.pop("teacher_logits_rows")
     assert {t.device.type for t in out.values()} == {torch.device(dev).type}
-    assert out["teacher_logp_BT"].shape == (2, 3) and out["teacher_logits_BTV"].shape == (2, 3, 32)
+    assert {t.device.type for t in (lg.values_NV, lg.index_BT)} == {torch.device(dev).type}
+    assert out["teacher_logp_BT"].shape == (2, 3) and lg.values_NV.shape == (3, 32)
+    assert lg.index_BT.tolist() == [[-1, 0, 1], [-1, 2, -1]]
     ids, attn = pad_rows([[1, 2], [3]], device=dev)
     assert ids.device.type == torch.device(dev).type and attn.tolist() == [[1, 1], [1, 0]]
 

@@ -152,6 +152,35 @@ def test_chunked_divergence_matches_unchunked_values_and_grads():
         assert bool((g1[0, :3] == 0).all())  # masked positions get no gradient
 
 
+def test_chunked_divergence_on_row_logits_equals_dense_logits():
+    B, T, V = 2, 7, 11
+    s = _rand_logits(B, T, V, seed=16).requires_grad_()
+    t = _rand_logits(B, T, V, seed=17)
+    mask = torch.zeros(B, T)
+    mask[0, 2:5] = 1
+    mask[1, 4:7] = 1
+    t_dense = t.clone()
+    t_dense[1, 6] = 0  # the teacher scored nothing there: dense logits hold zeros
+    pos = mask.reshape(-1).nonzero().squeeze(-1)
+
+    def rows(x, at):
+        index = torch.full((B * T,), -1, dtype=torch.long)
+        index[at] = torch.arange(at.numel())
+        return L.RowLogits(x.reshape(B * T, V).index_select(0, at), index.view(B, T))
+
+    t_pos = pos[pos != 6 + T]
+    dense = L.chunked_divergence(s, t_dense, mask, alpha=0.3, chunk_size=2)
+    sparse = L.chunked_divergence(rows(s, pos), rows(t, t_pos), mask, alpha=0.3, chunk_size=2)
+    assert torch.allclose(dense.loss_BT, sparse.loss_BT, atol=1e-6) and float(dense.loss_BT[1, 6]) > 0
+    (g1,) = torch.autograd.grad(dense.loss_BT.sum(), s)
+    (g2,) = torch.autograd.grad(sparse.loss_BT.sum(), s)
+    assert torch.allclose(g1, g2, atol=1e-6)
+    with pytest.raises(ValueError, match="no logits row"):  # a student row missing is a bug
+        L.chunked_divergence(rows(s, t_pos), rows(t, t_pos), mask)
+    with pytest.raises(ValueError, match="cover"):
+        L.chunked_divergence(rows(s, pos), rows(t, pos), mask[:, :5])
+
+
 def test_chunked_divergence_token_clip_stops_gradient_above_cap():
     s = _rand_logits(1, 4, 5, seed=14, scale=4).requires_grad_()
     t = _rand_logits(1, 4, 5, seed=15, scale=4)

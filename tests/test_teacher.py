@@ -126,6 +126,22 @@ def test_forward_logprobs_chunked_matches_logits_and_grads():
     assert torch.allclose(g1, g2, atol=1e-5)
 
 
+def test_logits_at_positions_only_equal_the_dense_logits_there():
+    model = tiny_random_model(vocab_size=97, seed=2, init_std=0.3).train()
+    ids, attn = pad_rows([[1, 5, 9, 3, 7], [4, 4, 2]])
+    pos = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 0, 0]])
+    dense = forward_logprobs(model, ids, attn, want_logits=True)["logits_BTV"]
+    rows = forward_logprobs(model, ids, attn, want_logits=True, positions_BT=pos)["logits_rows"]
+    assert rows.values_NV.shape == (4, 97)  # N x V, not B x T x V
+    assert rows.index_BT.tolist() == [[-1, -1, 0, 1, -1], [-1, 2, 3, -1, -1]]
+    at = pos.reshape(-1).nonzero().squeeze(-1)
+    assert torch.allclose(rows.at(at), dense.reshape(-1, 97)[at], atol=1e-5)
+    (g1,) = torch.autograd.grad(rows.values_NV.square().sum(), model.model.embed_tokens.weight)
+    (g2,) = torch.autograd.grad(dense.reshape(-1, 97)[at].square().sum(),
+                                model.model.embed_tokens.weight)
+    assert torch.allclose(g1, g2, atol=1e-4)
+
+
 # ---- teacher modes --------------------------------------------------------------------------
 
 def _lora_model(seed=3, dropout=0.0):

@@ -40,13 +40,45 @@ if TYPE_CHECKING:  # torch is imported inside functions so `import agentsd` stay
     import torch
 
 __all__ = [
-    "TokenLoss", "masked_mean", "sequence_mean", "importance_weights", "sampled_token_reverse_kl",
+    "TokenLoss", "RowLogits", "masked_mean", "sequence_mean", "importance_weights", "sampled_token_reverse_kl",
     "policy_gradient_distill", "generalized_jsd", "topk_generalized_jsd", "chunked_divergence",
     "selective_log_softmax", "entropy_from_logits", "position_weights", "pass_rate_weight",
     "route_by_success", "group_advantages", "grpo_loss", "sft_loss", "blend",
     "turn_weights", "pi_distill_divergence", "sampled_token_forward_kl", "trace_kl_scale",
     "agreement_weights", "avsd_teacher_logp", "divergence_clip_mask",
 ]
+
+
+@dataclass
+class RowLogits:
+    """Logits at some positions of a ``[B, T]`` grid only: ``values_NV`` holds one row per such
+    position and ``index_BT`` (long) the row of each position, ``-1`` where there is none. A
+    full-vocabulary loss reads the action positions alone, so this holds ``N x V`` floats where
+    dense logits would hold ``B x T x V`` (on a multi-turn episode, 10-100x more)."""
+
+    values_NV: torch.Tensor
+    index_BT: torch.Tensor
+
+    @property
+    def shape_BT(self) -> tuple[int, int]:
+        return tuple(self.index_BT.shape)  # type: ignore[return-value]
+
+    def at(self, flat_pos: torch.Tensor, missing: str = "error") -> torch.Tensor:
+        """The rows at flat ``b * T + t`` positions. A position without a row raises
+        (``missing="error"``) or reads all-zero logits, a uniform distribution (``"zero"``, what
+        dense logits hold where nothing was scored)."""
+        import torch
+
+        rows = self.index_BT.reshape(-1).index_select(0, flat_pos)
+        absent = rows < 0
+        if not bool(absent.any()):
+            return self.values_NV.index_select(0, rows)
+        if missing == "error":
+            raise ValueError(f"{int(absent.sum())} masked position(s) have no logits row; the "
+                             "forward must compute logits at every position the loss reads")
+        zero = self.values_NV.new_zeros(1, self.values_NV.shape[-1])
+        vals = torch.cat([self.values_NV, zero])
+        return vals.index_select(0, torch.where(absent, self.values_NV.shape[0], rows))
 
 
 @dataclass
@@ -297,8 +329,8 @@ def _with_tail(logp_K: torch.Tensor) -> torch.Tensor:
     return torch.cat([logp_K, tail], dim=-1)
 
 
-def chunked_divergence(student_logits_BTV: torch.Tensor, teacher_logits_BTV: torch.Tensor,
-                       mask_BT: torch.Tensor, alpha: float = 1.0, top_k: int | None = None,
+def chunked_divergence(student_logits_BTV: torch.Tensor | RowLogits,
+                       teacher_logits_BTV: torch.Tensor | RowLogits, mask_BT: torch.Tensor, alpha: float = 1.0, top_k: int | None = None,
                        token_clip: float | None = None, chunk_size: int = 256,
                        temperature: float = 1.0, pi_alpha: float | None = None) -> TokenLoss:
     """Full-vocabulary (``top_k=None``) or top-k generalized JSD at every masked position
@@ -307,16 +339,30 @@ def chunked_divergence(student_logits_BTV: torch.Tensor, teacher_logits_BTV: tor
     log-softmax temporaries of only one chunk are alive in the forward or backward pass.
 
     ``token_clip`` caps each position's divergence (positions above it contribute no gradient).
-    Only masked positions are computed. Returns a :class:`TokenLoss` with ``[B, T]`` tensors.
+    Only masked positions are computed. Either side may be dense ``[B, T, V]`` logits or a
+    :class:`RowLogits` (rows at some positions only; a teacher position without a row reads
+    all-zero logits, as dense ones would). Returns a :class:`TokenLoss` with ``[B, T]`` tensors.
     """
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    B, T, V = student_logits_BTV.shape
-    if teacher_logits_BTV.shape != (B, T, V):
-        raise ValueError(f"teacher logits {tuple(teacher_logits_BTV.shape)} do not match student "
-                         f"logits {(B, T, V)}")
-    flat_s, flat_t = student_logits_BTV.reshape(B * T, V), teacher_logits_BTV.reshape(B * T, V)
+    B, T = mask_BT.shape
+
+    def rows_of(x: torch.Tensor | RowLogits, who: str, missing: str):
+        if isinstance(x, RowLogits):
+            if x.shape_BT != (B, T):
+                raise ValueError(f"{who} logits cover {x.shape_BT} positions, the mask {(B, T)}")
+            return lambda p: x.at(p, missing), x.values_NV
+        if tuple(x.shape[:2]) != (B, T):
+            raise ValueError(f"{who} logits {tuple(x.shape)} do not match the mask {(B, T)}")
+        flat = x.reshape(B * T, x.shape[-1])
+        return lambda p: flat.index_select(0, p), x
+
+    s_at, s_any = rows_of(student_logits_BTV, "student", "error")
+    t_at, t_any = rows_of(teacher_logits_BTV, "teacher", "zero")
+    if s_any.shape[-1] != t_any.shape[-1]:
+        raise ValueError(f"teacher logits have {t_any.shape[-1]} classes, the student's "
+                         f"{s_any.shape[-1]}")
     pos = mask_BT.reshape(-1).nonzero().squeeze(-1)
 
     def div(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -326,10 +372,10 @@ def chunked_divergence(student_logits_BTV: torch.Tensor, teacher_logits_BTV: tor
             return generalized_jsd(s, t, alpha, temperature)
         return topk_generalized_jsd(s, t, top_k, alpha, temperature=temperature)
 
-    out = torch.zeros(B * T, dtype=torch.float32, device=student_logits_BTV.device)
+    out = torch.zeros(B * T, dtype=torch.float32, device=s_any.device)
     for i in range(0, pos.numel(), chunk_size):
         p = pos[i:i + chunk_size]
-        s, t = flat_s.index_select(0, p), flat_t.index_select(0, p)
+        s, t = s_at(p), t_at(p)
         d = checkpoint(div, s, t, use_reentrant=False) if s.requires_grad else div(s, t)
         out = out.index_put((p,), d)
     d_BT = out.view(B, T)

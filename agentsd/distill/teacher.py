@@ -197,8 +197,10 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
     at once (the dominant memory cost at real vocabulary sizes); with a frozen head (LoRA) the
     backward pass recomputes nothing. ``positions_BT`` (0/1, ``[B, T]``) limits the head to the
     positions a loss reads (the action tokens); the others are 0 in ``logp_BT`` and
-    ``entropy_BT``. ``want_logits`` also returns the shifted logits ``logits_BTV`` (row ``t``
-    predicts token ``t``) for full-vocabulary losses; ``want_entropy`` the per-position entropy
+    ``entropy_BT``. ``want_logits`` also returns the shifted logits (row ``t`` predicts token
+    ``t``) for full-vocabulary losses: with ``positions_BT`` at those positions only, as
+    ``logits_rows`` (a :class:`~agentsd.distill.losses.RowLogits`), else all of them as
+    ``logits_BTV``; ``want_entropy`` the per-position entropy
     ``entropy_BT`` (detached). ``temperature`` divides the logits first (score with the
     distribution the sampler drew from).
     """
@@ -227,7 +229,19 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
     out = {"logp_BT": place(lp)}
     if want_entropy:
         out["entropy_BT"] = place(ent)
-    if want_logits:
+    if want_logits and positions_BT is not None:
+        from agentsd.distill.losses import RowLogits
+
+        index = torch.full((B, T), -1, dtype=torch.long, device=h.device)
+        if rows is None:  # T == 1: no position predicts anything
+            vals = h.new_zeros(0, head.out_features)
+        else:
+            shifted = torch.full((B * (T - 1),), -1, dtype=torch.long, device=h.device)
+            shifted[rows] = torch.arange(rows.numel(), device=h.device)
+            index[:, 1:] = shifted.view(B, T - 1)
+            vals = head(h) / temperature
+        out["logits_rows"] = RowLogits(vals, index)
+    elif want_logits:
         logits = head(hidden[:, :-1]) / temperature
         out["logits_BTV"] = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
     return out
@@ -239,15 +253,21 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
     """Run the teacher over ``rows`` (no gradient) and scatter its log-probs back onto the
     students' positions: ``teacher_logp_BT`` of shape ``[len(student_lengths), max(lengths)]``,
     zero where the teacher scored nothing. Rows are packed into forwards of at most
-    ``max_tokens`` padded tokens. ``want_logits`` also returns ``teacher_logits_BTV`` aligned the
-    same way (for full-vocabulary divergences). Every tensor lives on the model's device.
+    ``max_tokens`` padded tokens. ``want_logits`` also returns ``teacher_logits_rows`` (for
+    full-vocabulary divergences), a :class:`~agentsd.distill.losses.RowLogits` on the same
+    ``[B, T]`` grid with a row for each scored position only. Every tensor lives on the model's
+    device.
     """
     import torch
+
+    from agentsd.distill.losses import RowLogits
 
     dev = next(model.parameters()).device
     B, T = len(student_lengths), max(student_lengths)
     out_lp = torch.zeros(B, T, dtype=torch.float32, device=dev)
-    out_logits = None
+    index = torch.full((B, T), -1, dtype=torch.long, device=dev)
+    values: list[torch.Tensor] = []
+    n_rows = 0
     for batch in _pack(rows, max_tokens):
         ids, attn = pad_rows([r.input_ids for r in batch], pad_id, device=dev)
         pos = torch.zeros(ids.shape, dtype=torch.bool)  # the head runs on scored positions only
@@ -259,13 +279,15 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
         for b, r in enumerate(batch):
             out_lp[r.traj_index, r.student_pos] = res["logp_BT"][b, r.row_pos].float()
             if want_logits:
-                lg = res["logits_BTV"]
-                if out_logits is None:
-                    out_logits = torch.zeros(B, T, lg.shape[-1], dtype=lg.dtype, device=dev)
-                out_logits[r.traj_index, r.student_pos] = lg[b, r.row_pos]
+                index[r.traj_index, r.student_pos] = res["logits_rows"].index_BT[b, r.row_pos] + n_rows
+        if want_logits:
+            values.append(res["logits_rows"].values_NV)
+            n_rows += values[-1].shape[0]
     res = {"teacher_logp_BT": out_lp}
     if want_logits:
-        res["teacher_logits_BTV"] = out_logits
+        head = model.get_output_embeddings()
+        res["teacher_logits_rows"] = RowLogits(
+            torch.cat(values) if values else torch.zeros(0, head.out_features, device=dev), index)
     return res
 
 

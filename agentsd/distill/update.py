@@ -108,8 +108,8 @@ def _token_loss(mb: MicroBatch, cfg: TrainConfig, t_lp: torch.Tensor, mask: torc
     lc, lp = cfg.loss, mb.out["logp_BT"]
     if lc.kind in ("jsd", "pi_distill"):
         alpha = {"forward": 0.0, "reverse": 1.0}.get(direction, lc.alpha)
-        return L.chunked_divergence(mb.out["logits_BTV"],
-                                    mb.teacher["teacher_logits_BTV"].to(lp.device), mask, alpha,
+        return L.chunked_divergence(mb.out["logits_rows"], mb.teacher["teacher_logits_rows"],
+                                    mask, alpha,
                                     lc.top_k or None, lc.token_clip or None, lc.chunk_size,
                                     pi_alpha=lc.pi_alpha if lc.kind == "pi_distill" else None)
     if direction == "forward":
