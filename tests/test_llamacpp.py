@@ -168,6 +168,31 @@ def test_config_checks_llamacpp_fields():
         RolloutSettings(sampler="llamacpp", llamacpp_dtype="q4_0")
     with pytest.raises(ValueError, match="llamacpp_servers"):
         RolloutSettings(sampler="llamacpp", llamacpp_servers=0)
+    with pytest.raises(ValueError, match="llamacpp_parallel"):
+        RolloutSettings(sampler="llamacpp", llamacpp_parallel=0)
+    with pytest.raises(ValueError, match="llamacpp_ctx"):
+        RolloutSettings(sampler="llamacpp", llamacpp_ctx=-1)
+
+
+def test_server_kv_cache_is_sized_to_the_episode_budget(tmp_path, monkeypatch, tok):
+    from agentsd.distill.samplers import LlamaCppSampler
+
+    fake = tmp_path / "llama-server"  # never started: only the command line is read
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("AGENTSD_LLAMA_SERVER", str(fake))
+    gguf_file = tmp_path / "base.gguf"
+    gguf_file.write_bytes(b"GGUF")
+
+    def cmd(**rollout):
+        cfg = TrainConfig(algo="opd", steps=1, out_dir=str(tmp_path / "run"), rollout=RolloutSettings(
+            sampler="llamacpp", llamacpp_gguf=str(gguf_file), eval_tasks=64, **rollout))
+        c = LlamaCppSampler(cfg, tok, tmp_path).servers[0].command(gguf_file)
+        return int(c[c.index("-np") + 1]), int(c[c.index("-c") + 1])
+
+    # 64 held-out episodes at once would be 64 x 4096 tokens of KV (6 GB for SmolLM2)
+    assert cmd(max_episode_tokens=1000, max_tokens=24) == (16, 16 * 1280)
+    assert cmd(llamacpp_parallel=4, llamacpp_ctx=512) == (4, 4 * 512)
 
 
 def test_server_that_exits_on_load_reports_its_log(tmp_path):

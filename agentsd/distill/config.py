@@ -225,7 +225,10 @@ class RolloutSettings:
                                   "across them")
     llamacpp_threads: int = _f(0, "llamacpp sampler: threads per server (0: the trainer's torch "
                                   "thread count)")
-    llamacpp_ctx: int = _f(4096, "llamacpp sampler: context tokens per parallel slot")
+    llamacpp_ctx: int = _f(0, "llamacpp sampler: context tokens per parallel slot (0: "
+                              "max_episode_tokens + max_tokens + 256, the most an episode holds)")
+    llamacpp_parallel: int = _f(16, "llamacpp sampler: parallel slots per server; its KV cache is "
+                                    "parallel x ctx tokens (SmolLM2: 23 KB a token in f16)")
     llamacpp_dtype: str = _f("f16", "llamacpp sampler: f16 | f32, how the served weights are "
                                     "written (a LoRA adapter file is always f32)")
     vllm_gpu_memory: float = _f(0.3, "vllm sampler: share of GPU memory the engine may take")
@@ -236,7 +239,9 @@ class RolloutSettings:
 
     def __post_init__(self) -> None:
         _pos_int("RolloutSettings", self, "tasks_per_step", "samples_per_task", "max_turns",
-                 "max_tokens", "max_episode_tokens", "eval_tasks", "llamacpp_servers", "llamacpp_ctx")
+                 "max_tokens", "max_episode_tokens", "eval_tasks", "llamacpp_servers", "llamacpp_parallel")
+        _check(self.llamacpp_ctx >= 0, "RolloutSettings", "llamacpp_ctx", "must be >= 0 (0: the "
+               "episode budget)", self.llamacpp_ctx)
         _check(self.llamacpp_threads >= 0, "RolloutSettings", "llamacpp_threads", "must be >= 0 "
                "(0: the trainer's torch thread count)", self.llamacpp_threads)
         _check(self.llamacpp_dtype in ("f32", "f16"), "RolloutSettings", "llamacpp_dtype",

@@ -314,7 +314,9 @@ class LlamaCppSampler(Sampler):
         self.gguf = base_gguf(cfg)
         per = math.ceil(max(rs.tasks_per_step * rs.samples_per_task, rs.eval_tasks) / rs.llamacpp_servers)
         binary = find_server_binary(rs.llamacpp_bin)
-        self.servers = [LlamaServer(binary, parallel=min(per, 64), ctx_per_slot=rs.llamacpp_ctx,
+        # the KV cache is parallel x ctx tokens, allocated up front: a slot needs one episode
+        ctx = rs.llamacpp_ctx or rs.max_episode_tokens + rs.max_tokens + 256
+        self.servers = [LlamaServer(binary, parallel=min(per, rs.llamacpp_parallel), ctx_per_slot=ctx,
                                     threads=rs.llamacpp_threads or torch.get_num_threads())
                         for _ in range(rs.llamacpp_servers)]
         self.base: Path | None = None  # a LoRA student's base GGUF, written by the first sync
