@@ -35,6 +35,22 @@ def tiny_cfg(tmp_path, algo="opd", **kw):
     return TrainConfig(**base)
 
 
+def test_rollout_success_is_the_mean_over_the_step(tmp_path, monkeypatch):
+    import agentsd.distill.trainer as T
+
+    orig = T._rollouts
+
+    def first_of_each_step_solved(*a, **k):  # the last one fails: a per-trajectory value shows
+        trajs, summ = orig(*a, **k)
+        for i, t in enumerate(trajs):
+            t.success = i == 0
+        return trajs, summ
+
+    monkeypatch.setattr(T, "_rollouts", first_of_each_step_solved)
+    res = train(tiny_cfg(tmp_path, "opd", steps=1))  # opd: the skill bandit reads successes too
+    assert res.history[-1]["rollout/success"] == 0.25
+
+
 # ---- config ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flags, field", [

@@ -438,8 +438,8 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             m.update(exposure.observe(m.get("kl/mean")) if exposure is not None else {})
             if contexts is not None:  # every rank's episodes, in task order: the bandits agree
                 shown = distributed.gather_lists({"b": [(t.skills, float(t.success)) for t in trajs]})
-                for skills, success in shown["b"]:
-                    contexts.bandit.update(skills, success)
+                for skills, solved in shown["b"]:
+                    contexts.bandit.update(skills, solved)
             m = {k.replace("teacher_", "teacher/"): v for k, v in m.items()}
             m["rollout/success"], m["rollout/reward"] = success, reward
             m["rollout/turns"] = distributed.mean([len(t.turns) for t in trajs])
