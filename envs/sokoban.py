@@ -357,10 +357,10 @@ class SokobanEnv(TextEnv):
         self.level = self.start
         self._next_cache = {}
         self._live = live_squares(self.start)  # walls and targets never change in an episode
+        example = ("<answer>Up</answer> (one move per turn)" if self.max_moves_per_turn == 1 else
+                   f"<answer>Left Up</answer> (at most {self.max_moves_per_turn} moves per turn)")
         intro = (f"{self.board()}\n{LEGEND}\nReply with moves inside <answer>…</answer>, for "
-                 + ("example <answer>Up</answer> (one move per turn)." if self.max_moves_per_turn == 1
-                  else f"example <answer>Left Up</answer> (at most {self.max_moves_per_turn} "
-                  "moves per turn)."))
+                 f"example {example}.")
         return [self.system(SYSTEM_PROMPT), self.user(intro)], {"task_id": self.task_id}
 
     def step(self, action: Any):

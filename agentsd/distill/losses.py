@@ -63,12 +63,19 @@ class RowLogits:
     def shape_BT(self) -> tuple[int, int]:
         return tuple(self.index_BT.shape)  # type: ignore[return-value]
 
+    @classmethod
+    def dense(cls, logits_BTV: torch.Tensor) -> RowLogits:
+        """Every position of ``[B, T, V]`` logits as a row (a view, no copy)."""
+        import torch
+
+        B, T, V = logits_BTV.shape
+        return cls(logits_BTV.reshape(B * T, V),
+                   torch.arange(B * T, device=logits_BTV.device).view(B, T))
+
     def at(self, flat_pos: torch.Tensor, missing: str = "error") -> torch.Tensor:
         """The rows at flat ``b * T + t`` positions. A position without a row raises
         (``missing="error"``) or reads all-zero logits, a uniform distribution (``"zero"``, what
         dense logits hold where nothing was scored)."""
-        import torch
-
         rows = self.index_BT.reshape(-1).index_select(0, flat_pos)
         absent = rows < 0
         if not bool(absent.any()):
@@ -76,9 +83,9 @@ class RowLogits:
         if missing == "error":
             raise ValueError(f"{int(absent.sum())} masked position(s) have no logits row; the "
                              "forward must compute logits at every position the loss reads")
-        zero = self.values_NV.new_zeros(1, self.values_NV.shape[-1])
-        vals = torch.cat([self.values_NV, zero])
-        return vals.index_select(0, torch.where(absent, self.values_NV.shape[0], rows))
+        if self.values_NV.shape[0] == 0:
+            return self.values_NV.new_zeros(rows.numel(), self.values_NV.shape[-1])
+        return self.values_NV.index_select(0, rows.clamp(min=0)).masked_fill(absent[:, None], 0.0)
 
 
 @dataclass
@@ -330,8 +337,8 @@ def _with_tail(logp_K: torch.Tensor) -> torch.Tensor:
 
 
 def chunked_divergence(student_logits_BTV: torch.Tensor | RowLogits,
-                       teacher_logits_BTV: torch.Tensor | RowLogits, mask_BT: torch.Tensor, alpha: float = 1.0, top_k: int | None = None,
-                       token_clip: float | None = None, chunk_size: int = 256,
+                       teacher_logits_BTV: torch.Tensor | RowLogits, mask_BT: torch.Tensor,
+                       alpha: float = 1.0, top_k: int | None = None, token_clip: float | None = None, chunk_size: int = 256,
                        temperature: float = 1.0, pi_alpha: float | None = None) -> TokenLoss:
     """Full-vocabulary (``top_k=None``) or top-k generalized JSD at every masked position
     (with ``pi_alpha`` set: :func:`pi_distill_divergence` over the full vocabulary instead),
@@ -347,22 +354,14 @@ def chunked_divergence(student_logits_BTV: torch.Tensor | RowLogits,
     from torch.utils.checkpoint import checkpoint
 
     B, T = mask_BT.shape
-
-    def rows_of(x: torch.Tensor | RowLogits, who: str, missing: str):
-        if isinstance(x, RowLogits):
-            if x.shape_BT != (B, T):
-                raise ValueError(f"{who} logits cover {x.shape_BT} positions, the mask {(B, T)}")
-            return lambda p: x.at(p, missing), x.values_NV
-        if tuple(x.shape[:2]) != (B, T):
-            raise ValueError(f"{who} logits {tuple(x.shape)} do not match the mask {(B, T)}")
-        flat = x.reshape(B * T, x.shape[-1])
-        return lambda p: flat.index_select(0, p), x
-
-    s_at, s_any = rows_of(student_logits_BTV, "student", "error")
-    t_at, t_any = rows_of(teacher_logits_BTV, "teacher", "zero")
-    if s_any.shape[-1] != t_any.shape[-1]:
-        raise ValueError(f"teacher logits have {t_any.shape[-1]} classes, the student's "
-                         f"{s_any.shape[-1]}")
+    student, teacher = (x if isinstance(x, RowLogits) else RowLogits.dense(x)
+                        for x in (student_logits_BTV, teacher_logits_BTV))
+    for who, x in (("student", student), ("teacher", teacher)):
+        if x.shape_BT != (B, T):
+            raise ValueError(f"{who} logits cover {x.shape_BT} positions, the mask {(B, T)}")
+    if student.values_NV.shape[-1] != teacher.values_NV.shape[-1]:
+        raise ValueError(f"teacher logits have {teacher.values_NV.shape[-1]} classes, the "
+                         f"student's {student.values_NV.shape[-1]}")
     pos = mask_BT.reshape(-1).nonzero().squeeze(-1)
 
     def div(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -372,10 +371,10 @@ def chunked_divergence(student_logits_BTV: torch.Tensor | RowLogits,
             return generalized_jsd(s, t, alpha, temperature)
         return topk_generalized_jsd(s, t, top_k, alpha, temperature=temperature)
 
-    out = torch.zeros(B * T, dtype=torch.float32, device=s_any.device)
+    out = torch.zeros(B * T, dtype=torch.float32, device=student.values_NV.device)
     for i in range(0, pos.numel(), chunk_size):
         p = pos[i:i + chunk_size]
-        s, t = s_at(p), t_at(p)
+        s, t = student.at(p), teacher.at(p, missing="zero")
         d = checkpoint(div, s, t, use_reentrant=False) if s.requires_grad else div(s, t)
         out = out.index_put((p,), d)
     d_BT = out.view(B, T)

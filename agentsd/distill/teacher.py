@@ -235,10 +235,8 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
         index = torch.full((B, T), -1, dtype=torch.long, device=h.device)
         if rows is None:  # T == 1: no position predicts anything
             vals = h.new_zeros(0, head.out_features)
-        else:
-            shifted = torch.full((B * (T - 1),), -1, dtype=torch.long, device=h.device)
-            shifted[rows] = torch.arange(rows.numel(), device=h.device)
-            index[:, 1:] = shifted.view(B, T - 1)
+        else:  # flat row r of the shifted [B, T - 1] grid is position (r // (T-1), r % (T-1) + 1)
+            index[rows // (T - 1), rows % (T - 1) + 1] = torch.arange(rows.numel(), device=h.device)
             vals = head(h) / temperature
         out["logits_rows"] = RowLogits(vals, index)
     elif want_logits:
