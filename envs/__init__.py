@@ -63,3 +63,20 @@ for _id, _problems, _desc in (
         description=_desc,
         on_duplicate="ignore",
     )
+
+#: ToolWorld-Lite: 1-4-call tasks with only the needed apps' tools in the prompt (CPU-sized); three
+#: disjoint template groups: train (new instances in "test"), heldout ("test_templates") and warm
+#: (format demonstrations only)
+register(
+    "ToolWorld-Lite-v0",
+    "agentsd.envs.toolworld.lite:ToolWorldLiteEnv",
+    kwargs={"group": "train"},
+    max_turns=8,
+    tags=("tool-use", "apps", "multi-turn", "easy", "cpu"),
+    splits={"train": Split((0, 1_000_000), {"group": "train"}),
+            "test": Split((1_000_000, 1_100_000), {"group": "train"}),
+            "test_templates": Split((1_100_000, 1_200_000), {"group": "heldout"}),
+            "warm": Split((2_000_000, 3_000_000), {"group": "warm"})},
+    description="ToolWorld with 1-4-call tasks and only the task's apps in the prompt (<400 tokens)",
+    on_duplicate="ignore",
+)

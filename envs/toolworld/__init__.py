@@ -19,7 +19,8 @@ pays the partial credit instead). ``info["grade"]`` lists the checks.
 
 Modules: :mod:`.api` (declarations, dispatch, docs, schemas), :mod:`.world` (state, generation,
 diff), :mod:`.apps` (the API functions), :mod:`.grader` (state-based grading), :mod:`.tasks`
-(templates and gold solvers), :mod:`.env` (:class:`ToolWorldEnv`).
+(templates and gold solvers), :mod:`.env` (:class:`ToolWorldEnv`), :mod:`.lite` (``ToolWorld-Lite-v0``:
+short tasks, a per-task tool listing, warm/train/held-out template groups).
 """
 
 from agentsd.envs.toolworld.env import ToolWorldEnv, all_tools, replay_gold, validate

@@ -79,6 +79,8 @@ class ToolWorldEnv(TextEnv):
     """An AppWorld-style world of eight stateful apps (see the package docstring)."""
 
     max_action_chars = 20_000
+    #: the templates this env can draw and grade by name (ToolWorld-Lite adds its own)
+    catalog: dict[str, Template] = TEMPLATES
 
     def __init__(self, difficulty: str = "medium", task_split: str = "train", template: str | None = None,
                  levels: tuple[int, ...] | list[int] | None = None, api_listing: str | None = None,
@@ -89,8 +91,8 @@ class ToolWorldEnv(TextEnv):
             raise ValueError(f"difficulty must be one of {sorted(LEVELS)}, got {difficulty!r}")
         if task_split not in ("train", "test", "all"):
             raise ValueError(f"task_split must be 'train', 'test' or 'all', got {task_split!r}")
-        if template is not None and template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+        if template is not None and template not in self.catalog:
+            raise ValueError(f"unknown template {template!r}; known: {', '.join(self.catalog)}")
         if api_listing not in (None, "signatures", "names", "none"):
             raise ValueError(f"api_listing must be 'signatures', 'names' or 'none', got {api_listing!r}")
         if not isinstance(max_calls_per_turn, int) or max_calls_per_turn < 1:
@@ -122,9 +124,9 @@ class ToolWorldEnv(TextEnv):
         super().reset(seed=seed, options=options)
         rng = self.np_random
         name = (options or {}).get("template") or self.pool[int(rng.integers(len(self.pool)))]
-        if name not in TEMPLATES:
-            raise ValueError(f"unknown template {name!r} in options; known: {', '.join(TEMPLATES)}")
-        tmpl = TEMPLATES[name]
+        if name not in self.catalog:
+            raise ValueError(f"unknown template {name!r} in options; known: {', '.join(self.catalog)}")
+        tmpl = self.catalog[name]
         world = generate_world(rng, SIZES[self.difficulty])
         self.params = tmpl.setup(world, rng, self.difficulty)
         self.template, self.world, self.before = name, world, world.copy()
@@ -132,9 +134,12 @@ class ToolWorldEnv(TextEnv):
         self._done = [False] * len(self.gold)
         self._gold_keys = [_canon(g.name, g.arguments) for g in self.gold]
         self.calls_made, self.last_grade = 0, None
-        obs = [self.system(_system_prompt(self.api_listing, self.max_calls_per_turn)),
-               self.user(f"Task: {tmpl.instruction(self.params)}")]
-        return obs, {"task_id": self.task_id, "template": name, "level": tmpl.level}
+        return self._prompt(tmpl), {"task_id": self.task_id, "template": name, "level": tmpl.level}
+
+    def _prompt(self, tmpl: Template) -> list[dict]:
+        """The episode's opening messages: the system prompt and the task."""
+        return [self.system(_system_prompt(self.api_listing, self.max_calls_per_turn)),
+                self.user(f"Task: {tmpl.instruction(self.params)}")]
 
     def _solve(self, tmpl: Template) -> tuple[list[GoldCall], str | None]:
         client = Client(self.before.copy())
@@ -205,8 +210,8 @@ class ToolWorldEnv(TextEnv):
 
     def _finish(self, answer: Any) -> Grade:
         self._done[-1] = True  # the gold sequence always ends with complete_task
-        self.last_grade = grade(self.before, self.world, TEMPLATES[self.template].expect(self.before, self.params),
-                                answer if answer != "" else None)
+        exp = self.catalog[self.template].expect(self.before, self.params)
+        self.last_grade = grade(self.before, self.world, exp, answer if answer != "" else None)
         return self.last_grade
 
     def _reply(self, action: Any, results: list[str], parsed: ParsedAction | None = None) -> list[dict]:
@@ -237,12 +242,12 @@ class ToolWorldEnv(TextEnv):
 
     def grade_now(self, answer: Any = None) -> Grade:
         """Grade the current world without ending the episode (for analysis and tests)."""
-        return grade(self.before, self.world, TEMPLATES[self.template].expect(self.before, self.params), answer)
+        return grade(self.before, self.world, self.catalog[self.template].expect(self.before, self.params), answer)
 
     def privileged(self) -> Privileged:
         if self.world is None:
             return Privileged()
-        tmpl = TEMPLATES[self.template]
+        tmpl = self.catalog[self.template]
         exp = tmpl.expect(self.before, self.params)
         nxt = next((g.text() for g, d in zip(self.gold, self._done) if not d), None)
         wanted = [a.what for a in exp.added] + [r.what for r in exp.removed] + [c.what for c in exp.changed]

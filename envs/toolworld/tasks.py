@@ -139,13 +139,15 @@ class Template:
 TEMPLATES: dict[str, Template] = {}
 
 
-def template(level: int, split: str, apps: tuple[str, ...], notes: str) -> Callable[[type], type]:
-    """Register a template from a class holding ``setup``, ``instruction``, ``solve``, ``expect``."""
+def template(level: int, split: str, apps: tuple[str, ...], notes: str,
+             into: dict[str, Template] | None = None) -> Callable[[type], type]:
+    """Register a template from a class holding ``setup``, ``instruction``, ``solve``, ``expect``
+    (into :data:`TEMPLATES`, or into ``into``: ToolWorld-Lite keeps its own templates apart)."""
 
     def wrap(cls: type) -> type:
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-        TEMPLATES[name] = Template(name, level, split, apps, cls.setup, cls.instruction, cls.solve,
-                                   cls.expect, notes)
+        table = TEMPLATES if into is None else into
+        table[name] = Template(name, level, split, apps, cls.setup, cls.instruction, cls.solve, cls.expect, notes)
         return cls
 
     return wrap
