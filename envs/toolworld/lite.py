@@ -44,6 +44,7 @@ email), ``bank__login(username="yusuf.abbott@mail.example", password="log-6596")
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import numpy as np
@@ -209,13 +210,15 @@ def lite_system_prompt(apps: tuple[str, ...] | list[str]) -> str:
             + "\n".join(tools + ["api_docs(app='', api='')", "complete_task(answer='')"]))
 
 
-def _needed_apps(name: str) -> set[str]:
-    """The apps one instance's gold solution calls, plus the template's declared apps."""
+@functools.cache
+def _needed_apps(name: str) -> frozenset[str]:
+    """The apps one instance's gold solution calls, plus the template's declared apps (the calls a
+    template makes do not depend on the seed, only their arguments do)."""
     tmpl = CATALOG[name]
     env = ToolWorldEnv(difficulty="easy", task_split="all")
     env.catalog = CATALOG
     env.reset(seed=0, options={"template": name})
-    return set(tmpl.apps) | {g.name.split("__")[0] for g in env.gold if "__" in g.name}
+    return frozenset(tmpl.apps) | {g.name.split("__")[0] for g in env.gold if "__" in g.name}
 
 
 class ToolWorldLiteEnv(ToolWorldEnv):
