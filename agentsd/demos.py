@@ -25,7 +25,7 @@ from typing import Any
 
 from agentsd.trajectory import Trajectory, Turn
 
-__all__ = ["oracle_demos", "load_demos", "NoOracleError"]
+__all__ = ["oracle_demos", "replay_demos", "load_demos", "NoOracleError"]
 
 
 class NoOracleError(ValueError):
@@ -61,17 +61,39 @@ def oracle_demos(env_id: str, seeds: Iterable[int], tokenizer: Any, *, kwargs: d
         base = agentsd.make(env_id, **kw)
         env: Any = TeacherViewEnv(base, teacher, library=library, env_id=env_id) if teacher else base
         try:
-            out.append(_play(env, base, env_id, int(seed), kw, tokenizer, end, tools, limit))
+            out.append(_play(env, base, env_id, int(seed), kw, tokenizer, end, tools, limit,
+                             _oracle(base, tokenizer, end)))
         finally:
             env.close()
     return out
 
 
+def _oracle(base: Any, tokenizer: Any, end: list[int]) -> Any:
+    """The env's next gold action as ``(text, token ids)``, or None when it has none."""
+    from agentsd.hints import action_text
+
+    def nxt() -> tuple[str, list[int]] | None:
+        action = base.oracle_action()
+        if action is None:
+            return None
+        text = action_text(action) or ""
+        return text, [int(t) for t in tokenizer.encode(text, add_special_tokens=False)] + end
+
+    return nxt
+
+
+def _recorded(traj: Trajectory) -> Any:
+    """A trajectory's own actions, in order, with the exact token ids its sampler produced."""
+    it = iter(traj.turns)
+    return lambda: next(((t.action_text, list(t.action_ids)) for t in it), None)
+
+
 def _play(env: Any, base: Any, env_id: str, seed: int, kw: dict, tokenizer: Any, end: list[int],
-          tools: Any, limit: int) -> Trajectory:
-    """One oracle episode: ``env`` renders what the model reads (the teacher's view or the
-    plain one), ``base`` is the env underneath that supplies the oracle and the views."""
-    from agentsd.hints import action_text, turn_views
+          tools: Any, limit: int, actor: Any, source: str = "oracle") -> Trajectory:
+    """One demonstrated episode: ``env`` renders what the model reads (the teacher's view or the
+    plain one), ``base`` is the env underneath that supplies the views, ``actor()`` the next
+    action as ``(text, token ids)`` (None: the demonstration is over)."""
+    from agentsd.hints import turn_views
     from agentsd.rollout import ChatRenderer
 
     renderer = ChatRenderer(tokenizer, tools)
@@ -79,19 +101,18 @@ def _play(env: Any, base: Any, env_id: str, seed: int, kw: dict, tokenizer: Any,
     traj = Trajectory(env_id=env_id, seed=seed, spec_kwargs={k: v for k, v in kw.items()
                                                              if k != "max_turns"},
                       task_id=str(info.get("task_id") or f"{env_id}/seed={seed}"),
-                      policy="oracle", meta={"demo": "oracle"})
+                      policy=source, meta={"demo": source})
     history: list[dict] = []
-    if base.oracle_action() is None:
+    if source == "oracle" and base.oracle_action() is None:
         raise NoOracleError(f"env {env_id} has no oracle (oracle_action() returned None at "
                             "reset), so it cannot produce demonstrations; pass a trajectory "
                             "file instead")
     prompt = renderer.first(obs)
     for _ in range(limit):
-        action = base.oracle_action()
-        if action is None:
+        step = actor()
+        if step is None:
             break
-        text = action_text(action) or ""
-        ids = [int(t) for t in tokenizer.encode(text, add_special_tokens=False)] + end
+        text, ids = step
         turn = Turn(observation=list(obs), prompt_ids=prompt, action_ids=ids,
                     action_logprobs=[0.0] * len(ids), action_text=text, finish_reason="stop",
                     privileged=turn_views(base))
@@ -111,6 +132,39 @@ def _play(env: Any, base: Any, env_id: str, seed: int, kw: dict, tokenizer: Any,
     else:
         traj.stop_reason = "max_turns"
     return traj
+
+
+def replay_demos(trajs: Sequence[Trajectory], tokenizer: Any, *, env_id: str | None = None,
+                 kwargs: dict | None = None, successes_only: bool = True,
+                 tools: list[dict] | None = None) -> list[Trajectory]:
+    """Trajectories sampled in another context (e.g. the teacher's, with skills in its prompt)
+    re-rendered in the *student's*: each episode's own actions, with the token ids its sampler
+    produced, replayed through the plain env on the same seed and kwargs, so SFT on them is
+    off-policy context distillation (the student learns to act as the context made the model
+    act, without the context). Episodes that fail on replay are dropped with
+    ``successes_only``; a replay must reach the same outcome, since the env is deterministic.
+    ``env_id`` / ``kwargs`` name the plain env where the trajectories came from env factories
+    (which record no id)."""
+    import agentsd
+
+    out = []
+    for tr in trajs:
+        if successes_only and not tr.success:
+            continue
+        eid = env_id or tr.env_id
+        kw = dict(kwargs if kwargs is not None else tr.spec_kwargs)
+        if not eid:
+            raise ValueError("replay_demos: a trajectory has no env_id (sampled from an env "
+                             "factory); pass env_id= and kwargs= of the plain env")
+        env = agentsd.make(eid, **kw)
+        try:
+            t = _play(env, env, eid, int(tr.seed), kw, tokenizer, [], tools, len(tr.turns),
+                      _recorded(tr), source="replay")
+        finally:
+            env.close()
+        if t.success == tr.success:
+            out.append(t)
+    return out
 
 
 def load_demos(path: str, env_id: str | None = None) -> list[Trajectory]:
