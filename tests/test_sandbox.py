@@ -732,24 +732,38 @@ def test_spawn_mode_has_a_backstop_when_the_caller_is_killed(tmp_path):
 
 
 def test_python_installed_under_tmp_works(tmp_path_factory):
-    """A virtualenv (a copied interpreter) under /tmp — the sandbox's own /tmp — still runs."""
+    """A virtualenv (a copied interpreter) under /tmp — the sandbox's own /tmp — still runs,
+    whether the tests run in a virtualenv or with the machine's own interpreter: the child's
+    site-packages point at *this* interpreter's (a ``.pth`` calling ``site.addsitedir``, which
+    also runs their ``.pth`` files such as an editable install's finder);
+    ``--system-site-packages`` would link the *base* interpreter's when run from inside a venv,
+    and those lack our dependencies."""
+    import site
+    import sys
+
     from agentsd.sandbox.local import probe
+    from agentsd.sandbox.runtime import SANDBOX_PYTHON
 
     if not probe().ok:
         pytest.skip(probe().reason)
     venv = tempfile_dir = f"/tmp/agentsd-venv-{uuid.uuid4().hex[:8]}"
     try:
-        subprocess.run([os.sys.executable, "-m", "venv", "--copies", "--without-pip",
-                        "--system-site-packages", venv], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "venv", "--copies", "--without-pip", venv],
+                       check=True, capture_output=True)
         py = os.path.join(venv, "bin", "python")
+        ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        with open(os.path.join(venv, "lib", ver, "site-packages", "parent-site.pth"), "w") as f:
+            for d in site.getsitepackages():
+                f.write(f"import site; site.addsitedir({d!r})\n")
         code = ("from agentsd.sandbox.local import LocalSandbox\nfrom agentsd.sandbox import ExecRequest\n"
                 "import sys\nwith LocalSandbox(slots=1) as b:\n"
                 "    r = b.run(ExecRequest(code='import sys; print(sys.executable)'))\n"
-                "    print(r.status.value, r.stdout.strip(), r.detail)\n")
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                "    print(r.status.value, r.stdout.strip(), r.detail, b._runtime.host_python)\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         out = subprocess.run([py, "-c", code], capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.split()[:2] == ["ok", os.path.realpath(py)], out.stdout
+        # the sandbox runs the view built from the /tmp interpreter, at the neutral prefix
+        assert out.stdout.split() == ["ok", SANDBOX_PYTHON, os.path.realpath(py)], out.stdout
     finally:
         shutil.rmtree(tempfile_dir, ignore_errors=True)
 

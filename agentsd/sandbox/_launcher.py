@@ -6,7 +6,9 @@ IPC and UTS namespaces and still root. It:
 
 1. reads its JSON config (files, argv, limits, uid, cgroup dirs) from ``CONFIG_FD``;
 2. joins the slot's cgroups (memory, pids) when the harness prepared them;
-3. builds a new root on a size-capped tmpfs: read-only binds of the system and Python trees, a
+3. builds a new root on a size-capped tmpfs: read-only binds of the system trees and of the
+   runtime view (:mod:`agentsd.sandbox.runtime`: the interpreter at ``/opt/python``, a synthetic
+   ``/etc``), an empty read-only tmpfs over every Python package directory in those trees, a
    fresh ``/proc`` of the new pid namespace, a minimal ``/dev``, writable ``/tmp`` ``/work``
    ``/dev/shm`` (all inside the one capped tmpfs), then ``pivot_root`` and detach the old root;
 4. forks the program: rlimits, no groups, the slot's unprivileged uid/gid, no-new-privileges,
@@ -82,12 +84,16 @@ def build_root(cfg):
     for d, mode in ((work, 0o700), (r + "/tmp", 0o1777), (r + "/proc", 0o555), (r + "/dev", 0o755)):
         os.mkdir(d)
         os.chmod(d, mode)
-    for src in cfg["ro_binds"]:
-        if os.path.islink(src):  # merged-/usr symlinks such as /bin -> usr/bin
-            os.makedirs(os.path.dirname(r + src), exist_ok=True)
-            os.symlink(os.readlink(src), r + src)
+    for src, dst in cfg["ro_binds"]:
+        if os.path.islink(src) and src == dst:  # merged-/usr symlinks such as /bin -> usr/bin
+            os.makedirs(os.path.dirname(r + dst), exist_ok=True)
+            os.symlink(os.readlink(src), r + dst)
         elif os.path.exists(src):
-            bind_ro(src, r + src)
+            bind_ro(src, r + dst)
+    for dst in cfg.get("masks", ()):  # Python package dirs inside the bound system trees
+        if os.path.isdir(r + dst) and not os.path.islink(r + dst):
+            mount("tmpfs", r + dst, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "size=4k,nr_inodes=2,mode=555")
     # hidepid: the program (an unprivileged uid) cannot see pid 1 (root), so neither its command
     # line nor its environment
     mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")

@@ -51,15 +51,12 @@ a private temp dir — **no network, filesystem or user isolation**.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
 import os
-import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -67,6 +64,21 @@ import threading
 import time
 from dataclasses import dataclass
 
+from agentsd.sandbox._pump import (  # noqa: F401 - re-exported: the docker backend and tests use them
+    _IO,
+    _FILE_MARKERS,
+    _MEM_MARKERS,
+    _classify,
+    _close,
+    _fetch_weak,
+    _finish,
+    _kill_ns,
+    _pump,
+    _reap,
+    _run_pipes,
+)
+from agentsd.sandbox._seccomp import DENIED_SYSCALLS, seccomp_program  # noqa: F401 - public here too
+from agentsd.sandbox.runtime import SANDBOX_PREFIX, SANDBOX_PYTHON, Runtime, runtime_for
 from agentsd.sandbox.types import ExecRequest, ExecResult, Limits, SandboxUnavailable, Status
 
 __all__ = ["LocalSandbox", "probe", "LAUNCHER"]
@@ -112,70 +124,15 @@ def _cgroup_kind() -> str:
     return "none"
 
 
-def _ro_binds(python: str | None = None) -> list[str]:
-    """System and interpreter trees the sandbox sees read-only: the harness's prefixes and, for
-    another ``python``, the prefix it lives in (its ``bin/``'s parent)."""
-    paths = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
-    prefixes = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    if python:
-        prefixes.add(os.path.dirname(os.path.dirname(os.path.realpath(python))))
-    for p in sorted(prefixes):
-        if p not in ("/", "") and not any(p == q or p.startswith(q + "/") for q in paths):
-            paths.append(p)
-    return paths
+#: host system trees every run sees read-only (shared libraries, tools); their Python package
+#: directories are covered (:func:`agentsd.sandbox.runtime.package_dirs`)
+SYSTEM_TREES = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 
 
-#: syscalls the program may not make (``EPERM``): kernel keyrings (state that would outlive the
-#: run under a reused uid), namespaces and mounts, tracing and other processes' memory, BPF,
-#: perf, kernel modules and other host-wide administration
-DENIED_SYSCALLS = (
-    "keyctl", "add_key", "request_key",
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount",
-    "fspick", "move_mount", "open_tree", "mount_setattr",
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
-    "swapon", "swapoff", "syslog", "acct", "quotactl", "settimeofday", "clock_settime",
-    "clock_adjtime", "adjtimex", "sethostname", "setdomainname", "name_to_handle_at",
-    "open_by_handle_at", "lookup_dcookie", "iopl", "ioperm", "personality",
-)
-#: clone(2) flags that would create namespaces (a new user namespace first of all)
-_CLONE_NS_FLAGS = (0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
-                   0x02000000, 0x00000080)  # NEWNS UTS IPC USER PID NET CGROUP TIME
-_SECCOMP: dict[str, object] = {}
-
-
-def seccomp_program() -> tuple[bytes, int]:
-    """The seccomp filter as classic-BPF bytes, built once per process by libseccomp
-    (``pyseccomp``): default allow, :data:`DENIED_SYSCALLS` and namespace-creating ``clone``
-    flags fail with ``EPERM``, ``clone3`` with ``ENOSYS`` (its flags sit behind a pointer, so
-    libc falls back to ``clone``), foreign architectures are killed. Also returns the number of
-    ``keyctl`` here (the launcher joins a fresh session keyring before the filter is on)."""
-    if "bpf" not in _SECCOMP:
-        import errno
-
-        try:
-            import pyseccomp as sc
-
-            f = sc.SyscallFilter(sc.ALLOW)
-        except (ImportError, OSError, RuntimeError) as e:
-            raise SandboxUnavailable(
-                f"the seccomp filter needs libseccomp's Python bindings ({type(e).__name__}: {e}); "
-                "pip install pyseccomp (and the libseccomp2 system library), or pass seccomp=False "
-                "to run without the filter") from e
-        for name in DENIED_SYSCALLS:
-            with contextlib.suppress(ValueError, OSError, RuntimeError):  # absent on this arch
-                f.add_rule(sc.ERRNO(errno.EPERM), name)
-        for flag in _CLONE_NS_FLAGS:
-            f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-        with contextlib.suppress(ValueError, OSError, RuntimeError):
-            f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-        with tempfile.TemporaryFile() as t:
-            f.export_bpf(t)
-            t.seek(0)
-            _SECCOMP["bpf"] = t.read()
-        _SECCOMP["keyctl"] = sc.resolve_syscall(sc.system_arch(), "keyctl")
-    return _SECCOMP["bpf"], _SECCOMP["keyctl"]  # type: ignore[return-value]
+def _binds(rt: Runtime) -> list[list[str]]:
+    """``[host path, sandbox path]`` of every read-only bind: the system trees, the runtime view's
+    interpreter at :data:`~agentsd.sandbox.runtime.SANDBOX_PREFIX` and its synthetic ``/etc``."""
+    return [[p, p] for p in SYSTEM_TREES] + [[rt.python_dir, SANDBOX_PREFIX], [rt.etc_dir, "/etc"]]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -189,11 +146,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 class _Slots:
-    """Slot numbers 0..n-1, exclusive across threads *and* processes (flock on a lock file), so
-    two harnesses on one machine never share a uid."""
+    """Slot numbers 0..n-1, exclusive across threads *and* processes (flock on a lock file named
+    by the slot's uid ``uid_base + slot``), so two harnesses on one machine — with the same or
+    overlapping uid ranges — never run one uid at once."""
 
-    def __init__(self, n: int, lock_dir: str) -> None:
-        self.n, self.lock_dir = n, lock_dir
+    def __init__(self, n: int, lock_dir: str, uid_base: int = 0) -> None:
+        self.n, self.lock_dir, self.uid_base = n, lock_dir, uid_base
         self._cv = threading.Condition()
         self._free = list(range(n))
 
@@ -208,7 +166,7 @@ class _Slots:
         try:
             while held is None:
                 for s in cands:  # another process may hold some of them
-                    f = os.open(os.path.join(self.lock_dir, f"slot-{s}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+                    f = os.open(os.path.join(self.lock_dir, f"uid-{self.uid_base + s}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
                     try:
                         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         held, fd = s, f
@@ -239,8 +197,10 @@ class LocalSandbox:
     ``slots`` bounds concurrent runs of this object (each slot has its own uid ``uid_base+slot``
     and cgroup); ``mode="zygote"`` (default) forks each run from one long-lived root launcher,
     ``mode="spawn"`` execs ``unshare`` and a fresh launcher per run (slower, no helper
-    process); ``python`` is the interpreter ``cmd=None`` runs (``-E -s -S``: no site-packages,
-    for speed; pass ``cmd`` to use site-packages); ``seccomp=False`` drops the syscall filter
+    process); ``python`` is the host interpreter whose runtime view the sandbox runs (at
+    ``/opt/python``, standard library only; see :mod:`agentsd.sandbox.runtime`);
+    ``packages`` allow-lists installed distributions that view also holds (off by default:
+    graded code sees no site-packages); ``seccomp=False`` drops the syscall filter
     (only for machines without libseccomp; the docstring of this module says what it denies).
     Each instance owns its cgroup directories (``agentsd-sandbox/i-<pid>-<random>/slot-N``), so
     instances in one or several processes never share or remove each other's.
@@ -250,7 +210,8 @@ class LocalSandbox:
 
     def __init__(self, slots: int | None = None, *, uid_base: int = 60000,
                  isolation: str = "namespaces", python: str | None = None,
-                 use_cgroups: bool = True, mode: str = "zygote", seccomp: bool = True) -> None:
+                 use_cgroups: bool = True, mode: str = "zygote", seccomp: bool = True,
+                 packages: tuple[str, ...] = ()) -> None:
         if isolation not in ("namespaces", "weak"):
             raise ValueError(f"isolation must be 'namespaces' or 'weak', got {isolation!r}")
         if mode not in ("zygote", "spawn"):
@@ -267,6 +228,9 @@ class LocalSandbox:
             raise ValueError(f"uid_base must be an int >= 1000 (unprivileged), got {uid_base!r}")
         self.isolation, self.uid_base, self.slots = isolation, uid_base, slots
         self.python = python or os.path.realpath(sys.executable)
+        if isinstance(packages, str) or not all(isinstance(p, str) for p in packages):
+            raise ValueError(f"packages must be a sequence of distribution names, got {packages!r}")
+        self.packages = tuple(packages)
         self.seccomp = bool(seccomp)
         self._cg_ready: set[int] = set()
         self.cgroup_error = ""
@@ -279,12 +243,13 @@ class LocalSandbox:
                 raise SandboxUnavailable(p.reason)
             self._bpf, self._keyctl = seccomp_program() if self.seccomp else (b"", None)
             os.makedirs(NEWROOT_DIR, mode=0o700, exist_ok=True)
+            self._runtime = runtime_for(self.python, self.packages, uid_base)
             self._cgroups = self._make_instance_cgroups(p.cgroups) if use_cgroups else "none"
             lock_dir = LOCK_DIR
         else:
             self._cgroups = "none"
             lock_dir = tempfile.gettempdir()
-        self._slots = _Slots(slots, lock_dir)
+        self._slots = _Slots(slots, lock_dir, uid_base)
 
     # -- public -------------------------------------------------------------------------------
     def run(self, request: ExecRequest) -> ExecResult:
@@ -339,7 +304,7 @@ class LocalSandbox:
     def __getstate__(self):  # configuration travels, locks and cgroups do not
         return {"slots": self.slots, "uid_base": self.uid_base, "isolation": self.isolation,
                 "python": self.python, "use_cgroups": self._cgroups != "none", "mode": self.mode,
-                "seccomp": self.seccomp}
+                "seccomp": self.seccomp, "packages": self.packages}
 
     def __setstate__(self, state) -> None:
         self.__init__(**state)
@@ -422,14 +387,14 @@ class LocalSandbox:
     def _run_ns(self, req: ExecRequest, slot: int) -> ExecResult:
         lim = req.limits
         cg_dirs, oom_before = self._prepare_cgroups(slot, lim)
-        cmd = req.argv(self.python)
-        if not os.path.isabs(cmd[0]):
-            cmd[0] = _resolve(cmd[0], self.python)
-        env = dict(_ENV, PATH=f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin")
+        rt = self._runtime
+        cmd = req.argv(SANDBOX_PYTHON)
+        cmd[0] = _resolve(cmd[0], rt.host_python)
+        env = dict(_ENV, PATH=f"{SANDBOX_PREFIX}/bin:/usr/local/bin:/usr/bin:/bin", **rt.env)
         cfg = {
             "files": {k: v.hex() for k, v in req.all_files().items()},
             "argv": cmd, "env": env, "uid": self.uid_base + slot, "newroot": NEWROOT_DIR,
-            "tmpfs_mb": lim.file_mb, "ro_binds": _ro_binds(self.python), "cgroups": cg_dirs,
+            "tmpfs_mb": lim.file_mb, "ro_binds": _binds(rt), "masks": list(rt.masks), "cgroups": cg_dirs,
             "wall_s": lim.wall_s, "seccomp_bpf": self._bpf.hex(), "keyctl_nr": self._keyctl,
             "fetch_files": list(req.fetch_files),
             "limits": {"cpu": lim.cpu_seconds, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
@@ -571,28 +536,6 @@ class LocalSandbox:
         return res
 
 
-def _fetch_weak(work: str, names: tuple[str, ...], budget: int) -> dict[str, str]:
-    """Weak mode's ``fetch_files``: regular files under its temp dir only (no isolation to
-    read through, so absolute paths are refused)."""
-    out = {}
-    for name in names:
-        if name.startswith("/"):
-            continue
-        try:
-            fd = os.open(os.path.join(work, name), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            data = f.read(budget + 1)
-        budget -= len(data)
-        if budget < 0:
-            break
-        out[name] = base64.b64encode(data).decode()
-    return out
-
-
 def _sweep_stale(parent: str) -> None:
     """Remove the (empty) cgroup directories of instances whose process is gone."""
     with contextlib.suppress(OSError):
@@ -612,208 +555,14 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
-def _resolve(prog: str, python: str) -> str:
-    if prog in ("python", "python3"):
-        return python
-    found = shutil.which(prog, path=f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin")
+def _resolve(prog: str, host_python: str) -> str:
+    """The sandbox path of ``prog``: the runtime view's interpreter for ``python``/``python3``
+    (or the host interpreter's own path), else what the system trees' PATH finds."""
+    if prog in ("python", "python3", SANDBOX_PYTHON, SANDBOX_PREFIX + "/bin/python"):
+        return SANDBOX_PYTHON
+    if os.path.isabs(prog):
+        return SANDBOX_PYTHON if os.path.realpath(prog) == host_python else prog
+    found = shutil.which(prog, path="/usr/local/bin:/usr/bin:/bin")
     if found is None:
         raise FileNotFoundError(f"program {prog!r} not found on the sandbox PATH")
     return found
-
-
-def _reap(proc: subprocess.Popen) -> int:
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
-def _kill_ns(proc: subprocess.Popen) -> None:
-    """SIGKILL the namespace's pid 1 (the kernel then kills the rest of the namespace; reaping
-    the ``unshare`` parent afterwards waits for that teardown). Falls back to ``unshare``
-    itself, whose ``--kill-child`` forwards the kill."""
-    try:
-        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-            kids = [int(x) for x in f.read().split()]
-    except (OSError, ValueError):
-        kids = []
-    for k in kids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(k, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-
-
-@dataclass
-class _IO:
-    stdout: bytes = b""
-    stderr: bytes = b""
-    out_trunc: bool = False
-    err_trunc: bool = False
-    timed_out: bool = False
-    flooded: bool = False
-    status: dict | None = None
-    returncode: int | None = None
-    wall_s: float = 0.0
-    harness_stderr: str = ""
-
-
-def _pump(stdin_fd: int, out_fd: int, err_fd: int, status_fd: int | None, stdin: bytes,
-          lim: Limits, t0: float, kill, finish=None) -> _IO:
-    """Feed stdin, collect capped stdout/stderr and the launcher's status lines until every
-    reader sees EOF (then the run and its namespace are gone). On the wall clock or the output
-    cap, ``kill(status_so_far) -> bool`` is called (until it returns True) and the pipes are
-    drained to EOF, so teardown is complete when this returns. Closes every fd it was given;
-    ``finish()`` (reaping a subprocess) runs last."""
-    io = _IO()
-    cap = lim.output_kb * 1024
-    bufs = {out_fd: bytearray(), err_fd: bytearray()}
-    status_buf = bytearray()
-    sel = selectors.DefaultSelector()
-    for fd in (out_fd, err_fd, status_fd):
-        if fd is not None:
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ)
-    if stdin:
-        os.set_blocking(stdin_fd, False)
-        sel.register(stdin_fd, selectors.EVENT_WRITE)
-    else:
-        os.close(stdin_fd)
-        stdin_fd = -1
-    pending = memoryview(stdin)
-    deadline = t0 + lim.wall_s
-    total, killed, hard_deadline = 0, False, None
-    try:
-        while any(k.fd != stdin_fd for k in sel.get_map().values()):
-            now = time.monotonic()
-            if not (io.timed_out or io.flooded) and now >= deadline:
-                io.timed_out = True
-            if io.timed_out or io.flooded:
-                if stdin_fd >= 0 and stdin_fd in sel.get_map():
-                    sel.unregister(stdin_fd)
-                if not killed:
-                    killed = bool(kill(bytes(status_buf)))
-                hard_deadline = hard_deadline or now + 30
-                if now > hard_deadline:
-                    raise RuntimeError("the sandbox did not tear down within 30 s of the kill")
-            wait = 0.05 if (io.timed_out or io.flooded) else min(max(deadline - now, 0.0), 0.5)
-            for key, _ in sel.select(timeout=wait):
-                fd = key.fd
-                if fd == stdin_fd:
-                    try:
-                        pending = pending[os.write(fd, pending[:65536]):]
-                    except BlockingIOError:
-                        continue
-                    except BrokenPipeError:  # the program closed stdin: drop the rest
-                        pending = pending[:0]
-                    if not pending:
-                        sel.unregister(fd)
-                        os.close(fd)
-                        stdin_fd = -1
-                    continue
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(fd)
-                    continue
-                if fd == status_fd:
-                    status_buf += chunk
-                    continue
-                total += len(chunk)
-                room = cap - len(bufs[out_fd]) - len(bufs[err_fd])
-                bufs[fd] += chunk[:max(0, room)]
-                if total > cap and not io.flooded:
-                    io.flooded = True
-                    if fd == out_fd:
-                        io.out_trunc = True
-                    else:
-                        io.err_trunc = True
-    finally:
-        sel.close()
-        for fd in (stdin_fd, out_fd, err_fd, status_fd):
-            if fd is not None and fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if finish is not None:
-            io.returncode = finish()
-        io.wall_s = time.monotonic() - t0
-    return _finish(io, bufs, status_buf)
-
-
-def _finish(io: _IO, bufs: dict, status_buf: bytearray) -> _IO:
-    io.stdout, io.stderr = (bytes(b) for b in bufs.values())  # insertion order: stdout, stderr
-    for line in bytes(status_buf).strip().splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            io.status = {"error": f"unreadable launcher status {line[:200]!r}"}
-            continue
-        if isinstance(msg, dict) and ("exit_code" in msg or "error" in msg):
-            io.status = msg  # the pid-1 report; "pid"/"reaped" lines are bookkeeping
-    return io
-
-
-_MEM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
-_FILE_MARKERS = ("[Errno 27]", "[Errno 28]", "File too large", "No space left on device")
-
-
-def _run_pipes() -> tuple[tuple[int, int], ...]:
-    """The four pipes of one run: status, stdin, stdout, stderr (each ``(read, write)``)."""
-    return os.pipe(), os.pipe(), os.pipe(), os.pipe()
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        os.close(fd)
-
-
-def _classify(io: _IO, lim: Limits, oom_killed: bool) -> ExecResult:
-    """Turn raw I/O and the launcher's report into an :class:`ExecResult`."""
-    st = io.status or {}
-    res = ExecResult(
-        Status.OK, exit_code=st.get("exit_code"), signal=st.get("signal"),
-        stdout=io.stdout.decode("utf-8", errors="replace"),
-        stderr=io.stderr.decode("utf-8", errors="replace"),
-        stdout_truncated=io.out_trunc, stderr_truncated=io.err_trunc,
-        wall_s=round(io.wall_s, 4), cpu_s=round(float(st.get("cpu_s") or 0.0), 4),
-    )
-    tail = res.stderr[-2000:]
-    if io.timed_out:
-        res.status, res.detail = Status.TIMEOUT, f"wall-clock limit of {lim.wall_s:g}s reached"
-    elif io.flooded:
-        res.status, res.detail = Status.OUTPUT_LIMIT, f"output exceeded {lim.output_kb} KiB"
-    elif "error" in st:
-        res.status, res.detail = Status.SANDBOX_ERROR, st["error"]
-    elif io.status is None and io.returncode is not None:
-        # weak mode has no launcher: the process's own return code is the status
-        if io.returncode >= 0:
-            res.exit_code = io.returncode
-        else:
-            res.signal = -io.returncode
-        if res.exit_code is None and res.signal is None:
-            res.status, res.detail = Status.SANDBOX_ERROR, "no status from the sandbox"
-    res.files = {k: base64.b64encode(bytes.fromhex(v)).decode() for k, v in (st.get("files") or {}).items()}
-    if st.get("files_error") and res.status is Status.OK:
-        res.status, res.detail = Status.OUTPUT_LIMIT, st["files_error"]
-    if res.status is not Status.OK:
-        return res
-    if res.exit_code is None and res.signal is None:
-        return ExecResult(Status.SANDBOX_ERROR, detail="the launcher died without a status report",
-                          stderr=res.stderr, wall_s=res.wall_s)
-    if oom_killed:
-        res.status, res.detail = Status.MEMORY, f"memory limit of {lim.memory_mb} MiB reached"
-    elif res.signal == signal.SIGXCPU or (res.signal == signal.SIGKILL and res.cpu_s >= lim.cpu_seconds - 0.05):
-        # only the kernel sends SIGXCPU (at the soft RLIMIT_CPU); weak mode reports no cpu_s
-        res.status, res.detail = Status.TIMEOUT, f"CPU-time limit of {lim.cpu_seconds}s reached"
-    elif res.signal == signal.SIGXFSZ or (res.exit_code and any(m in tail for m in _FILE_MARKERS)):
-        res.status, res.detail = Status.FILE_LIMIT, f"file-size/disk limit of {lim.file_mb} MiB reached"
-    elif res.exit_code and any(m in tail for m in _MEM_MARKERS):
-        res.status, res.detail = Status.MEMORY, f"memory limit of {lim.memory_mb} MiB reached"
-    elif res.exit_code != 0:
-        res.status = Status.RUNTIME_ERROR
-        res.detail = (f"killed by signal {res.signal}" if res.signal is not None
-                      else f"exit code {res.exit_code}")
-    return res
