@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="library folder (default: the shipped skills/)")
     p.add_argument("--episodes", type=int, default=16,
                    help="episodes per scripted policy (oracle, noisy oracle, example actions)")
+    p.add_argument("--per-template", type=int, default=2,
+                   help="for envs with task templates (ToolWorld): also this many oracle and this many "
+                        "noisy episodes of every train template, so each gets a workflow skill")
     p.add_argument("--noise", type=float, default=0.3,
                    help="probability that the noisy oracle plays a random example action instead")
     p.add_argument("--max-turns", type=int, default=None, help="cap on turns per scripted episode")
@@ -44,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true",
                    help="update the existing library incrementally instead of rebuilding the env's folder")
     args = p.parse_args(argv)
-    if args.episodes < 1 or args.model_episodes < 0:
-        p.error("--episodes must be >= 1 and --model-episodes >= 0")
+    if args.episodes < 1 or args.model_episodes < 0 or args.per_template < 0:
+        p.error("--episodes must be >= 1, --model-episodes >= 0 and --per-template >= 0")
     if not 0 <= args.noise <= 1:
         p.error("--noise must be in [0, 1]")
     return args
@@ -70,6 +73,7 @@ def collect(env_id: str, args: argparse.Namespace, policy=None) -> list:
         for s in seeds:
             trajs.append(scripted_episode(env_id, seed=s, policy=pol, noise=args.noise,
                                           max_turns=args.max_turns, split="train"))
+    trajs += _per_template(env_id, args)
     if args.model_episodes and policy is not None:
         from agentsd.policy.base import SamplingParams
         from agentsd.rollout import rollout
@@ -78,6 +82,35 @@ def collect(env_id: str, args: argparse.Namespace, policy=None) -> list:
         trajs += rollout(policy, env_id, seeds=mseeds,
                          params=SamplingParams(temperature=1.0, max_tokens=args.max_tokens, seed=0))
     return trajs
+
+
+def train_templates(env_id: str) -> list[str]:
+    """The task templates an env's train split draws from (empty for envs without templates)."""
+    import agentsd
+
+    env = agentsd.make(env_id, **agentsd.spec(env_id).splits["train"].kwargs)
+    try:
+        return list(getattr(env.unwrapped, "pool", []) or [])
+    finally:
+        env.close()
+
+
+def _per_template(env_id: str, args: argparse.Namespace) -> list:
+    """Oracle and noisy episodes of every train template (train seeds past the random ones)."""
+    import agentsd
+    from agentsd.skills.scripted import scripted_episode
+
+    out = []
+    templates = train_templates(env_id) if args.per_template else []
+    seeds = agentsd.split_seeds(env_id, "train", args.per_template * max(1, len(templates)),
+                                offset=args.episodes + args.model_episodes)
+    for k, name in enumerate(templates):
+        for j in range(args.per_template):
+            s = seeds[k * args.per_template + j]
+            for pol in ("oracle", "noisy"):
+                out.append(scripted_episode(env_id, seed=s, policy=pol, noise=args.noise, max_turns=args.max_turns,
+                                            split="train", options={"template": name}))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and (out / env_dir_name(env_id)).is_dir():
             shutil.rmtree(out / env_dir_name(env_id))
         n_model = sum(not t.policy.startswith("scripted:") for t in trajs)
+        n_tmpl = sum(bool(t.meta.get("reset_options")) for t in trajs)
         notes = (f"sources: {args.episodes} oracle + {args.episodes} noisy-oracle (noise {args.noise}) "
                  f"+ {args.episodes} example-action scripted episodes on train seeds"
+                 + (f", {n_tmpl} oracle/noisy episodes of the train templates" if n_tmpl else "")
                  + (f", {n_model} {args.model} rollouts" if n_model else "") + ".")
         rep = build(env_id, [str(src)], out, args.summarizer, policy, command=command, notes=notes)
         rep.pop("_library")

@@ -131,11 +131,10 @@ def build(env_id: str, sources: list[str], out: Path, summarizer: str = "determi
     at ``out`` (loaded first when it exists: updates are incremental). Returns a report."""
     from agentsd.skills.library import SkillLibrary, env_dir_name, load_library
     from agentsd.skills.summarize import (
+        DeterministicSummarizer,
+        LLMSummarizer,
         read_trajectories,
-        summarize_deterministic,
-        summarize_llm,
-        update_library,
-        update_stats,
+        refresh,
     )
 
     trajs = [t for t in read_trajectories(sources) if t.env_id == env_id]
@@ -147,37 +146,56 @@ def build(env_id: str, sources: list[str], out: Path, summarizer: str = "determi
     fresh = [t for t in trajs if t.id not in seen]
     report: dict[str, Any] = {"env": env_id, "trajectories": len(fresh), "skipped_seen": len(trajs) - len(fresh),
                               "solved": sum(t.success for t in fresh), "added": [], "merged": [],
-                              "replaced": [], "rejected": [], "written": []}
+                              "replaced": [], "rejected": [], "written": [], "message": ""}
     lib = load_library(out, strict=True) if out.is_dir() else SkillLibrary()
     report["skills"], report["_library"] = [s.name for s in lib.for_env(env_id)], lib
+    summarizers: list[Any] = []
+    if summarizer in ("deterministic", "both"):
+        summarizers.append(DeterministicSummarizer(command=command, notes=notes))
+    if summarizer in ("llm", "both"):
+        summarizers.append(LLMSummarizer(policy, prompt_version=prompt_version, max_skills=max_skills,
+                                         command=command, notes=notes))
+    work = lib  # written only at the end: a summarizer that fails leaves the files as they were
+    messages = []
+    for i, summ in enumerate(summarizers):
+        # every summarizer reads the same fresh trajectories; statistics count them once
+        rep = refresh(work, trajs, summ, env_id, seen=seen, dedupe_threshold=dedupe, count_stats=i == 0)
+        messages.append(rep.message)
+        report["added"] += rep.added
+        report["merged"] += rep.merged
+        report["replaced"] += rep.replaced
+        if isinstance(summ, LLMSummarizer) and summ.last is not None:
+            report["rejected"] += summ.last.rejected
+        if not rep.summarized:
+            break  # nothing new: a no-op, said once
+    report["message"] = "; ".join(dict.fromkeys(messages))
     if not fresh:
         return report  # every trajectory was summarized before: an update must not count twice
-    trajs = fresh
-    update_stats(lib, trajs)  # outcomes of episodes run with/without the existing skills
-    new, rejected = [], []
-    if summarizer in ("deterministic", "both"):
-        new += summarize_deterministic(trajs, env_id, command=command, notes=notes)
-    if summarizer in ("llm", "both"):
-        res = summarize_llm(policy, trajs, env_id, prompt_version=prompt_version,
-                            max_skills=max_skills, command=command, notes=notes)
-        new += res.skills
-        rejected += res.rejected
-    rep = update_library(lib, new, dedupe_threshold=dedupe)
     if write:
-        report["written"] = [str(p) for p in lib.save(out, envs=[env_id])]
+        report["written"] = [str(p) for p in work.save(out, envs=[env_id])]
         ledger.parent.mkdir(parents=True, exist_ok=True)
         with ledger.open("a") as f:  # after the skills: a crash re-summarizes rather than skips
-            f.write("".join(f"{t.id}\n" for t in trajs))
-    report.update(added=rep.added, merged=rep.merged, replaced=rep.replaced, rejected=rejected,
-                  skills=[s.name for s in lib.for_env(env_id)])
+            f.write("".join(f"{t.id}\n" for t in fresh))
+    report["_library"] = work
+    report["skills"] = [s.name for s in work.for_env(env_id)]
     return report
 
 
 def load_policy(backend: str, model: str, base_url: str | None = None) -> Any:
     """A policy for the LLM summarizer from the policy backends (``agentsd.policy``)."""
     from agentsd.policy import load_policy as _load
+    from agentsd.skills.summarize import SummarizerUnavailable, _unreachable
 
-    return _load(backend, model, **({"base_url": base_url} if base_url else {}))
+    try:
+        return _load(backend, model, **({"base_url": base_url} if base_url else {}))
+    except Exception as e:
+        if _unreachable(e):
+            cause = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise SummarizerUnavailable(
+                f"the skill summarizer's model {model!r} ({backend}{' at ' + base_url if base_url else ''}) "
+                f"cannot be reached ({cause}); start the server or fix --base-url/--model, or use "
+                "--summarizer deterministic (the library is unchanged)") from e
+        raise
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -185,13 +203,26 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     if not 0 <= args.dedupe <= 1:
         raise SystemExit(f"--dedupe must be in [0, 1], got {args.dedupe}")
-    policy = load_policy(args.backend, args.model, args.base_url) if args.summarizer in ("llm", "both") else None
+    from agentsd.skills.library import SkillError
+    from agentsd.skills.summarize import SummarizerUnavailable
+
+    try:
+        policy = load_policy(args.backend, args.model, args.base_url) if args.summarizer in ("llm", "both") else None
+    except SummarizerUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     command = "agentsd skills build " + " ".join(shlex.quote(a) for a in [
         "--env", args.env, "--from", *args.sources, "--summarizer", args.summarizer,
         *(["--backend", args.backend, "--model", args.model] if args.summarizer != "deterministic" else [])])
-    rep = build(args.env, args.sources, Path(args.out), args.summarizer, policy, args.prompt_version,
-                args.max_skills, args.dedupe, command, write=not args.dry_run)
+    try:
+        rep = build(args.env, args.sources, Path(args.out), args.summarizer, policy, args.prompt_version,
+                    args.max_skills, args.dedupe, command, write=not args.dry_run)
+    except (SummarizerUnavailable, SkillError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     lib = rep.pop("_library")
+    if rep["message"] and not rep["trajectories"]:
+        print(rep["message"])
     if args.dry_run:
         for s in lib.for_env(args.env):
             print(render_skill_md(s))

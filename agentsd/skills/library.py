@@ -11,7 +11,7 @@ provenance and statistics), then a Markdown body people can read and edit::
     description: Use when a box must move; stand on the far side of it first.
     metadata:
       env: Sokoban-v0
-      kind: strategy
+      kind: pitfall
       keywords: box, push
       provenance.method: deterministic
       provenance.summarizer: deterministic-v1
@@ -19,7 +19,7 @@ provenance and statistics), then a Markdown body people can read and edit::
       stats.support: '40'
       ...
     ---
-    To push a box Up you must stand directly below it ...
+    To push a box Up, stand directly below it and move Up.
 
 Files written before this layout (``env``, ``kind``, ``keywords``, ``provenance`` and ``stats`` at
 the top level) still load; saving rewrites them in the spec's layout.
@@ -47,13 +47,17 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "KINDS", "Skill", "SkillStats", "Provenance", "SkillError", "SkillLibrary",
+    "KINDS", "LEGACY_KINDS", "Skill", "SkillStats", "Provenance", "SkillError", "SkillLibrary",
     "parse_skill_md", "render_skill_md", "skill_metadata", "load_skill", "load_library", "env_dir_name",
     "similarity", "merge_skills", "default_root",
 ]
 
-#: what a skill is about: a sequence of steps that works, a mistake to avoid, a general approach
-KINDS = ("workflow", "pitfall", "strategy")
+#: what a skill is about: the calls that solve a kind of task, in order, and where each argument
+#: comes from (workflow); an error the env returns and the call that avoids or fixes it (pitfall);
+#: a rule every task of the env follows: answer formats, id types, login first (convention)
+KINDS = ("workflow", "pitfall", "convention")
+#: kinds that older files carry: they still load, and summarizers no longer write them
+LEGACY_KINDS = ("strategy",)
 _NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_NAME = 64
 MAX_DESCRIPTION = 1024
@@ -61,6 +65,8 @@ MAX_BODY = 4000
 #: provenance keeps at most this many trajectory ids (the count is kept in full)
 MAX_SOURCE_IDS = 20
 _WORD_RE = re.compile(r"[a-z0-9_]+")
+#: workflows fold into each other only at this word overlap or above
+WORKFLOW_DEDUPE = 0.95
 
 
 class SkillError(ValueError):
@@ -150,7 +156,7 @@ class Skill:
             raise SkillError(f"description must be one line of at most {MAX_DESCRIPTION} chars")
         if not isinstance(self.env, str) or not self.env:
             raise SkillError("env must be a registered env id such as 'Sokoban-v0'")
-        if self.kind not in KINDS:
+        if self.kind not in KINDS + LEGACY_KINDS:
             raise SkillError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not isinstance(self.body, str) or not self.body.strip():
             raise SkillError("body must be non-empty Markdown (the guidance the teacher reads)")
@@ -393,12 +399,14 @@ class SkillLibrary:
             return "replaced"
         if dedupe_threshold is not None:
             best, score = None, 0.0
+            # two workflows are two templates' call orders: fold only (near-)identical ones
+            need = max(dedupe_threshold, WORKFLOW_DEDUPE) if skill.kind == "workflow" else dedupe_threshold
             for other in self.for_env(skill.env):
                 if other.kind == skill.kind:
                     sim = similarity(skill, other)
                     if sim > score:
                         best, score = other, sim
-            if best is not None and score >= dedupe_threshold:
+            if best is not None and score >= need:
                 self._skills[(best.env, best.name)] = merge_skills(best, skill, now)
                 return f"merged:{best.name}"
         self._skills[key] = skill
@@ -437,30 +445,50 @@ class SkillLibrary:
 
 
 def load_library(root: str | Path | None = None, env: str | None = None,
-                 strict: bool = True) -> SkillLibrary:
+                 strict: bool = True, allow_empty: bool = True) -> SkillLibrary:
     """Load every ``<root>/<env>/<skill>/SKILL.md`` (the shipped ``skills/`` by default).
 
-    ``strict`` raises on the first invalid file; otherwise invalid files are skipped with a
-    warning. A skill whose ``env`` field disagrees with its env folder is an error too."""
+    ``strict`` raises on the first invalid file; otherwise each invalid file is skipped with a
+    warning that names it, and the rest still load. A skill whose ``env`` field disagrees with
+    its env folder is an error too. A folder that does not exist or cannot be read raises
+    :class:`SkillError` with the fix; so does one holding no skill (of ``env``) unless
+    ``allow_empty``. Nothing on disk is changed."""
     import warnings
 
     root = Path(root) if root is not None else default_root()
     if not root.is_dir():
-        raise SkillError(f"{root}: skill library folder does not exist")
+        raise SkillError(f"{root}: skill library folder does not exist; build one with "
+                         "`agentsd skills build --env ID --from FILE --out DIR` or pass another root")
+    try:
+        next(iter(root.iterdir()), None)  # glob() hides an unreadable folder as an empty one
+        paths = sorted(root.glob("*/*/SKILL.md"))
+    except OSError as e:
+        raise SkillError(f"{root}: skill library folder cannot be read ({e.strerror or e}); fix its "
+                         "permissions or pass another root") from None
     lib = SkillLibrary()
-    for p in sorted(root.glob("*/*/SKILL.md")):
+    for p in paths:
         try:
-            s = load_skill(p)
+            try:
+                s = parse_skill_md(p.read_text(encoding="utf-8"), p)
+            except (OSError, UnicodeDecodeError) as e:
+                raise SkillError(f"{p}: cannot be read ({e}); fix its permissions or encoding (UTF-8)") from None
+            if p.parent.name != s.name:
+                raise SkillError(f"{p}: field 'name' is {s.name!r} but the folder is "
+                                 f"{p.parent.name!r}; rename one so they match")
             if env_dir_name(s.env) != p.parent.parent.name:
                 raise SkillError(f"{p}: field 'env' is {s.env!r} but the skill lives under "
                                  f"{p.parent.parent.name!r}; move it to {env_dir_name(s.env)}/")
         except SkillError as e:
             if strict:
-                raise
-            warnings.warn(f"skipping invalid skill: {e}", stacklevel=2)
+                raise SkillError(f"{e} (fix or delete the file; load_library(strict=False) skips it)") from None
+            warnings.warn(f"skipping invalid skill file (fix or delete it): {e}", stacklevel=2)
             continue
         if env is None or s.env == env:
             if (s.env, s.name) in {(x.env, x.name) for x in lib}:
                 raise SkillError(f"{p}: duplicate skill {s.name!r} for {s.env!r}")
             lib.add(s)
+    if not len(lib) and not allow_empty:
+        what = f"no skills for {env}" if env else "no <env>/<skill>/SKILL.md files"
+        raise SkillError(f"{root}: skill library folder has {what}; build them with "
+                         "`python scripts/build_skills.py` or `agentsd skills build`, or pass another root")
     return lib

@@ -42,12 +42,13 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
 
 def scripted_episode(env_id: str, seed: int, policy: str = "oracle", noise: float = 0.3,
                      max_turns: int | None = None, split: str | None = None,
-                     env: Any = None) -> Trajectory:
+                     env: Any = None, options: dict[str, Any] | None = None) -> Trajectory:
     """Play one episode of ``env_id`` with a scripted policy and record it.
 
     ``oracle`` follows ``env.oracle_action()``; ``noisy`` does so but takes a random example
     action with probability ``noise``; ``examples`` plays example actions only. An env without
-    an oracle falls back to example actions."""
+    an oracle falls back to example actions. ``options`` go to ``reset`` (e.g. ToolWorld's
+    ``{"template": name}``); the template the env reports is kept in ``meta["template"]``."""
     import agentsd
 
     if policy not in POLICIES:
@@ -58,10 +59,14 @@ def scripted_episode(env_id: str, seed: int, policy: str = "oracle", noise: floa
     if own:
         env = agentsd.make(env_id, **({"max_turns": max_turns} if max_turns else {}))
     rng = np.random.default_rng([seed, 7])
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options=options)
+    meta = {"scripted": True, "noise": noise if policy == "noisy" else 0.0}
+    if info.get("template"):
+        meta["template"] = str(info["template"])
+    if options:
+        meta["reset_options"] = dict(options)
     traj = Trajectory(env_id=env_id, seed=seed, split=split, policy=f"scripted:{policy}",
-                      task_id=info.get("task_id") or getattr(env, "task_id", None),
-                      meta={"scripted": True, "noise": noise if policy == "noisy" else 0.0})
+                      task_id=info.get("task_id") or getattr(env, "task_id", None), meta=meta)
     examples = list(env.example_actions()) or ["<answer></answer>"]
     stop = StopReason.MAX_TURNS
     limit = max_turns or getattr(getattr(env, "spec", None), "max_turns", None) or 50

@@ -1,49 +1,58 @@
-"""Trajectories to skills: a deterministic summarizer, an LLM summarizer, incremental updates.
+"""Trajectories to skills: one :class:`Summarizer` interface, two summarizers, incremental updates.
 
-**Deterministic** (:func:`summarize_deterministic`): no model, so the pipeline works without a
-strong summarizer. From one env's trajectories (successes and failures, grouped by task
-template) and their privileged views (recovered by replaying each episode) it derives:
+A summarizer turns one env's trajectories into :class:`~agentsd.skills.library.Skill` objects
+whose bodies are short imperative rules (which call, in which order, where each argument comes
+from; the error and the fix; the env's conventions), bounded by
+:data:`~agentsd.skills.guidance.MAX_BODY_TOKENS` and free of any one episode's values::
 
-- a *workflow* per template: the action pattern successful episodes followed (tool names for
-  tool calls, the answer format otherwise), the turn and gold-plan lengths, and a real example;
-  when most gold plans of a template share one abstract shape (digits and quoted values
-  replaced), that shape is the workflow;
-- *pitfalls*: the env feedback seen most often in failed episodes (normalized: numbers and
-  quoted values abstracted, board drawings dropped), with the action that caused it and the
-  action that worked next; and boolean ``info`` flags (e.g. Sokoban's ``deadlock``) that turn
-  on far more often in failures than in successes;
-- a *strategy*: what separates successful from failed episodes in simple statistics (turns,
-  action length, unparseable actions).
+    summarizer.summarize(trajectories, env_id) -> list[Skill]
 
-**LLM** (:func:`summarize_llm`): any :class:`~agentsd.policy.base.Policy` (the local model or a
-stronger one behind an OpenAI-compatible endpoint) fills a versioned prompt from
-``agentsd/skills/prompts/`` and must answer with a JSON list of skills; each item is validated
-into a :class:`Skill`. Malformed output is retried, and what still fails is rejected with a
-logged reason — never written as a broken skill.
+- :class:`DeterministicSummarizer` (the default; no model): :mod:`agentsd.skills.deterministic`;
+- :class:`LLMSummarizer`: any :class:`~agentsd.policy.base.Policy` — the trainer's own model in
+  process (``agentsd.policy.hf.HFPolicy``) or any OpenAI-compatible server
+  (``agentsd.policy.openai``) — fills a versioned prompt from ``agentsd/skills/prompts/`` and
+  answers with a JSON list of skills; each item is validated (kind, the body bound, no concrete
+  value of the source episodes) into a :class:`Skill`. Malformed output is retried, and what
+  still fails is rejected with a logged reason — never written as a broken skill. A model or
+  server that cannot be reached raises :class:`SummarizerUnavailable` (one line: cause and fix).
 
-**Incremental** (:func:`update_library`): new skills merge into a library (near-duplicates fold
-together, provenance keeps source ids), and :func:`update_stats` adds success counts of episodes
-run with and without each skill (from ``Trajectory.skills``).
+**Incremental** (:func:`update_library`, :func:`refresh`): new skills merge into a library
+(near-duplicates fold together, provenance keeps source ids); :func:`update_stats` adds success
+counts of episodes run with and without each skill (from ``Trajectory.skills``); a refresh with
+no new trajectory changes nothing and says so.
+
+>>> from agentsd.skills.scripted import scripted_episode
+>>> trajs = [scripted_episode("Sokoban-Easy-v0", seed=s, policy="oracle") for s in range(2)]
+>>> skills = DeterministicSummarizer(now="2026-01-01").summarize(trajs, "Sokoban-Easy-v0")
+>>> sorted({s.kind for s in skills})
+['convention', 'workflow']
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import logging
 import re
-import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from agentsd.skills.deterministic import (
+    DETERMINISTIC_VERSION,
+    _slug,
+    action_signature,
+    normalize_feedback,
+    now_iso,
+    summarize_deterministic,
+    task_template,
+)
+from agentsd.skills.guidance import MAX_BODY_TOKENS, body_tokens, instance_values, leaked_values
 from agentsd.skills.library import (
     KINDS,
     MAX_SOURCE_IDS,
-    Provenance,
     Skill,
     SkillError,
     SkillLibrary,
@@ -52,94 +61,55 @@ from agentsd.skills.library import (
 from agentsd.trajectory import Trajectory
 
 __all__ = [
+    "Summarizer", "DeterministicSummarizer", "LLMSummarizer", "SummarizerUnavailable",
     "DETERMINISTIC_VERSION", "task_template", "action_signature", "normalize_feedback",
     "summarize_deterministic", "PromptTemplate", "load_prompt", "prompt_versions",
-    "render_episodes", "parse_skills_output", "SummaryResult", "summarize_llm",
-    "UpdateReport", "update_library", "update_stats", "read_trajectories", "now_iso",
+    "render_episodes", "parse_skills_output", "check_body", "SummaryResult", "summarize_llm",
+    "UpdateReport", "RefreshReport", "update_library", "refresh", "update_stats", "read_trajectories", "now_iso",
 ]
 
 log = logging.getLogger("agentsd.skills")
-DETERMINISTIC_VERSION = "deterministic-v1"
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
-#: a trailing instance number or hash (``-17``, ``/0``, ``/470473a755``) after a separator
-_TRAILING_NUM_RE = re.compile(r"[-_/#:](?:\d+|(?=[0-9a-f]*\d)[0-9a-f]{6,})$")
-_TOOL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*(?:</tool_call>|$)", re.DOTALL)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
-_CODE_RE = re.compile(r"```(\w*)\n", re.DOTALL)
-_QUOTED_RE = re.compile(r"(['\"])(?:(?!\1).){1,80}\1")
-_NUM_RE = re.compile(r"\d+(?:\.\d+)?")
-_WORD_RE = re.compile(r"[A-Za-z][A-Za-z_]{2,}")
-_STOP = frozenset("the and for you your with that this from are was were not has have had its "
-                  "into onto then than when what which will would can could should use using "
-                  "reply answer tool call calls turn turns move moves".split())
+
+class SummarizerUnavailable(RuntimeError):
+    """The summarizer's model or server cannot be reached; the message names the cause and the fix."""
 
 
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+@runtime_checkable
+class Summarizer(Protocol):
+    """Turns one env's trajectories into skills. ``name`` goes into each skill's provenance."""
+
+    name: str
+
+    def summarize(self, trajectories: Sequence[Trajectory], env_id: str | None = None) -> list[Skill]:
+        ...
 
 
-def task_template(traj: Trajectory) -> str:
-    """The task template a trajectory belongs to: ``meta["template"]`` when the env or rollout
-    recorded one, else the task id without its trailing number or hash (``sokoban-easy-3`` ->
-    ``sokoban-easy``, ``gen/dedupe_mod/470473a755`` -> ``gen/dedupe_mod``), else the env id.
+@dataclass
+class DeterministicSummarizer:
+    """The offline default (:func:`summarize_deterministic` with these settings)."""
 
-    >>> from agentsd.trajectory import Trajectory
-    >>> [task_template(Trajectory(task_id=i)) for i in ("sokoban-easy-3", "HumanEval/7", "gen/a_b/47ab0c9e")]
-    ['sokoban-easy', 'HumanEval', 'gen/a_b']
-    """
-    if traj.meta.get("template"):
-        return str(traj.meta["template"])
-    if traj.task_id:
-        stripped = _TRAILING_NUM_RE.sub("", str(traj.task_id))
-        return stripped or str(traj.task_id)
-    return traj.env_id
+    command: str = ""
+    notes: str = ""
+    max_pitfalls: int = 4
+    min_episodes: int = 2
+    use_privileged: bool = True
+    now: str | None = None
+    name: str = DETERMINISTIC_VERSION
 
-
-def action_signature(text: str) -> str:
-    """An action's shape, without its specifics: ``call:search`` for each tool call,
-    ``code:python`` for a fenced code block, ``answer`` for ``<answer>`` tags, else ``text``.
-
-    >>> action_signature('<tool_call>{"name": "search", "arguments": {"q": 1}}</tool_call>')
-    'call:search'
-    >>> action_signature("<answer>Up</answer>"), action_signature("hmm")
-    ('answer', 'text')
-    """
-    calls = []
-    for m in _TOOL_RE.finditer(text or ""):
-        try:
-            calls.append("call:" + str(json.loads(m.group(1)).get("name")))
-        except (ValueError, AttributeError):
-            calls.append("call:?")
-    if calls:
-        return " ".join(calls)
-    code = _CODE_RE.search(text or "")
-    if code:
-        return f"code:{code.group(1) or 'text'}"
-    if _ANSWER_RE.search(text or ""):
-        return "answer"
-    return "text"
+    def summarize(self, trajectories: Sequence[Trajectory], env_id: str | None = None) -> list[Skill]:
+        return summarize_deterministic(trajectories, env_id, command=self.command,
+                                       max_pitfalls=self.max_pitfalls, min_episodes=self.min_episodes,
+                                       use_privileged=self.use_privileged, now=self.now, notes=self.notes)
 
 
-def _is_drawing(line: str) -> bool:
-    s = line.strip()
-    return bool(s) and s.count("#") >= 2 and sum(ch in "#@$.*+ " for ch in s) >= 0.8 * len(s)
+# ---------------------------------------------------------------------------------------------
+# LLM summarizer
 
-
-def normalize_feedback(text: str, max_len: int = 160) -> str:
-    """Env feedback reduced to its reusable pattern: drawings (board lines) dropped, quoted values
-    and numbers abstracted, whitespace collapsed.
-
-    >>> normalize_feedback("2 move(s) had no effect.\\n\\n#####\\n#@$.#\\n#####")
-    'N move(s) had no effect.'
-    >>> normalize_feedback("'Upp' is not a move; use Up")
-    "'…' is not a move; use Up"
-    """
-    lines = [ln for ln in (text or "").splitlines() if not _is_drawing(ln)]
-    out = _QUOTED_RE.sub(lambda m: m.group(1) + "…" + m.group(1), " ".join(lines))
-    out = _NUM_RE.sub("N", out)
-    out = re.sub(r"\s+", " ", out).strip()
-    return out[:max_len]
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _reply_text(traj: Trajectory, i: int) -> str:
@@ -148,324 +118,18 @@ def _reply_text(traj: Trajectory, i: int) -> str:
     return "\n".join(str(m.get("content") or "") for m in msgs)
 
 
-def _slug(*parts: str, limit: int = 64) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower()).strip("-")
-    s = re.sub(r"-+", "-", s)[:limit].strip("-")
-    return s or "skill"
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _keywords(texts: Iterable[str], k: int = 8) -> tuple[str, ...]:
-    c: Counter[str] = Counter()
-    for t in texts:
-        c.update(w.lower() for w in _WORD_RE.findall(t) if w.lower() not in _STOP)
-    return tuple(w for w, _ in c.most_common(k))
-
-
-def _pct(a: int, b: int) -> str:
-    return f"{a}/{b} ({100 * a / b:.0f}%)" if b else "0/0"
-
-
-def _provenance(trajs: Sequence[Trajectory], command: str, now: str, notes: str = "") -> Provenance:
-    ids = list(dict.fromkeys(t.id for t in trajs))
-    return Provenance(method="deterministic", summarizer=DETERMINISTIC_VERSION,
-                      source_trajectories=tuple(ids[:MAX_SOURCE_IDS]), n_sources=len(ids),
-                      created=now, updated=now, command=command, notes=notes)
-
-
-def _abstract_step(step: Any) -> str:
-    """One gold-plan step without its specifics: a JSON tool call becomes ``name(arg, ...)``;
-    other text has quoted values and numbers abstracted."""
-    text = str(step).strip()
-    if text.startswith("{"):
-        try:
-            d = json.loads(text)
-            if isinstance(d, dict) and "name" in d:
-                args = d.get("arguments") or {}
-                return f"{d['name']}({', '.join(args) if isinstance(args, dict) else '…'})"
-        except ValueError:
-            pass
-    return _NUM_RE.sub("N", _QUOTED_RE.sub("…", text))
-
-
-def _abstract_plan(plan: Any) -> tuple[str, ...] | None:
-    if not isinstance(plan, list | tuple) or not plan:
-        return None
-    return tuple(_abstract_step(p) for p in plan)
-
-
-def _privileged_list(traj: Trajectory) -> list[Any]:
-    """Privileged views per turn: the ones the rollout recorded (``Turn.privileged``) when every
-    turn has them, else by replay (empty when the env cannot replay this episode)."""
-    from agentsd.hints import _views_privileged, replay_privileged
-
-    if traj.turns and all(t.privileged for t in traj.turns):
-        return [_views_privileged(t.privileged) for t in traj.turns]
-    try:
-        return replay_privileged(traj)
-    except Exception as e:  # a trajectory from an env no longer registered, or without a seed
-        log.info("no privileged views for %s: %s", traj.id, e)
-        return []
-
-
-def _workflow_skill(env_id: str, template: str, trajs: Sequence[Trajectory],
-                    plans: dict[str, Any], command: str, now: str, multi: bool) -> Skill | None:
-    wins = [t for t in trajs if t.success]
-    if not wins:
-        return None
-    sigs = Counter(tuple(action_signature(tu.action_text) for tu in t.turns) for t in wins)
-    shape, n_shape = sigs.most_common(1)[0]
-    turns = [len(t.turns) for t in wins]
-    words = [len(tu.action_text.split()) for t in wins for tu in t.turns]
-    best = min(wins, key=lambda t: (len(t.turns), t.id))
-    lines = [f"{_pct(len(wins), len(trajs))} recorded episodes of `{template}` were solved, in a "
-             f"median of {statistics.median(turns):g} turns (median {statistics.median(words):g} "
-             "words per action)."]
-    if len(set(shape)) == 1 and len(shape) > 1:
-        lines.append(f"Every turn of the most common successful pattern ({_pct(n_shape, len(wins))}"
-                     f") is `{shape[0]}`, {len(shape)} turns in a row.")
-    else:
-        steps = " -> ".join(f"`{s}`" for s in shape)
-        lines.append(f"Most common successful action pattern ({_pct(n_shape, len(wins))}): {steps}.")
-    gold = [p for p in (plans.get(t.id) for t in trajs) if p]
-    if gold:
-        lens = [len(p) for p in gold]
-        lines.append(f"Gold plans for this template take {min(lens)}–{max(lens)} steps "
-                     f"(median {statistics.median(lens):g}).")
-        shapes = Counter(a for a in (_abstract_plan(p) for p in gold) if a)
-        if shapes:
-            top, n_top = shapes.most_common(1)[0]
-            if n_top >= max(2, len(gold) // 2) and len(set(top)) > 1:
-                lines.append(f"Gold plan shape shared by {_pct(n_top, len(gold))} tasks: " +
-                             " -> ".join(f"`{s}`" for s in top[:12]) + ".")
-    lines.append("Example of a solved episode (actions in order):")
-    lines += [f"{i + 1}. `{_clip(tu.action_text, 160)}`" for i, tu in enumerate(best.turns[:8])]
-    if len(best.turns) > 8:
-        lines.append(f"... {len(best.turns) - 8} more turns.")
-    name = _slug(template, "workflow") if multi else "solved-episode-workflow"
-    desc = (f"Use at the start of a `{template}` task: the action pattern that solved it before."
-            if multi else f"Use at the start of any {env_id} task: the action pattern that solved it.")
-    return Skill(name=name, description=desc, env=env_id, kind="workflow", body="\n".join(lines),
-                 keywords=_keywords([template, *shape, *(tu.action_text for tu in best.turns)]),
-                 provenance=_provenance(trajs, command, now, notes=f"template={template}"),
-                 stats=SkillStats(support=len(trajs)))
-
-
-@dataclass
-class _Pattern:
-    episodes: set[str] = field(default_factory=set)
-    failed_episodes: set[str] = field(default_factory=set)
-    causes: Counter = field(default_factory=Counter)
-    fixes: Counter = field(default_factory=Counter)
-    #: signature -> (action text, what the agent saw before it); the first seen per signature
-    cause_examples: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: signature -> action text, preferring actions from solved episodes
-    fix_examples: dict[str, tuple[bool, str]] = field(default_factory=dict)
-    raw: str = ""
-
-
-def _feedback_patterns(trajs: Sequence[Trajectory]) -> dict[str, _Pattern]:
-    """Feedback patterns that followed a bad step (parse failure, negative non-step reward, or
-    an error-like reply), with the actions that caused them and the next good step."""
-    pats: dict[str, _Pattern] = defaultdict(_Pattern)
-    for t in trajs:
-        for i, tu in enumerate(t.turns):
-            bad = tu.parse not in ("", "ok") or any(
-                v < 0 for k, v in tu.reward_terms.items() if k not in ("step",))
-            reply = _reply_text(t, i)
-            pat = normalize_feedback(reply)
-            if not pat or not (bad or _looks_like_error(pat)):
-                continue
-            p = pats[pat]
-            p.raw = p.raw or _clip(reply.split("\n\n")[0], 200)
-            p.episodes.add(t.id)
-            if not t.success:
-                p.failed_episodes.add(t.id)
-            sig = action_signature(tu.action_text)
-            p.causes[sig] += 1
-            seen = "\n".join(str(m.get("content") or "") for m in tu.observation[-1:])
-            p.cause_examples.setdefault(sig, (tu.action_text, seen))
-            # what fixed it: only episodes that went on to succeed say what actually worked
-            for j in range(i + 1, len(t.turns) if t.success else i + 1):
-                nxt = t.turns[j]
-                after = normalize_feedback(_reply_text(t, j))
-                # a fix parses, does not lose reward, and is not answered by an error again
-                if nxt.parse in ("", "ok") and nxt.reward >= max(tu.reward, -0.5) and \
-                        after != pat and not _looks_like_error(after):
-                    fsig = action_signature(nxt.action_text)
-                    p.fixes[fsig] += 1
-                    if not p.fix_examples.get(fsig, (False, ""))[0]:
-                        p.fix_examples[fsig] = (t.success, nxt.action_text)
-                    break
-    return pats
-
-
-_ERROR_WORDS = ("error", "invalid", "not ", "no effect", "failed", "unknown", "missing", "wrong",
-                "cannot", "can't", "denied", "exception", "traceback", "timeout", "refused")
-
-
-def _looks_like_error(pattern: str) -> bool:
-    low = pattern.lower()
-    return any(w in low for w in _ERROR_WORDS)
-
-
-def _pitfall_skills(env_id: str, trajs: Sequence[Trajectory], command: str, now: str,
-                    max_pitfalls: int, min_episodes: int) -> list[Skill]:
-    n_fail = sum(not t.success for t in trajs)
-    pats = _feedback_patterns(trajs)
-    ranked = sorted(pats.items(), key=lambda kv: (-len(kv[1].failed_episodes), -len(kv[1].episodes), kv[0]))
-    out = []
-    for pat, p in ranked:
-        if len(out) >= max_pitfalls or len(p.episodes) < min_episodes:
-            continue
-        cause = p.causes.most_common(1)[0][0]
-        bad_action, seen = p.cause_examples[cause]
-        lines = [f"The env replied \"{_clip(p.raw, 160)}\" in {len(p.episodes)} recorded episodes "
-                 f"({_pct(len(p.failed_episodes), n_fail)} of the failed ones).",
-                 f"It followed actions shaped like `{cause}`, e.g. `{_clip(bad_action, 120)}`"
-                 + (f" after seeing:\n```\n{seen.strip()[:200]}\n```" if seen.strip() else ".")]
-        if p.fixes:
-            fix, n = p.fixes.most_common(1)[0]
-            lines.append(f"In episodes that still succeeded, the next error-free step ({n} times) was "
-                         f"shaped like `{fix}`, e.g. `{_clip(p.fix_examples[fix][1], 120)}`.")
-        else:
-            lines.append("No recorded episode recovered from it and succeeded; avoid the action "
-                         "that causes it.")
-        words = [w for w in _WORD_RE.findall(pat) if w.lower() not in _STOP][:6]
-        src = [t for t in trajs if t.id in p.episodes]
-        out.append(Skill(
-            name=_slug("avoid", *words) if words else _slug("avoid-feedback", str(len(out))),
-            description=f"Use when the env answers like \"{_clip(pat, 90)}\" or to avoid causing it.",
-            env=env_id, kind="pitfall", body="\n".join(lines),
-            keywords=_keywords([pat, cause]), provenance=_provenance(src, command, now),
-            stats=SkillStats(support=len(p.episodes))))
-    return out
-
-
-def _flag_skills(env_id: str, trajs: Sequence[Trajectory], command: str, now: str,
-                 min_gap: float = 0.1, min_episodes: int = 2) -> list[Skill]:
-    """Boolean ``info`` flags that turn on far more often in failed than in solved episodes."""
-    flags: set[str] = {k for t in trajs for tu in t.turns for k, v in tu.info.items()
-                       if isinstance(v, bool)}
-    fails = [t for t in trajs if not t.success]
-    wins = [t for t in trajs if t.success]
-    out = []
-    for flag in sorted(flags):
-        def on(t: Trajectory, flag: str = flag) -> int | None:
-            return next((i for i, tu in enumerate(t.turns) if tu.info.get(flag) is True), None)
-
-        f_on = [t for t in fails if on(t) is not None]
-        w_on = [t for t in wins if on(t) is not None]
-        rf = len(f_on) / len(fails) if fails else 0.0
-        rw = len(w_on) / len(wins) if wins else 0.0
-        if len(f_on) < min_episodes or rf - rw < min_gap:
-            continue
-        first = f_on[0]
-        i = on(first)
-        recovered = sum(t.success for t in trajs if on(t) is not None)
-        body = (f"`{flag}` became true in {_pct(len(f_on), len(fails))} of failed episodes and "
-                f"{_pct(len(w_on), len(wins))} of solved ones; episodes where it turned on were "
-                f"solved {_pct(recovered, len(f_on) + len(w_on))} of the time.\n"
-                f"Example: after the action `{_clip(first.turns[i].action_text, 120)}` "
-                f"(turn {i + 1} of an episode) it turned on. Before each action, check that it "
-                f"cannot cause `{flag}`.")
-        out.append(Skill(
-            name=_slug("avoid", flag), description=f"Use before every action: avoid reaching a "
-            f"state where `{flag}` holds, which predicts failure.", env=env_id, kind="pitfall",
-            body=body, keywords=_keywords([flag, first.turns[i].action_text]),
-            provenance=_provenance(f_on + w_on, command, now), stats=SkillStats(support=len(f_on))))
-    return out
-
-
-def _episode_features(t: Trajectory) -> dict[str, float]:
-    n = max(1, len(t.turns))
-    return {"turns": float(len(t.turns)),
-            "words per action": statistics.fmean(len(tu.action_text.split()) for tu in t.turns)
-            if t.turns else 0.0,
-            "share of unparseable actions": sum(tu.parse not in ("", "ok") for tu in t.turns) / n}
-
-
-def _contrast_skill(env_id: str, trajs: Sequence[Trajectory], command: str, now: str) -> Skill | None:
-    wins = [t for t in trajs if t.success]
-    fails = [t for t in trajs if not t.success]
-    if len(wins) < 2 or len(fails) < 2:
-        return None
-    fw = [_episode_features(t) for t in wins]
-    ff = [_episode_features(t) for t in fails]
-    lines = []
-    for key in fw[0]:
-        a = statistics.median(x[key] for x in fw)
-        b = statistics.median(x[key] for x in ff)
-        spread = statistics.pstdev([x[key] for x in fw + ff]) or 1.0
-        if abs(a - b) / spread >= 0.3:
-            lines.append(f"- {key}: solved episodes median {a:.2g}, failed episodes median {b:.2g}.")
-    if not lines:
-        return None
-    body = (f"In {len(trajs)} recorded episodes ({len(wins)} solved), solved and failed episodes "
-            "differ in:\n" + "\n".join(lines) +
-            "\nAct like the solved episodes: short, well-formed actions that make progress each turn.")
-    return Skill(name="what-solved-episodes-do", description=f"Use when planning a {env_id} "
-                 "episode: how solved episodes differed from failed ones.", env=env_id,
-                 kind="strategy", body=body, keywords=("solved", "failed", "progress"),
-                 provenance=_provenance(trajs, command, now), stats=SkillStats(support=len(trajs)))
-
-
-def summarize_deterministic(trajectories: Sequence[Trajectory], env_id: str | None = None,
-                            command: str = "", max_pitfalls: int = 4, min_episodes: int = 2,
-                            use_privileged: bool = True, now: str | None = None,
-                            notes: str = "") -> list[Skill]:
-    """Skills derived from statistics of ``trajectories`` (one env) and their privileged views
-    (see the module docstring). Deterministic: the same trajectories give the same skills
-    (``now`` aside)."""
-    trajs = [t for t in trajectories if env_id is None or t.env_id == env_id]
-    if not trajs:
-        raise ValueError(f"no trajectories{' of ' + env_id if env_id else ''} to summarize")
-    envs = {t.env_id for t in trajs}
-    if len(envs) > 1:
-        raise ValueError(f"trajectories mix envs {sorted(envs)}; summarize one env at a time")
-    env_id = envs.pop()
-    now = now or now_iso()
-    trajs = sorted(trajs, key=lambda t: t.id)
-    plans: dict[str, Any] = {}
-    if use_privileged:
-        for t in trajs:
-            views = _privileged_list(t)
-            if views and views[0].plan:
-                plans[t.id] = list(views[0].plan)
-    groups: dict[str, list[Trajectory]] = defaultdict(list)
-    for t in trajs:
-        groups[task_template(t)].append(t)
-    multi = len(groups) > 1
-    skills: list[Skill] = []
-    for template in sorted(groups):
-        s = _workflow_skill(env_id, template, groups[template], plans, command, now, multi)
-        if s is not None and s.stats.support >= (min_episodes if multi else 1):
-            skills.append(s)
-    skills += _pitfall_skills(env_id, trajs, command, now, max_pitfalls, min_episodes)
-    skills += _flag_skills(env_id, trajs, command, now, min_episodes=min_episodes)
-    contrast = _contrast_skill(env_id, trajs, command, now)
-    if contrast is not None:
-        skills.append(contrast)
-    if notes:
-        skills = [dataclasses.replace(s, provenance=dataclasses.replace(
-            s.provenance, notes=(notes + " " + s.provenance.notes).strip()[:500])) for s in skills]
-    seen: set[str] = set()
-    unique = []
-    for s in skills:  # names come from data; two patterns may slug alike
-        name, i = s.name, 2
-        while name in seen:
-            name, i = _slug(s.name[:60], str(i)), i + 1
-        seen.add(name)
-        unique.append(dataclasses.replace(s, name=name) if name != s.name else s)
-    return unique
-
-
-# ---------------------------------------------------------------------------------------------
-# LLM summarizer
+def check_body(body: str, values: Iterable[str] = ()) -> str | None:
+    """Why ``body`` cannot be a skill body, or None: over :data:`MAX_BODY_TOKENS` tokens, or
+    holding a concrete value of the source episodes (``values``, from
+    :func:`~agentsd.skills.guidance.instance_values`) instead of a placeholder."""
+    n = body_tokens(body)
+    if n > MAX_BODY_TOKENS:
+        return f"body is {n} tokens; a rule takes at most {MAX_BODY_TOKENS}"
+    leaked = leaked_values(body, values)
+    if leaked:
+        return (f"body holds values of the source episodes ({', '.join(repr(v) for v in leaked[:3])}); "
+                "write placeholders like <id from the search result>")
+    return None
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -628,8 +292,9 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
     task = next((str(m.get("content") or "") for m in trajs[0].turns[0].observation
                  if m.get("role") == "user"), "") if trajs[0].turns else ""
     messages = prompt.render(env_id=env_id, task=_clip(task, 600), episodes=render_episodes(trajs),
-                             max_skills=max_skills, kinds=", ".join(KINDS),
+                             max_skills=max_skills, kinds=", ".join(KINDS), max_words=MAX_BODY_TOKENS // 2,
                              n_solved=sum(t.success for t in trajs), n_total=len(trajs))
+    values = instance_values(trajs)
     # a chat endpoint (OpenAI-compatible server) applies the served model's own template;
     # otherwise render with the policy's tokenizer and send token ids
     use_chat = callable(getattr(policy, "chat", None))
@@ -644,7 +309,12 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
     skills: list[Skill] = []
     for attempt in range(retries + 1):
         params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + attempt)
-        gen = policy.chat([messages], params)[0] if use_chat else policy.generate([ids], params)[0]
+        try:
+            gen = policy.chat([messages], params)[0] if use_chat else policy.generate([ids], params)[0]
+        except Exception as e:
+            if _unreachable(e):
+                raise SummarizerUnavailable(_unreachable_message(policy, e)) from e
+            raise
         text = gen.text
         raw.append(text)
         items, problems = parse_skills_output(text, env_id)
@@ -652,6 +322,13 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
             rejected.append(f"attempt {attempt + 1}: {p}")
             log.warning("summarizer output rejected (%s, attempt %d): %s", prompt.id, attempt + 1, p)
         for d in items[:max_skills]:
+            if d["kind"] == "strategy":  # the older prompt's kind: a general rule
+                d = {**d, "kind": "convention"}
+            why = check_body(d["body"], values)
+            if why:
+                rejected.append(f"attempt {attempt + 1}: skill {d.get('name')!r}: {why}")
+                log.warning("summarizer skill rejected (%s): %s", prompt.id, why)
+                continue
             try:
                 skills.append(Skill.from_dict({**d, "provenance": {
                     "method": "llm", "summarizer": prompt.id, "model": str(getattr(policy, "model_id", "")),
@@ -665,6 +342,54 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
         if skills:
             break
     return SummaryResult(skills, rejected, raw, prompt.id)
+
+
+def _unreachable(e: BaseException) -> bool:
+    """Whether ``e`` says the model or server could not be reached (not a bad answer)."""
+    try:
+        from agentsd.policy.openai import OpenAIBackendError
+    except ImportError:  # pragma: no cover - the openai backend ships with agentsd
+        OpenAIBackendError = ()  # type: ignore[assignment]  # noqa: N806
+    names = {c.__name__ for c in type(e).__mro__}
+    return isinstance(e, (ConnectionError, TimeoutError, OpenAIBackendError)) or bool(
+        names & {"TransportError", "ConnectError", "TimeoutException", "NetworkError"})
+
+
+def _unreachable_message(policy: Any, e: BaseException) -> str:
+    where = getattr(policy, "base_url", None) or getattr(policy, "model_id", None) or type(policy).__name__
+    cause = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return (f"the skill summarizer's model at {where} cannot be reached ({cause}); start the server "
+            "or fix --base-url/--model, or use --summarizer deterministic (the library is unchanged)")
+
+
+@dataclass
+class LLMSummarizer:
+    """A :class:`Summarizer` on ``policy``: the trainer's own model (an in-process
+    ``HFPolicy``) or any OpenAI-compatible server (``OpenAIPolicy``). :attr:`last` keeps the
+    latest :class:`SummaryResult` (rejections with reasons, raw outputs)."""
+
+    policy: Any
+    prompt_version: int | None = None
+    max_skills: int = 4
+    retries: int = 2
+    max_tokens: int = 600
+    temperature: float = 0.7
+    seed: int = 0
+    command: str = ""
+    notes: str = ""
+    now: str | None = None
+    last: SummaryResult | None = None
+
+    @property
+    def name(self) -> str:
+        return load_prompt("summarize", self.prompt_version).id
+
+    def summarize(self, trajectories: Sequence[Trajectory], env_id: str | None = None) -> list[Skill]:
+        self.last = summarize_llm(self.policy, trajectories, env_id, prompt_version=self.prompt_version,
+                                  max_skills=self.max_skills, retries=self.retries,
+                                  max_tokens=self.max_tokens, temperature=self.temperature,
+                                  seed=self.seed, command=self.command, now=self.now, notes=self.notes)
+        return self.last.skills
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,6 +418,39 @@ def update_library(library: SkillLibrary, new_skills: Iterable[Skill], dedupe_th
         else:
             rep.merged.append((res.split(":", 1)[1], s.name))
     return rep
+
+
+@dataclass
+class RefreshReport(UpdateReport):
+    """What :func:`refresh` did: the update, the ids summarized, and a one-line message."""
+
+    summarized: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def refresh(library: SkillLibrary, trajectories: Iterable[Trajectory], summarizer: Summarizer,
+            env_id: str, seen: Iterable[str] = (), dedupe_threshold: float = 0.6,
+            now: str | None = None, count_stats: bool = True) -> RefreshReport:
+    """Summarize the ``env_id`` trajectories not in ``seen`` (ids summarized before) with
+    ``summarizer`` and merge the skills into ``library`` in place. No new trajectory: a no-op
+    whose :attr:`RefreshReport.message` says so (not an error). A summarizer that fails
+    (:class:`SummarizerUnavailable`) raises before ``library`` is touched. ``count_stats``
+    adds the trajectories' outcomes to the skills' statistics (once per trajectory: pass False
+    for a second summarizer over the same ones)."""
+    done = set(seen)
+    fresh = [t for t in trajectories if t.env_id == env_id and t.id not in done]
+    if not fresh:
+        return RefreshReport(message=f"{env_id}: no new trajectories to summarize (every one was "
+                                     "summarized before); the library is unchanged")
+    new = summarizer.summarize(fresh, env_id)
+    if count_stats:
+        update_stats(library, fresh)
+    rep = update_library(library, new, dedupe_threshold=dedupe_threshold, now=now)
+    return RefreshReport(added=rep.added, merged=rep.merged, replaced=rep.replaced,
+                         summarized=[t.id for t in fresh],
+                         message=f"{env_id}: {len(fresh)} new trajectories -> {len(new)} skills "
+                                 f"({len(rep.added)} added, {len(rep.merged)} merged, "
+                                 f"{len(rep.replaced)} replaced) by {summarizer.name}")
 
 
 def update_stats(library: SkillLibrary, trajectories: Iterable[Trajectory]) -> None:
