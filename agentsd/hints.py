@@ -1,4 +1,8 @@
-"""The teacher-context builder: skills and privileged views composed into the teacher's prompt.
+"""The teacher's view configuration and the pure text pieces of its context: what may be shown
+(:class:`TeacherContextConfig`), how much of a gold reference (:func:`reveal`), and the
+episode-mode guidance block built from skills and ``env.privileged()``. How those become the
+teacher's token rows, its per-turn hints and the env the teacher acts in lives in
+:mod:`agentsd.teacher_context` (its names are importable from here too).
 
 The student sees only the task (the env's observations). The teacher is the same model prompted
 with the same task *plus* a guidance block built here from retrieved skills and the views of
@@ -62,7 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VIEW_NAMES", "TeacherContextConfig", "TeacherContext", "build_teacher_messages",
     "per_turn_hint", "render_views", "render_skills", "reveal", "leaks", "replay_privileged",
-    "compose_teacher_context", "task_query", "with_feedback", "failure_feedback",
+    "compose_teacher_context", "task_query", "with_feedback", "action_text", "SKILLS_AT",
 ]
 
 #: views the builder knows; ``extra:<key>`` names an entry of ``Privileged.extra``
@@ -80,6 +84,10 @@ _TITLES = {
     "feedback": "Feedback from an earlier attempt at this task",
     "reference": "Reference reply",
 }
+#: where the skills section goes: the task's system message, or the end of the latest
+#: user/observation message (next to where the teacher generates; a probe found a rule acts
+#: best there for tool use)
+SKILLS_AT = ("system", "user")
 DEFAULT_HEADER = ("Privileged guidance for this task. Use it to act well; the task itself "
                   "follows unchanged.")
 
@@ -113,6 +121,9 @@ class TeacherContextConfig:
     usefulness: float = 0.0
     #: where the guidance block goes: system (the task's system message) or before_task
     placement: str = "system"
+    #: where the skills section goes: system (the task's system message) or user (the end of the
+    #: latest user/observation message of every turn, before that turn's hint)
+    skills_at: str = "system"
     #: first line of the guidance block
     header: str = DEFAULT_HEADER
     #: each rendered view is cut to this many characters (a long hidden-test file or solution
@@ -143,6 +154,9 @@ class TeacherContextConfig:
         if self.placement not in ("system", "before_task"):
             raise ValueError("TeacherContextConfig.placement must be 'system' or 'before_task', "
                              f"got {self.placement!r}")
+        if self.skills_at not in SKILLS_AT:
+            raise ValueError("TeacherContextConfig.skills_at must be 'system' or 'user', "
+                             f"got {self.skills_at!r}")
         if not isinstance(self.max_skill_chars, int) or self.max_skill_chars < 50:
             raise ValueError(f"TeacherContextConfig.max_skill_chars must be an int >= 50, "
                              f"got {self.max_skill_chars!r}")
@@ -368,19 +382,6 @@ def _contents(msgs: Sequence[Message]) -> list[tuple[str, str]]:
     return [(str(m.get("role")), str(m.get("content") or "")) for m in msgs]
 
 
-def failure_feedback(traj: Trajectory, max_chars: int = 600) -> str:
-    """A short account of a failed attempt (its actions and the env's last replies), for the
-    ``feedback`` view (SD-Zero / reviser-style teachers)."""
-    lines = [f"A previous attempt {'succeeded' if traj.success else 'failed'} "
-             f"(reward {traj.total_reward:.2f}, ended by {traj.stop_reason or 'unknown'})."]
-    replies = [t.observation for t in traj.turns[1:]] + [traj.final_observation]
-    for turn, reply in list(zip(traj.turns, replies, strict=True))[-3:]:
-        said = " ".join(str(m.get("content") or "") for m in reply).strip()
-        lines.append(f"Action: {turn.action_text.strip()[:150]}\nReply: {said[:150]}")
-    text = "\n".join(lines)
-    return text[:max_chars]
-
-
 def with_feedback(privileged: Privileged, feedback: str) -> Privileged:
     """A copy of ``privileged`` with ``extra["feedback"]`` set (the ``feedback`` view)."""
     return dataclasses.replace(privileged, extra={**privileged.extra, "feedback": feedback})
@@ -400,19 +401,6 @@ def compose_teacher_context(task_messages: Sequence[Message], privileged: Privil
                                usefulness=config.usefulness)
     msgs = build_teacher_messages(task_messages, privileged, chosen, config, turn)
     return TeacherContext(msgs, [s.name for s in chosen])
-
-
-# ---------------------------------------------------------------------------------------------
-# step-wise teacher context: per-turn views recorded at rollout time, the hint written in the
-# env's own action format and placed at the end of the latest observation (next to where the
-# teacher generates), skills as bounded shared rules in the system message
-
-#: what the teacher is told right before it would reply (the end of the latest observation)
-REFERENCE_LEAD = "The correct reply is: "
-SKILLS_TITLE = ("Skills learned from earlier episodes (general rules; any example in them comes "
-                "from another task)")
-_FENCE_RE = re.compile(r"```.*?(```|$)", re.S)
-_CONCRETE_RE = re.compile(r"<answer>|<tool_call>|\"arguments\"|^\s*(example|e\.g\.)", re.I)
 
 
 def action_text(action: Any) -> str | None:
@@ -444,163 +432,15 @@ def action_text(action: Any) -> str | None:
     return "\n".join(p for p in parts if p) or None
 
 
-def turn_views(env: Any) -> dict[str, Any]:
-    """The privileged views of the state ``env`` is in now, JSON-safe, plus ``reference``: the
-    env's next gold action (``oracle_action()``) written in its own action format. The rollout
-    engine records this on every turn (``Turn.privileged``) so the trainer never replays an
-    episode to rebuild the teacher's context."""
-    import json
-
-    priv = env.privileged() if hasattr(env, "privileged") else Privileged()
-    out = {k: v for k, v in dataclasses.asdict(priv).items() if v not in (None, "", [], {})}
-    try:
-        out = json.loads(json.dumps(out, default=str))
-    except (TypeError, ValueError):
-        out = {}
-    oracle = getattr(env, "oracle_action", None)
-    ref = action_text(oracle()) if callable(oracle) else None
-    if ref:
-        out["reference"] = ref
-    return out
+#: names that moved to :mod:`agentsd.teacher_context` (the teacher context in one module),
+#: importable from here as before; resolved on first use, as that module imports this one
+_MOVED = ("turn_views", "hint_text", "with_hint", "with_skills", "skills_section", "select_for",
+          "TeacherViewEnv", "failure_feedback", "REFERENCE_LEAD", "SKILLS_TITLE")
 
 
-def _views_privileged(views: dict[str, Any]) -> Privileged:
-    names = {f.name for f in dataclasses.fields(Privileged)}
-    p = Privileged(**{k: v for k, v in views.items() if k in names})
-    if views.get("reference"):
-        p.extra = {**p.extra, "reference": views["reference"]}
-    return p
+def __getattr__(name: str) -> Any:
+    if name in _MOVED or name == "_views_privileged":
+        from agentsd import teacher_context
 
-
-def skills_section(skills: Sequence[Skill | str], config: TeacherContextConfig) -> str:
-    """The skills as bounded shared rules: at most ``max_skills``, lines that show a concrete
-    action (another episode's answer or tool call) dropped, ``max_skill_chars`` in all."""
-    chosen = list(skills)[: config.max_skills]
-    if not chosen:
-        return ""
-    parts = []
-    for s in chosen:
-        if isinstance(s, str):
-            body, head = s.strip(), ""
-        else:
-            body, head = s.body, f"{s.name}: {s.description}"
-        body = _FENCE_RE.sub("", body)  # fenced blocks show other episodes' boards and calls
-        lines = [ln for ln in body.splitlines() if ln.strip() and not _CONCRETE_RE.search(ln)]
-        parts.append("\n".join(([f"- {head}"] if head else []) + lines))
-    text = "\n".join(parts)
-    if len(text) > config.max_skill_chars:
-        text = text[: config.max_skill_chars].rsplit("\n", 1)[0]
-    return f"## {SKILLS_TITLE}\n{text}"
-
-
-def hint_text(views: dict[str, Any] | None, config: TeacherContextConfig) -> str:
-    """The per-turn hint (step mode): the configured views of the state reached on this turn, the
-    reference reply last (closest to where the teacher generates). ``""`` when nothing to show.
-
-    >>> hint_text({"reference": "<answer>Up</answer>", "notes": "2 moves"},
-    ...           TeacherContextConfig(views=("notes", "reference")))
-    'Notes about this task: 2 moves\\nThe correct reply is: <answer>Up</answer>'
-    """
-    if not views:
-        return ""
-    lines, ref = [], None
-    for name in config.views:
-        if name == "skills":
-            continue
-        if name == "reference":
-            ref = views.get("reference") if config.exposure > 0 else None
-            continue
-        if name in (*_EXPOSED, "next_step"):
-            value = reveal(views.get(name), config.exposure)
-        elif name.startswith("extra:"):
-            value = (views.get("extra") or {}).get(name[6:])
-        elif name == "feedback":
-            value = (views.get("extra") or {}).get("feedback")
-        else:
-            value = views.get(name)
-        if value in (None, "", [], {}):
-            continue
-        lines.append(f"{_TITLES.get(name, name.split(':', 1)[-1])}: {_fmt(value, config.max_view_chars)}")
-    if ref:
-        lines.append(REFERENCE_LEAD + str(ref)[: config.max_view_chars])
-    return "\n".join(lines)
-
-
-def with_hint(observation: Sequence[Message], hint: str) -> list[Message]:
-    """``observation`` with ``hint`` appended to its last message (a user or tool message: the
-    end of what the model reads before it replies). Pure; ``hint == ""`` changes nothing."""
-    msgs = [dict(m) for m in observation]
-    if hint and msgs:
-        msgs[-1]["content"] = (msgs[-1].get("content") or "") + "\n\n" + hint
-    return msgs  # type: ignore[return-value]
-
-
-def with_skills(task_messages: Sequence[Message], skills: Sequence[Skill | str],
-                config: TeacherContextConfig) -> list[Message]:
-    """The first observation with the skills section appended to its system message (one is
-    prepended when there is none). Pure."""
-    msgs = [dict(m) for m in task_messages]
-    section = skills_section(skills, config) if "skills" in config.views else ""
-    if not section:
-        return msgs  # type: ignore[return-value]
-    if msgs and msgs[0].get("role") == "system":
-        msgs[0]["content"] = (msgs[0].get("content") or "").rstrip() + "\n\n" + section
-    else:
-        msgs.insert(0, {"role": "system", "content": section})
-    return msgs  # type: ignore[return-value]
-
-
-def select_for(task_messages: Sequence[Message], library: Any, env_id: str,
-               config: TeacherContextConfig, bandit: Any = None) -> list[Any]:
-    """The skills retrieved for this task (empty when the config shows none)."""
-    if "skills" not in config.views or config.max_skills <= 0 or library is None:
-        return []
-    from agentsd.skills.retrieve import select_skills
-
-    return select_skills(library.for_env(env_id), task_query(task_messages), k=config.max_skills,
-                         mode=config.retrieval, bandit=bandit, usefulness=config.usefulness)
-
-
-class TeacherViewEnv:
-    """An env as the *teacher* sees it, for letting the teacher context act (measuring what it
-    can do) and for demonstrations in the teacher's context: the skills go into the system
-    message at reset and every observation ends with that turn's hint (:func:`hint_text`). The
-    same functions build the trainer's teacher rows, so acting and scoring see one context.
-    Everything else is delegated to the wrapped env."""
-
-    def __init__(self, env: Any, config: TeacherContextConfig, skills: Sequence[Skill | str] = (),
-                 library: Any = None, env_id: str | None = None) -> None:
-        self.env, self.config, self.library = env, config, library
-        self.skills = list(skills)
-        self.env_id = env_id or getattr(getattr(env, "spec", None), "id", "") or ""
-        self.turn = 0
-        self.shown: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.env, name)
-
-    def _hint(self) -> str:
-        return hint_text(turn_views(self.env), self.config) \
-            if self.config.exposure_mode == "step" else ""
-
-    def reset(self, **kw: Any) -> Any:
-        obs, info = self.env.reset(**kw)
-        self.turn = 0
-        chosen = self.skills or select_for(obs, self.library, self.env_id, self.config)
-        self.shown = [getattr(s, "name", str(s)[:40]) for s in chosen]
-        msgs = with_skills(obs, chosen, self.config)
-        if self.config.exposure_mode == "episode":
-            msgs = build_teacher_messages(msgs, _views_privileged(turn_views(self.env)), [],
-                                          dataclasses.replace(self.config, views=tuple(
-                                              v for v in self.config.views if v != "skills")))
-        return with_hint(msgs, self._hint()), info
-
-    def step(self, action: Any) -> Any:
-        obs, reward, term, trunc, info = self.env.step(action)
-        self.turn += 1
-        if not (term or trunc):
-            obs = with_hint(obs, self._hint())
-        return obs, reward, term, trunc, info
-
-    def close(self) -> None:
-        self.env.close()
+        return getattr(teacher_context, name.lstrip("_"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

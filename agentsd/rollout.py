@@ -53,7 +53,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentsd.hints import turn_views
+from agentsd.teacher_context import turn_views
 from agentsd.policy.base import Generation, Policy, SamplingParams
 from agentsd.trajectory import Trajectory, Turn
 from agentsd.types import Message, ParseStatus, StopReason

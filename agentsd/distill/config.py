@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentsd.hints import TeacherContextConfig
+from agentsd.hints import SKILLS_AT, TeacherContextConfig
 
 __all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig", "DemoConfig",
            "TrainConfig", "ALGOS", "config_to_dict", "config_from_dict", "read_config_file",
@@ -340,6 +340,10 @@ class TeacherConfig:
     skills_dir: str = _f("", "skill library root (default: the shipped skills/ folder)")
     bandit_c: float = _f(1.0, "exploration constant of the skill-usefulness bandit")
     context: TeacherContextConfig = _f(TeacherContextConfig(), "teacher context")
+    skills_at: str = _f("system", "where the teacher reads its skills: system (the task's system "
+                                  "message) or user (the end of the latest user/observation "
+                                  "message of every turn, before that turn's hint); the scoring "
+                                  "rows and the acting teacher alike")
     max_tokens_per_forward: int = _f(8192, "padded tokens per teacher forward")
     feedback: str = _f("none", "what fills the 'feedback' view: none; reviser (SD-Zero: the "
                                "previous sample of the same group, i.e. an earlier attempt at "
@@ -379,6 +383,15 @@ class TeacherConfig:
         _nonneg("TeacherConfig", self, "bandit_c")
         if isinstance(self.context, dict):
             object.__setattr__(self, "context", TeacherContextConfig(**self.context))
+        _check(self.skills_at in SKILLS_AT, "TeacherConfig", "skills_at",
+               "must be 'system' or 'user'", self.skills_at)
+        if self.context.skills_at != self.skills_at:  # one setting: teacher.skills_at wins
+            _check(self.context.skills_at == "system" or self.skills_at == "system", "TeacherConfig",
+                   "skills_at", f"disagrees with teacher.context.skills_at="
+                   f"{self.context.skills_at!r} (set one of them)", self.skills_at)
+            at = self.skills_at if self.skills_at != "system" else self.context.skills_at
+            object.__setattr__(self, "skills_at", at)
+            object.__setattr__(self, "context", dataclasses.replace(self.context, skills_at=at))
         _check(self.feedback in ("none", "reviser", "sibling"), "TeacherConfig", "feedback",
                "must be 'none', 'reviser' or 'sibling'", self.feedback)
         views = tuple(self.score_views) if not isinstance(self.score_views, str) else (self.score_views,)

@@ -4,7 +4,8 @@ Alignment. A student trajectory is ``first_prompt + response`` where ``response`
 :meth:`~agentsd.trajectory.Trajectory.response_ids` (actions, env and tool tokens, verbatim). The
 teacher input is ``teacher_prompt + response``: its own context (skills, hints, task) followed by
 the student's exact token ids, so student position ``i >= prompt_len`` is teacher position
-``i - prompt_len + len(teacher_prompt)``. Nothing is re-rendered, so chat templates that rewrite
+``i - prompt_len + len(teacher_prompt)`` (the rows are built in :mod:`agentsd.teacher_context`,
+with the rest of the teacher's context). Nothing is re-rendered, so chat templates that rewrite
 history cannot shift a token. With *step-wise* contexts (a different teacher prompt per turn,
 e.g. revealing the next gold step), turn ``k`` gets its own row
 ``teacher_prompt_k + response[: end of action k]`` scoring only action ``k``'s tokens; all rows
@@ -25,10 +26,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agentsd.trajectory import Trajectory
+from agentsd.teacher_context import (  # the rows are built with the rest of the teacher's context
+    AlignmentError,
+    TeacherRow,
+    build_teacher_rows,
+    render_prompt,
+    teacher_row,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,134 +43,6 @@ __all__ = ["TeacherRow", "build_teacher_rows", "teacher_row", "render_prompt", "
            "score_rows", "Teacher", "TEACHER_MODES", "AlignmentError"]
 
 TEACHER_MODES = ("live", "frozen", "ema", "sync")
-
-
-class AlignmentError(ValueError):
-    """The teacher row does not carry the student's tokens where the alignment says it does."""
-
-
-@dataclass
-class TeacherRow:
-    """One teacher forward sequence and where its scored tokens sit in the student sequence."""
-
-    traj_index: int
-    input_ids: list[int]
-    #: positions in ``input_ids`` whose token log-probs the teacher provides
-    row_pos: list[int] = field(default_factory=list)
-    #: the same tokens' positions in the student's :meth:`Trajectory.token_ids`
-    student_pos: list[int] = field(default_factory=list)
-
-
-def render_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
-    """Token ids of ``messages`` rendered by the tokenizer's chat template with the generation
-    prompt appended (what a model sees right before it answers). Rendered to text and encoded
-    without added special tokens, exactly as the rollout engine renders a first prompt."""
-    kw = {"tools": tools} if tools else {}
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
-    return [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
-
-
-def build_teacher_rows(traj: Trajectory, teacher_prompt: list[int] | Sequence[list[int]],
-                       traj_index: int = 0) -> list[TeacherRow]:
-    """Teacher rows for one trajectory (see the module docstring).
-
-    ``teacher_prompt`` is one list of ids (one shared prefix: one row) or a list with one prompt
-    per turn (step-wise: one row per turn). Raises :class:`AlignmentError` if a row does not
-    reproduce the student's action tokens at the aligned positions.
-    """
-    if not traj.turns:
-        return []
-    per_turn = len(teacher_prompt) > 0 and isinstance(teacher_prompt[0], list | tuple)
-    if per_turn and len(teacher_prompt) != len(traj.turns):
-        raise ValueError(f"step-wise teacher prompts: got {len(teacher_prompt)} for "
-                         f"{len(traj.turns)} turns (need one per turn)")
-    ids, p0 = traj.token_ids(), traj.prompt_len()
-    response = ids[p0:]
-    # student positions of each turn's action tokens
-    spans, pos = [], 0
-    for turn in traj.turns:
-        start = pos + len(turn.prompt_ids)
-        spans.append((start, start + len(turn.action_ids)))
-        pos = start + len(turn.action_ids)
-    rows: list[TeacherRow] = []
-    if not per_turn:
-        tp = list(teacher_prompt)
-        student_pos = [i for a, b in spans for i in range(a, b)]
-        rows.append(TeacherRow(traj_index, tp + response, [i - p0 + len(tp) for i in student_pos],
-                               student_pos))
-    else:
-        for (a, b), tp in zip(spans, teacher_prompt, strict=True):
-            tp = list(tp)
-            rows.append(TeacherRow(traj_index, tp + response[: b - p0],
-                                   [i - p0 + len(tp) for i in range(a, b)], list(range(a, b))))
-    for r in rows:
-        bad = [i for i, j in zip(r.row_pos, r.student_pos, strict=True) if r.input_ids[i] != ids[j]]
-        if bad or any(i < 1 for i in r.row_pos):
-            raise AlignmentError(f"trajectory {traj.id}: teacher row does not carry the student's "
-                                 f"action tokens at {bad[:5]} (teacher prompt must be non-empty)")
-    return rows
-
-
-def teacher_row(traj: Trajectory, tokenizer: Any, config: Any, skills: Sequence[Any] = (),
-                tools: list[dict] | None = None, traj_index: int = 0) -> TeacherRow:
-    """The teacher's row for one trajectory, rendered by the rollout engine's own renderer
-    (:class:`agentsd.rollout.ChatRenderer`, same chat template, same ``tools``) from the
-    messages the student saw plus the teacher's additions only:
-
-    - the skills section appended to the first system message (:func:`agentsd.hints.with_skills`);
-    - in step mode (``config.exposure_mode == "step"``), the end of every turn's observation
-      carries that turn's hint (:func:`agentsd.hints.hint_text` of ``Turn.privileged``, the
-      views recorded at rollout time from the state the student actually reached), so the
-      teacher scoring action ``k`` has read hints ``0..k``, exactly as when it acts itself;
-    - in episode mode, turn 0's views in the system message (the whole-episode context).
-
-    The student's action tokens are copied verbatim and every one of them is scored, with one
-    forward per trajectory. Raises :class:`AlignmentError` if a scored token is not the
-    student's.
-    """
-    import dataclasses as dc
-
-    from agentsd.hints import _views_privileged, build_teacher_messages, hint_text, with_hint, with_skills
-    from agentsd.rollout import ChatRenderer
-
-    if not traj.turns:
-        raise ValueError(f"trajectory {traj.id} has no turns to score")
-    views_needed = [v for v in config.views if v != "skills"]
-    if views_needed and not any(t.privileged for t in traj.turns):
-        raise ValueError(f"trajectory {traj.id} has no recorded privileged views (Turn.privileged) "
-                         f"but the teacher context shows {views_needed}; roll out with "
-                         "RolloutConfig(record_privileged=True) (the trainer does)")
-    step = config.exposure_mode == "step"
-    r = ChatRenderer(tokenizer, tools)
-    ids = traj.token_ids()
-    row: list[int] = []
-    row_pos: list[int] = []
-    student_pos: list[int] = []
-    history: list[dict] = []
-    pos = 0
-    for k, turn in enumerate(traj.turns):
-        obs = list(turn.observation)
-        if k == 0:
-            obs = with_skills(obs, skills, config)
-            if not step and views_needed:
-                obs = build_teacher_messages(obs, _views_privileged(turn.privileged), [],
-                                             dc.replace(config, views=tuple(views_needed)))
-        hinted = with_hint(obs, hint_text(turn.privileged, config) if step else "")
-        prompt = r.first(hinted) if k == 0 else r.next(history[:-1], hinted,
-                                                      traj.turns[k - 1].action_ids)
-        history.extend(hinted)
-        row += prompt
-        a0 = pos + len(turn.prompt_ids)
-        row_pos += range(len(row), len(row) + len(turn.action_ids))
-        student_pos += range(a0, a0 + len(turn.action_ids))
-        row += turn.action_ids
-        history.append({"role": "assistant", "content": turn.action_text})
-        pos = a0 + len(turn.action_ids)
-    bad = [i for i, j in zip(row_pos, student_pos, strict=True) if row[i] != ids[j]]
-    if bad or any(i < 1 for i in row_pos):
-        raise AlignmentError(f"trajectory {traj.id}: teacher row does not carry the student's "
-                             f"action tokens at {bad[:5]}")
-    return TeacherRow(traj_index, row, row_pos, student_pos)
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0,

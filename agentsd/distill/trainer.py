@@ -181,65 +181,20 @@ def _demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any,
 # ---------------------------------------------------------------------------------------------
 # teacher context
 
-class _TeacherContexts:
-    """Builds each trajectory's teacher row from its recorded per-turn views (no replay) and the
-    skills retrieved for its task (a UCB bandit over skill usefulness when configured)."""
-
-    def __init__(self, cfg: TrainConfig, tokenizer: Any) -> None:
-        from agentsd.skills.retrieve import UsefulnessBandit
-
-        self.cfg, self.tok = cfg, tokenizer
-        self.ctx = cfg.teacher_views()
-        self.bandit = UsefulnessBandit(c=cfg.teacher.bandit_c)
-        self.library = _snapshot_library(cfg) if "skills" in self.ctx.views else None
-
-    def rows(self, traj: Trajectory, index: int) -> list[Any]:
-        from agentsd.distill.teacher import teacher_row
-        from agentsd.hints import select_for
-
-        skills = select_for(traj.turns[0].observation, self.library, traj.env_id, self.ctx,
-                            bandit=self.bandit)
-        traj.skills = [s.name for s in skills]
-        if self.cfg.teacher.score_views:  # several teachers: one context per view (+ skills)
-            keep = ("skills",) if "skills" in self.ctx.views else ()
-            return [[teacher_row(traj, self.tok, dataclasses.replace(self.ctx, views=keep + (v,)),
-                                 skills, traj_index=index)] for v in self.cfg.teacher.score_views]
-        return [teacher_row(traj, self.tok, self.ctx, skills, traj_index=index)]
-
-    def env_factory(self, task: Any, max_turns: int) -> Any:
-        """A zero-argument factory of ``task``'s env as the teacher sees it (for acting)."""
-        import agentsd
-        from agentsd.hints import TeacherViewEnv
-
-        def make() -> Any:
-            env = agentsd.make(task.env, max_turns=max_turns, **task.kwargs)
-            return TeacherViewEnv(env, self.ctx, library=self.library, env_id=task.env)
-
-        return make
+from agentsd.teacher_context import TeacherContexts as _Contexts  # noqa: E402
 
 
-def _snapshot_library(cfg: TrainConfig) -> Any:
-    """The run's skill library: copied into ``<run>/skills`` on the first start and read from
-    there ever after, so a resumed run (or a rerun of the report) sees the skills the run
-    started with even if the source library has changed since."""
-    from agentsd.distill import distributed
-    from agentsd.skills import SkillLibrary, load_library
+class _TeacherContexts(_Contexts):
+    def rows(self, traj: Trajectory, index: int, skills=None) -> list[Any]:
+        picked = self.pick(traj)
+        traj.skills = [s.name for s in picked]
+        return super().rows(traj, index, picked)
 
-    snap = Path(cfg.out_dir) / "skills"
-    if distributed.world().is_main and not (snap / ".complete").exists():
-        src = cfg.teacher.skills_dir or None
-        try:
-            lib = load_library(src, env=cfg.rollout.env)
-        except Exception as e:  # a missing library is allowed: the teacher then sees hints only
-            import warnings
 
-            warnings.warn(f"no skill library loaded ({e}); the teacher sees hints only", stacklevel=2)
-            lib = SkillLibrary()
-        lib.save(snap)
-        snap.mkdir(parents=True, exist_ok=True)
-        (snap / ".complete").write_text(str(len(lib)))
-    distributed.barrier()  # the other ranks read what rank 0 wrote
-    return load_library(snap, env=cfg.rollout.env)
+def _snapshot_library(cfg):
+    from agentsd.teacher_context import snapshot_library
+
+    return snapshot_library(cfg)
 
 
 class _ActingTeacher:
