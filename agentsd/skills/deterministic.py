@@ -51,6 +51,7 @@ from agentsd.skills.guidance import (
     instance_values,
     leaked_values,
     parse_calls,
+    task_key,
     task_text,
 )
 from agentsd.skills.library import MAX_SOURCE_IDS, Provenance, Skill, SkillStats
@@ -304,7 +305,7 @@ def _tool_workflow_body(wins: Sequence[Trajectory]) -> tuple[str, list[str]] | N
         return None
     shape = max(shapes, key=lambda k: (shapes[k], -len(k), k))
     chosen = [t for t in wins if tuple(c.name for c in seqs[t.id]) == shape]
-    steps = _labels([seqs[t.id] for t in chosen], len({task_text(t) for t in chosen}))
+    steps = _labels([seqs[t.id] for t in chosen], len({task_key(t) for t in chosen}))
     variants = [_sequence_text(steps, 2), *(_sequence_text(steps, 1, k) for k in range(len(steps), 0, -1)),
                 _sequence_text(steps, 0), _sequence_text(steps, -1)]
     return _fit(variants), list(shape)

@@ -33,7 +33,7 @@ from typing import Any
 from agentsd.trajectory import Trajectory
 
 __all__ = ["MAX_BODY_TOKENS", "body_tokens", "Source", "SourcedCall", "source_of", "episode_calls",
-           "task_text", "parse_calls", "instance_values", "leaked_values", "clean_error"]
+           "task_text", "task_key", "parse_calls", "instance_values", "leaked_values", "clean_error"]
 
 #: a skill body is at most this many tokens of the embedded model (SmolLM2): a rule, not a story
 MAX_BODY_TOKENS = 80
@@ -122,6 +122,14 @@ def task_text(traj: Trajectory) -> str:
         return ""
     return "\n".join(str(m.get("content") or "") for m in traj.turns[0].observation
                      if m.get("role") == "user")
+
+
+def task_key(traj: Trajectory) -> tuple:
+    """What makes two episodes the same task: seed, task id and task text (one task played by
+    several policies is one task, not several)."""
+    if traj.seed is None and not traj.task_id:
+        return (traj.id,)
+    return (traj.env_id, traj.seed, traj.task_id, task_text(traj))
 
 
 def _reply(traj: Trajectory, i: int) -> list[dict[str, Any]]:
@@ -286,9 +294,9 @@ def instance_values(trajectories: Iterable[Trajectory], min_len: int = 3) -> set
     template). Short values (under ``min_len`` characters) and booleans are left out."""
     seen: dict[tuple[str, str], list[set[str]]] = {}
     counts: dict[str, int] = {}
-    by_task: dict[str, list[Trajectory]] = {}
+    by_task: dict[tuple, list[Trajectory]] = {}
     for t in trajectories:  # episodes of one task (one seed, several policies) count once
-        by_task.setdefault(task_text(t) or t.id, []).append(t)
+        by_task.setdefault(task_key(t), []).append(t)
     for group in by_task.values():
         per: dict[tuple[str, str], set[str]] = {}
         names = set()
