@@ -13,9 +13,13 @@ How a grading goes (:func:`grade`):
    ``candidate`` that answers with the trusted ``reference`` (or ``None``, asserts switched off,
    when there is none), so the grader learns every argument tuple the tests will pass. Cached per
    test set.
-2. **Outputs, in the sandbox.** One run loads the candidate's code and calls its entry point on
-   those arguments (:mod:`agentsd.sandbox._grade_harness`), one ``per_test_s`` budget per test
-   statement, and prints the outcomes in a tagged JSON codec that decodes only to built-in types.
+2. **Outputs, in the sandbox.** One run loads the candidate's code in a process of its own and
+   calls its entry point on those arguments (:mod:`agentsd.sandbox._grade_harness`); a harness
+   process that runs no candidate code enforces one ``per_test_s`` budget per test statement
+   from outside (SIGKILL), and alone writes the report — outcomes in a tagged JSON codec that
+   decodes only to built-in types — on a stdout the candidate never holds. The host accepts
+   only a report of exactly that shape (:func:`parse_report`); anything else fails every test
+   with the reason.
 3. **Verdicts, on the host.** Each statement runs again, now with ``candidate`` answering from
    those outcomes (a recorded exception is re-raised, a timeout raises ``TimeoutError``). A call
    the first pass did not foresee (arguments that depend on the candidate's earlier answers) is
@@ -26,11 +30,15 @@ gets it), so both host passes draw the same inputs and the process's own ``rando
 and with a line-trace deadline of ``per_test_s`` each.
 
 What this defends against: anything the candidate does in its own process — printing a forged
-results line, ``sys.exit``/``os._exit``, monkeypatching builtins or the harness, returning objects
-with a rigged ``__eq__``/``__hash__``/``__repr__``, reading the tests (they are not there; only
-the arguments are) — changes at most the outputs it reports for its own calls. It does **not**
+report (its stdout is a pipe the harness reads as data), ``sys.exit``/``os._exit``, ignoring
+``SIGALRM``, monkeypatching builtins or the harness, returning objects with a rigged
+``__eq__``/``__hash__``/``__repr__``, sending malformed or hash-colliding outcomes (bounded
+decoding, see :func:`~agentsd.sandbox._grade_harness.decode`), reading the tests (they are not
+there; only the arguments are) — changes at most the outputs it reports for its own calls, or
+fails its tests. It does **not**
 defend against: a candidate that computes the right answers (that is solving the task); state
-kept between calls within one run (calls share one process, as in HumanEval); tests that check
+kept between calls within one run (calls share one process, as in HumanEval, until a budget
+runs out: the next statement then gets a fresh process); tests that check
 that the candidate mutated an argument in place (mutations do not travel back); outputs that are
 not plain data (a generator, a custom class) — they fail. The test code and the reference are
 trusted and run on the host; a test that feeds a candidate's output to a builtin that does C-level
@@ -47,7 +55,6 @@ import copy
 import hashlib
 import json
 import os
-import secrets
 import sys
 import threading
 import time
@@ -55,9 +62,9 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentsd.sandbox._grade_harness import decode, encode
+from agentsd.sandbox._grade_harness import PROTOCOL, decode, encode, valid_row
 
-__all__ = ["TestReport", "grade", "split_check", "HARNESS_SOURCE"]
+__all__ = ["TestReport", "grade", "split_check", "parse_report", "HARNESS_SOURCE"]
 
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_grade_harness.py")) as _f:
     HARNESS_SOURCE = _f.read()
@@ -284,30 +291,48 @@ def _inputs(reference: str, setup: str, entry: str, tests: tuple[str, ...], per_
 # the sandbox side
 
 def _sandbox_round(code: str, entry: str, groups: list[list], backend: Any, per_test_s: float,
-                   wall_s: float, memory_mb: int) -> tuple[Any, dict | None, str]:
-    """One run of the harness; returns (ExecResult, report or None, what the code printed)."""
+                   wall_s: float, memory_mb: int) -> tuple[Any, dict | None, str, str]:
+    """One run of the harness; returns (ExecResult, report or None, what the code printed, why
+    the report was rejected)."""
     from agentsd.sandbox import ExecRequest, Limits
 
-    nonce = "AGENTSD-GRADE-" + secrets.token_hex(12) + "-"
-    spec = {"code": code, "entry": entry, "per_test_s": per_test_s, "nonce": nonce, "groups": groups}
+    spec = {"code": code, "entry": entry, "per_test_s": per_test_s, "groups": groups}
     req = ExecRequest(code=HARNESS_SOURCE, stdin=json.dumps(spec) + "\n",
                       limits=Limits(wall_s=wall_s, memory_mb=memory_mb, output_kb=1024))
     res = backend.run(req)
-    report, user_out = None, res.stdout
-    cut = res.stdout.rfind("\n" + nonce)
-    if cut >= 0:
-        user_out = res.stdout[:cut]
-        line = res.stdout[cut + 1 + len(nonce):].split("\n", 1)[0]
-        try:
-            report = json.loads(line)
-        except (ValueError, RecursionError):
-            report = None
-        ok = (isinstance(report, dict) and isinstance(report.get("results"), list)
-              and len(report["results"]) == (0 if report.get("load_error") else len(groups))
-              and all(isinstance(r, list) and len(r) == len(g) for r, g in zip(report["results"], groups)))
-        if not ok:
-            report = None
-    return res, report, user_out
+    report, why = parse_report(res.stdout, [len(g) for g in groups])
+    user_out = report["stdout"] if report is not None else ""
+    return res, report, user_out, why
+
+
+#: the most bytes of harness output the host parses (the run's own output cap is 1 MiB)
+MAX_REPORT_BYTES = 1024 * 1024
+
+
+def parse_report(stdout: str, group_sizes: list[int]) -> tuple[dict | None, str]:
+    """The harness's report from a run's stdout, or ``(None, why)`` when it is missing or has
+    any other shape than the one the harness writes (see :mod:`agentsd.sandbox._grade_harness`).
+    Never raises; bounded in size (:data:`MAX_REPORT_BYTES`) and depth."""
+    if not stdout.strip():
+        return None, "the grading harness wrote no report (it was killed or the run failed)"
+    if len(stdout) > MAX_REPORT_BYTES:
+        return None, f"the grading report is over {MAX_REPORT_BYTES // 1024} KiB"
+    try:
+        rep = json.loads(stdout)
+    except (ValueError, RecursionError):
+        return None, "the grading report is not one JSON object"
+    if not isinstance(rep, dict) or rep.get("protocol") != PROTOCOL:
+        return None, "the grading report has the wrong shape"
+    load_error, results, out = rep.get("load_error"), rep.get("results"), rep.get("stdout")
+    if not isinstance(out, str) or not isinstance(results, list) or not (
+            load_error is None or isinstance(load_error, str)):
+        return None, "the grading report has the wrong shape"
+    want = [] if load_error else group_sizes
+    if len(results) != len(want) or not all(
+            isinstance(rows, list) and len(rows) == n and all(valid_row(r) for r in rows)
+            for rows, n in zip(results, want)):
+        return None, "the grading report's outcomes do not match the calls sent"
+    return rep, ""
 
 
 def grade(code: str, entry: str, tests: tuple[str, ...], *, setup: str = "",
@@ -317,10 +342,23 @@ def grade(code: str, entry: str, tests: tuple[str, ...], *, setup: str = "",
     """Grade ``code`` (defining ``entry``) on ``tests`` (statement sources calling ``candidate``)
     without running any test in the candidate's process (see the module docstring). ``setup``
     and ``reference`` (trusted code defining the helpers the tests use and a correct ``entry``)
-    run on the host. Never raises; infrastructure failures come back as
-    ``status="sandbox_error"`` with every test failed."""
+    run on the host. Never raises: infrastructure failures come back as
+    ``status="sandbox_error"`` with every test failed, a malformed or missing report as the
+    run's status with every test failed and the reason in ``errors``, and a failure of the
+    grader itself as ``status="grader_error"``."""
     tests = tuple(tests)
     flags = tuple(flags) if flags is not None else (True,) * len(tests)
+    try:
+        return _grade(code, entry, tests, setup, flags, reference, backend, per_test_s, wall_s,
+                      memory_mb, max_rounds)
+    except Exception as e:  # noqa: BLE001 - a backstop: grading never raises
+        why = f"the grader failed: {type(e).__name__}: {e}"[:300]
+        n = sum(bool(f) for f in flags)
+        return TestReport([False] * n, [why] * n, "grader_error", why, "", 0, [False] * len(tests))
+
+
+def _grade(code, entry, tests, setup, flags, reference, backend, per_test_s, wall_s, memory_mb,
+           max_rounds) -> TestReport:
     n_tests = sum(flags)
     calls = _inputs(reference, setup, entry, tests, per_test_s)
     own: list[dict] = [{} for _ in tests]
@@ -331,12 +369,13 @@ def grade(code: str, entry: str, tests: tuple[str, ...], *, setup: str = "",
     for rounds in range(1, max_rounds + 1):
         if any(needed) or first is None:  # at least one run: whether the code loads is news
             order = [list(n.items()) for n in needed]
-            res, report, user_out = _sandbox_round(code, entry, [[enc for _, enc in g] for g in order],
-                                                   backend, per_test_s, wall_s, memory_mb)
+            res, report, user_out, why = _sandbox_round(
+                code, entry, [[enc for _, enc in g] for g in order], backend, per_test_s, wall_s,
+                memory_mb)
             if first is None:
                 first = (res, user_out)
             if report is None:
-                return _failed(res, user_out, n_tests, len(tests), rounds)
+                return _failed(res, user_out, n_tests, len(tests), rounds, why)
             if report.get("load_error"):
                 err = str(report["load_error"])[:300]
                 return TestReport([False] * n_tests, [err] * n_tests, first[0].status.value,
@@ -344,7 +383,7 @@ def grade(code: str, entry: str, tests: tuple[str, ...], *, setup: str = "",
             for i, (group, rows) in enumerate(zip(order, report["results"])):
                 for (key, _), row in zip(group, rows):
                     own[i][key] = row
-                    if row and row[0] in ("ok", "raise"):
+                    if row[0] in ("ok", "raise"):
                         shared.setdefault(key, row)
         ns, _, err = _namespace(reference, setup, entry)
         if err is not None:
@@ -388,10 +427,15 @@ def split_check(test: str, entry: str = "check") -> tuple[str, tuple[str, ...], 
     return "\n".join(setup), tuple(steps), tuple(flags)
 
 
-def _failed(res: Any, user_out: str, n_tests: int, n_statements: int, rounds: int) -> TestReport:
-    why = {"timeout": "the run hit the time limit", "memory": "the run hit the memory limit",
-           "output_limit": "the run printed too much output",
-           "sandbox_error": "the sandbox failed"}.get(res.status.value, "the program exited early")
-    err = f"{why}: {res.detail or res.stderr[-300:].strip()}".strip().rstrip(":")
-    return TestReport([False] * n_tests, [err] * n_tests, res.status.value, res.detail, user_out,
-                      rounds, [False] * n_statements)
+def _failed(res: Any, user_out: str, n_tests: int, n_statements: int, rounds: int,
+            why: str = "") -> TestReport:
+    """Every test failed because the run gave no usable report; the error says why."""
+    if res.status.value == "ok":
+        err = f"no usable grading report: {why}"
+    else:
+        what = {"timeout": "the run hit the time limit", "memory": "the run hit the memory limit",
+                "output_limit": "the run printed too much output",
+                "sandbox_error": "the sandbox failed"}.get(res.status.value, "the program exited early")
+        err = f"{what}: {res.detail or res.stderr[-300:].strip()}".strip().rstrip(":")
+    return TestReport([False] * n_tests, [err[:300]] * n_tests, res.status.value, res.detail or why,
+                      user_out, rounds, [False] * n_statements)
