@@ -33,20 +33,34 @@ A minimal env::
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import string
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
+import numpy as np
 from gymnasium import spaces
+from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
 
 from agentsd.tools import ParsedAction, Tool, parse_action
 from agentsd.types import Action, Message, ParseStatus, Privileged
 
-__all__ = ["TextEnv", "ChatSpace", "ActionSpace"]
+__all__ = ["TextEnv", "ChatSpace", "ActionSpace", "SharedChats"]
 
 
 class ChatSpace(spaces.Space):
-    """The observation space of text envs: a list of chat-message dicts."""
+    """The observation space of text envs: a list of chat-message dicts.
+
+    gymnasium's ``AsyncVectorEnv`` (``gymnasium.make_vec(..., vectorization_mode="async")``) passes
+    observations through shared memory by default; a ChatSpace observation travels there as JSON
+    in a slot of :attr:`shared_memory_bytes` per env (an observation that does not fit raises in
+    the worker, naming ``shared_memory=False``, which sends observations through pipes instead).
+    """
+
+    #: shared-memory slot per env for gymnasium's async vector env (JSON of one observation)
+    shared_memory_bytes: int = 1 << 20
 
     def __init__(self) -> None:
         super().__init__(shape=None, dtype=None)
@@ -63,6 +77,62 @@ class ChatSpace(spaces.Space):
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ChatSpace)
+
+
+_LEN_BYTES = 8  # each shared-memory slot: the payload's length, then its UTF-8 JSON
+
+
+@create_shared_memory.register(ChatSpace)
+def _create_chat_shared_memory(space: ChatSpace, n: int = 1, ctx: Any = multiprocessing):
+    return ctx.Array("B", n * space.shared_memory_bytes)
+
+
+@write_to_shared_memory.register(ChatSpace)
+def _write_chat_to_shared_memory(space: ChatSpace, index: int, value: list[Message], shared_memory: Any) -> None:
+    data = json.dumps(value, ensure_ascii=False).encode()
+    room = space.shared_memory_bytes - _LEN_BYTES
+    if len(data) > room:
+        raise ValueError(
+            f"an observation of {len(data)} bytes (JSON) does not fit the {room}-byte shared-memory slot "
+            "of ChatSpace; pass vector_kwargs={'shared_memory': False} to gymnasium.make_vec or raise "
+            "ChatSpace.shared_memory_bytes")
+    slot = np.frombuffer(shared_memory.get_obj(), dtype=np.uint8)[
+        index * space.shared_memory_bytes:(index + 1) * space.shared_memory_bytes]
+    slot[:_LEN_BYTES] = np.frombuffer(len(data).to_bytes(_LEN_BYTES, "little"), dtype=np.uint8)
+    slot[_LEN_BYTES:_LEN_BYTES + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+
+@read_from_shared_memory.register(ChatSpace)
+def _read_chat_from_shared_memory(space: ChatSpace, shared_memory: Any, n: int = 1) -> SharedChats:
+    return SharedChats(space, shared_memory, n)
+
+
+class SharedChats(Sequence):
+    """The batch of observations an async vector env keeps in shared memory: slot ``i`` is decoded
+    when read, so this always shows the latest step. A copy (``copy.deepcopy``, which the vector
+    env makes unless ``copy=False``) is a plain tuple of message lists, as the sync vector env gives."""
+
+    def __init__(self, space: ChatSpace, shared_memory: Any, n: int) -> None:
+        self.space, self.shared_memory, self.n = space, shared_memory, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(self.n)))
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        size = self.space.shared_memory_bytes
+        slot = np.frombuffer(self.shared_memory.get_obj(), dtype=np.uint8)[(i % self.n) * size:(i % self.n + 1) * size]
+        length = int.from_bytes(slot[:_LEN_BYTES].tobytes(), "little")
+        return json.loads(slot[_LEN_BYTES:_LEN_BYTES + length].tobytes()) if length else []
+
+    def __deepcopy__(self, memo: dict) -> tuple[list[Message], ...]:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return f"SharedChats({list(self)!r})"
 
 
 class ActionSpace(spaces.Text):

@@ -18,7 +18,11 @@ Third-party packages expose a function or module under the entry-point group ``a
 (``[project.entry-points."agentsd.envs"] mypkg = "mypkg.envs:register_all"``); the group is
 loaded on the first registry miss. ``make("mypkg.envs:Foo-v0")`` imports ``mypkg.envs`` first.
 A plugin's ids reach gymnasium's registry when the plugin registers them (after
-``agentsd.registry()`` or a miss has loaded the group, or when ``mypkg.envs`` is imported).
+:func:`list_envs` or a miss has loaded the group, or when ``mypkg.envs`` is imported).
+
+``agentsd.registry`` is this module; :func:`list_envs` (also ``agentsd.list_envs()``) returns every
+registered spec by id. Calling the module itself, ``agentsd.registry()``, still returns the same
+dict but is deprecated.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import dataclasses
 import difflib
 import importlib
 import re
+import sys
+import types
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,9 +41,9 @@ from typing import Any
 import gymnasium
 
 __all__ = [
-    "EnvSpec", "Split", "register", "make", "spec", "registry", "pprint_registry",
+    "EnvSpec", "Split", "register", "make", "spec", "list_envs", "pprint_registry",
     "RegistryError", "UnknownEnvError", "DuplicateEnvError", "EntryPointError",
-    "split_seeds", "gymnasium_id", "ENTRY_POINT_GROUP", "GYMNASIUM_NAMESPACE",
+    "split_seeds", "gymnasium_id", "GymnasiumEntryPoint", "ENTRY_POINT_GROUP", "GYMNASIUM_NAMESPACE",
 ]
 
 ENTRY_POINT_GROUP = "agentsd.envs"
@@ -122,24 +128,7 @@ class EnvSpec(gymnasium.envs.registration.EnvSpec):
 
     def load(self) -> Callable[..., Any]:
         """Import and return the env constructor."""
-        if callable(self.entry_point):
-            return self.entry_point
-        mod_name, _, attr = self.entry_point.partition(":")
-        try:
-            module = importlib.import_module(mod_name)
-        except Exception as e:  # noqa: BLE001 - report any import failure with its cause
-            raise EntryPointError(
-                f"cannot import module {mod_name!r} for env {self.id}: {type(e).__name__}: {e}"
-            ) from e
-        try:
-            obj: Any = module
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except AttributeError as e:
-            raise EntryPointError(
-                f"module {mod_name!r} has no attribute {attr!r} (entry point of env {self.id})"
-            ) from e
-        return obj
+        return _load_entry_point(self.entry_point, self.id)
 
     def make(self, seed: int | None = None, split: str | None = None, **kwargs: Any):
         """Build the env with kwargs merged over the spec's (see :func:`make`)."""
@@ -163,6 +152,61 @@ class EnvSpec(gymnasium.envs.registration.EnvSpec):
         if max_turns is not None:
             env = TurnLimit(env, max_turns)
         return OrderEnforcing(env)  # outermost, so it sees turn-limit truncation too
+
+
+def _load_entry_point(entry_point: str | Callable[..., Any], env_id: str) -> Callable[..., Any]:
+    """The constructor an entry point names (``"module:Attr"``), imported now; callables as is."""
+    if callable(entry_point):
+        return entry_point
+    mod_name, _, attr = entry_point.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - report any import failure with its cause
+        raise EntryPointError(
+            f"cannot import module {mod_name!r} for env {env_id}: {type(e).__name__}: {e}"
+        ) from e
+    try:
+        obj: Any = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as e:
+        raise EntryPointError(
+            f"module {mod_name!r} has no attribute {attr!r} (entry point of env {env_id})"
+        ) from e
+    return obj
+
+
+@dataclass(frozen=True)
+class GymnasiumEntryPoint:
+    """The entry point of an agentsd id in gymnasium's registry: builds the env from agentsd's
+    entry point and takes agentsd's ``max_turns=`` keyword, so
+    ``gymnasium.make("agentsd/Sokoban-v0", max_turns=3)`` truncates after 3 turns as
+    ``agentsd.make("Sokoban-v0", max_turns=3)`` does.
+
+    gymnasium applies the registered limit (``max_episode_steps``) itself, outside this env, so
+    through ``gymnasium.make`` ``max_turns`` can only lower it; a higher one is refused with the
+    fix (gymnasium's own ``max_episode_steps=N``). Picklable, so async vector envs can ship it."""
+
+    id: str
+    entry_point: str | Callable[..., Any]
+    max_turns: int | None = None
+
+    def __call__(self, **kwargs: Any):
+        from agentsd.wrappers import TurnLimit
+
+        max_turns = kwargs.pop("max_turns", None)
+        if max_turns is not None and self.max_turns is not None and max_turns > self.max_turns:
+            raise ValueError(
+                f"gymnasium.make applies {self.id}'s registered limit of {self.max_turns} turns itself; "
+                f"for {max_turns} turns pass max_episode_steps={max_turns} instead of max_turns "
+                f"(agentsd.make({self.id!r}, max_turns={max_turns}) takes either)")
+        env = _load_entry_point(self.entry_point, self.id)(**kwargs)
+        return env if max_turns is None else TurnLimit(env, max_turns)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The env class's metadata (gymnasium.make reads its render modes from the entry point)."""
+        return dict(getattr(_load_entry_point(self.entry_point, self.id), "metadata", {}) or {})
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
@@ -196,7 +240,8 @@ def register(
         warnings.warn(f"overriding the already registered env {id!r}", stacklevel=2)
     _REGISTRY[id] = new
     gid = gymnasium_id(id)
-    gymnasium.envs.registration.registry[gid] = dataclasses.replace(new, id=gid)
+    gymnasium.envs.registration.registry[gid] = dataclasses.replace(
+        new, id=gid, entry_point=GymnasiumEntryPoint(id, entry_point, max_turns))
     return new
 
 
@@ -240,11 +285,15 @@ def _load_plugins() -> None:
             obj()
 
 
-def registry() -> dict[str, EnvSpec]:
-    """All registered specs by id (built-ins and plugins loaded)."""
+def list_envs() -> dict[str, EnvSpec]:
+    """All registered specs by id (built-ins and plugins loaded), as a new dict."""
     _load_builtins()
     _load_plugins()
     return dict(_REGISTRY)
+
+
+#: the name this function had before ``agentsd.registry`` became this module
+registry = list_envs
 
 
 def spec(id: str) -> EnvSpec:
@@ -277,9 +326,29 @@ def _unknown_message(id: str) -> str:
         if versions:
             return (f"env {id!r} has no version v{m['version']}; registered versions: "
                     + ", ".join(f"{base}-v{v}" for v in versions))
-    close = difflib.get_close_matches(id, list(_REGISTRY), n=3, cutoff=0.5)
+    close = _close_matches(id, list(_REGISTRY))
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return f"unknown env id {id!r}.{hint} See agentsd.pprint_registry() for all ids."
+
+
+#: how alike (difflib ratio of the lower-cased names without "-vN") a registered id must be to be
+#: offered for an unknown one: "Sokobn" -> "Sokoban" is 0.92, "Nope" -> "Code-Gen" 0.33
+CLOSE_MATCH_CUTOFF = 0.75
+
+
+def _close_matches(id: str, ids: list[str], n: int = 3) -> list[str]:
+    """Registered ids that look like a typo of ``id``: similar names (the shared ``-vN`` suffix
+    does not count), or names that start with what was typed (``Code`` -> ``Code-Gen-v0``)."""
+    def base(i: str) -> str:
+        return re.sub(r"-v\d+$", "", i).lower()
+
+    want = base(id)
+    scored = []
+    for cand in ids:
+        ratio = difflib.SequenceMatcher(None, want, base(cand)).ratio()
+        if ratio >= CLOSE_MATCH_CUTOFF or (len(want) >= 4 and base(cand).startswith(want)):
+            scored.append((-ratio, cand))
+    return [c for _, c in sorted(scored)[:n]]
 
 
 def make(id: str, seed: int | None = None, split: str | None = None, **kwargs: Any):
@@ -302,7 +371,7 @@ def split_seeds(id: str, split: str, n: int, offset: int = 0) -> list[int]:
 def pprint_registry(file: Any = None) -> str:
     """Print (and return) a table of registered envs."""
     rows = [(s.id, ",".join(s.tags), str(s.max_turns or "-"), ",".join(s.splits),
-             s.description) for s in registry().values()]
+             s.description) for s in list_envs().values()]
     rows.sort()
     heads = ("id", "tags", "max_turns", "splits", "description")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
@@ -312,3 +381,15 @@ def pprint_registry(file: Any = None) -> str:
     text = "\n".join(lines)
     print(text, file=file)
     return text
+
+
+class _CallableModule(types.ModuleType):
+    """``agentsd.registry`` is this module; calling it is the old ``agentsd.registry()``."""
+
+    def __call__(self) -> dict[str, EnvSpec]:
+        warnings.warn("agentsd.registry() is deprecated: agentsd.registry is the registry module; "
+                      "call agentsd.list_envs() for every spec by id", DeprecationWarning, stacklevel=2)
+        return list_envs()
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -142,7 +142,7 @@ def test_pprint_registry_lists_builtins(capsys):
 
 
 def test_import_is_light():
-    code = "import agentsd, sys; agentsd.registry(); print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import agentsd, sys; agentsd.list_envs(); print('torch' in sys.modules, 'transformers' in sys.modules)"
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -174,9 +174,9 @@ def test_every_id_is_in_gymnasiums_registry_under_the_agentsd_namespace():
     from agentsd.registry import gymnasium_id
 
     gym.register_envs(agentsd)
-    for env_id, s in agentsd.registry().items():
+    for env_id, s in agentsd.list_envs().items():
         gid = gymnasium_id(env_id)
-        assert gid.startswith("agentsd/") and gym.spec(gid).entry_point == s.entry_point
+        assert gid.startswith("agentsd/") and gym.spec(gid).entry_point.entry_point == s.entry_point
         assert agentsd.spec(gid) is s  # agentsd.make accepts gymnasium's name too
     env = gym.make("agentsd/Sokoban-Easy-v0")
     obs, _ = env.reset(seed=0)
@@ -231,7 +231,7 @@ def test_a_local_envs_folder_never_hides_the_builtins(tmp_path):
             "assert envs.MINE\n"
             "agentsd.make('Sokoban-Easy-v0').reset(seed=0)\n"
             "gymnasium.make('agentsd/ToolWorld-Easy-v0').reset(seed=0)\n"
-            "print(len(agentsd.registry()))")
+            "print(len(agentsd.list_envs()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) >= 8
