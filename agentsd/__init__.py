@@ -15,9 +15,9 @@ imported inside the functions that need it, so ``import agentsd`` stays fast.
 ``agentsd.registry`` is the registry module (``agentsd.registry.EnvSpec``, ``agentsd.registry.make``).
 """
 
+from agentsd import registry  # the module; importing its names below must not shadow it
 from agentsd.checker import EnvCheckError, check_env
 from agentsd.env import TextEnv
-from agentsd import registry  # the module; importing its names below must not shadow it
 from agentsd.registry import (
     EnvSpec,
     Split,
