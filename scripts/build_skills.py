@@ -58,7 +58,7 @@ def builtin_envs() -> list[str]:
     """Ids registered by the built-in ``envs`` package (not third-party plugins)."""
     import agentsd
 
-    return sorted(i for i, s in agentsd.registry().items()
+    return sorted(i for i, s in agentsd.list_envs().items()
                   if str(s.entry_point).startswith("agentsd.envs."))
 
 

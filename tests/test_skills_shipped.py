@@ -89,3 +89,47 @@ def test_measure_teacher_gap_smoke(tmp_path):
     assert [r["policy"] for r in rows] == ["student (plain task)", "teacher context: reference"]
     assert all(r["tasks"] == 2 and 0 <= r["parse_rate"] <= 1 for r in rows)
     assert rows[1]["gap_mean"] <= 0.5  # an estimate of -KL: not clearly positive
+
+
+@pytest.mark.parametrize("env_id", BUILTIN)
+def test_shipped_bodies_are_bounded_rules(env_id):
+    """Every shipped body is guidance (no episode statistics), of the three kinds, within the
+    token bound, and free of the source episodes' values."""
+    import re
+
+    from agentsd.skills.guidance import MAX_BODY_TOKENS, body_tokens
+    from agentsd.skills.library import KINDS
+
+    for s in load_library(default_root(), env=env_id).for_env(env_id):
+        assert s.kind in KINDS, s.name
+        assert body_tokens(s.body) <= MAX_BODY_TOKENS, (s.name, body_tokens(s.body))
+        assert not re.search(r"\d+/\d+|%|median|recorded episodes", s.body), (s.name, s.body)
+        assert s.provenance.summarizer == "deterministic-v2" or s.provenance.method != "deterministic"
+
+
+def test_shipped_lite_workflows_cover_every_train_template_and_name_the_first_call():
+    """ToolWorld-Lite: one workflow per *train* template that names its gold tools in order,
+    the first one first; no skill comes from a held-out template."""
+    from agentsd.skills.scripted import scripted_episode
+
+    env_id = "ToolWorld-Lite-v0"
+    if env_id not in agentsd.list_envs():
+        pytest.skip(f"{env_id} is not registered")
+    skills = {s.name: s for s in load_library(default_root(), env=env_id).for_env(env_id)}
+    spec = agentsd.spec(env_id)
+    env = agentsd.make(env_id, **spec.splits["train"].kwargs)
+    train = list(env.unwrapped.pool)
+    env.close()
+    held = agentsd.make(env_id, **spec.splits["test_templates"].kwargs) if "test_templates" in spec.splits else None
+    heldout = set(held.unwrapped.pool) - set(train) if held is not None else set()
+    for s in skills.values():
+        assert not any(f"template={t}" in s.provenance.notes for t in heldout), s.name
+    for name in train:
+        wf = skills.get(f"{name.replace('_', '-')}-workflow")
+        assert wf is not None, f"no workflow skill for train template {name}"
+        gold = scripted_episode(env_id, seed=0, options={"template": name})
+        tools = [json.loads(tu.action_text.split("<tool_call>")[1].split("</tool_call>")[0])["name"]
+                 for tu in gold.turns]
+        assert wf.body.startswith(f"First call {tools[0]}") or wf.body.startswith(f"Call {tools[0]}"), wf.body
+        at = [wf.body.find(t) for t in tools]
+        assert all(i >= 0 for i in at) and at == sorted(at), (name, tools, wf.body)

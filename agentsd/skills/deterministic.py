@@ -175,10 +175,13 @@ def task_skeleton(tasks: Sequence[str], limit: int = 150) -> str:
     single task: its quoted values and numbers abstracted). What retrieval and the teacher
     match a template on, in the task's own words.
 
-    >>> task_skeleton(["Task: Delete my 'Gym 4' event.", "Task: Delete my 'Dentist' event."])
-    'Delete my … event.'
+    >>> task_skeleton(["Task: Delete my 'Gym 4' event today.", "Task: Delete my 'Dentist' event now."])
+    "Delete my '…' event …"
     """
-    texts = list(dict.fromkeys(re.sub(r"^\s*Task:\s*", "", t).strip() for t in tasks if t.strip()))
+    # a quoted phrase names one task's item: abstract it before comparing tasks
+    texts = list(dict.fromkeys(_QUOTED_RE.sub(lambda m: m.group(1) + "…" + m.group(1),
+                                              re.sub(r"^\s*Task:\s*", "", t).strip())
+                               for t in tasks if t.strip()))
     if not texts:
         return ""
     words = texts[0].split()
@@ -271,9 +274,16 @@ def _sequence_text(steps: Sequence[tuple[str, Sequence[tuple[str, str]]]], detai
     """The calls as one sentence naming the first call first. With ``detailed_last``, only the
     last that many calls keep their placeholders (the template's own steps); earlier calls
     show their argument names."""
-    k = len(steps) if detailed_last is None else detailed_last
-    texts = [n if detail < 0 else _step_text(n, a, detail if i >= len(steps) - k else 0)
-             for i, (n, a) in enumerate(steps)]
+    runs: list[tuple[str, Sequence[tuple[str, str]], int]] = []
+    for n, a in steps:  # a call repeated back to back is one step done for each item
+        if runs and runs[-1][0] == n:
+            runs[-1] = (n, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((n, a, 1))
+    k = len(runs) if detailed_last is None else detailed_last
+    texts = [(n if detail < 0 else _step_text(n, a, detail if i >= len(runs) - k else 0))
+             + (" for each item" if times > 1 else "")
+             for i, (n, a, times) in enumerate(runs)]
     if len(texts) == 1:
         return f"Call {texts[0]}."
     return f"First call {texts[0]}, then " + ", then ".join(texts[1:]) + "."
@@ -308,6 +318,9 @@ def _tool_workflow_body(wins: Sequence[Trajectory]) -> tuple[str, list[str]] | N
     steps = _labels([seqs[t.id] for t in chosen], len({task_key(t) for t in chosen}))
     variants = [_sequence_text(steps, 2), *(_sequence_text(steps, 1, k) for k in range(len(steps), 0, -1)),
                 _sequence_text(steps, 0), _sequence_text(steps, -1)]
+    names = _sequence_text(steps, -1)[len("First call "):-1].split(", then ")
+    variants += [f"First call {', then '.join(names[:k])}, then …, then {names[-1]}."
+                 for k in range(len(names) - 2, 0, -1)]  # the first calls matter most
     return _fit(variants), list(shape)
 
 
