@@ -14,6 +14,10 @@ test + check(entry_point)`` as one program, passing when it exits 0 — which a 
 (``os._exit(0)``); keep it for comparisons with published numbers. Per-sample results go to
 ``--out`` (JSONL) and the summary (pass@k per k) to stdout as JSON.
 
+Infrastructure failures are loud: a backend that cannot run a trivial program stops the
+evaluation before any sample (exit status 3), and more than ``--max-sandbox-errors`` (default 0)
+samples ending in ``sandbox_error`` make the command exit 3 saying so, after writing the results.
+
 pass@k uses the unbiased estimator of Chen et al. (2021): ``1 - C(n-c, k) / C(n, k)`` per problem
 (``n`` samples, ``c`` correct), averaged over problems that have at least ``k`` samples.
 """
@@ -147,6 +151,7 @@ def evaluate(problems: dict[str, EvalProblem], samples: list[dict[str, Any]], *,
     if grader not in ("isolated", "program"):
         raise ValueError(f"grader must be 'isolated' or 'program', got {grader!r}")
     with SandboxPool(backend, size=workers) as pool:
+        _preflight(pool.backend)
         if grader == "program":
             rows = _run_programs(problems, samples, pool, timeout_s, memory_mb, progress)
         else:
@@ -164,6 +169,17 @@ def evaluate(problems: dict[str, EvalProblem], samples: list[dict[str, Any]], *,
     summary["problems"] = len(per_task)
     summary["sandbox_errors"] = sum(r["status"] == "sandbox_error" for r in rows)
     return summary, rows
+
+
+def _preflight(backend: Any) -> None:
+    """One trivial run first: a sandbox that cannot run anything fails the evaluation at once
+    (:class:`~agentsd.sandbox.SandboxUnavailable`) instead of scoring every sample 0."""
+    from agentsd.sandbox import ExecRequest, Limits, SandboxUnavailable
+
+    r = backend.run(ExecRequest(code="print('ok')", limits=Limits(wall_s=30)))
+    if r.infra_error or r.stdout != "ok\n":
+        raise SandboxUnavailable(f"the {getattr(backend, 'name', 'sandbox')} backend cannot run a "
+                                 f"trivial program ({r.status.value}: {r.detail or r.stderr[-200:]})")
 
 
 def _run_programs(problems, samples, pool, timeout_s, memory_mb, progress) -> list[dict]:
@@ -238,6 +254,22 @@ def _parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
+def _positive(kind: type, flag: str, zero: bool = False):
+    """An argparse type: ``kind`` (int/float), finite and > 0 (>= 0 with ``zero``)."""
+    import math
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not math.isfinite(v) or v < 0 or (v == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{flag} must be {'>= 0' if zero else '> 0'}, got {text}")
+        return v
+
+    return parse
+
+
 def _main(args: argparse.Namespace) -> int:
     problems = load_problems(args.problems)
     samples = load_samples(args.samples, problems)
@@ -247,8 +279,15 @@ def _main(args: argparse.Namespace) -> int:
         from agentsd.sandbox.http_client import HttpSandbox
 
         backend = HttpSandbox(args.url)
-    summary, rows = evaluate(problems, samples, ks=args.k, backend=backend, workers=args.workers,
-                             timeout_s=args.timeout, progress=not args.quiet, grader=args.grader, **kw)
+    from agentsd.sandbox import SandboxUnavailable
+
+    try:
+        summary, rows = evaluate(problems, samples, ks=args.k, backend=backend, workers=args.workers,
+                                 timeout_s=args.timeout, progress=not args.quiet, grader=args.grader,
+                                 **kw)
+    except SandboxUnavailable as e:
+        print(f"eval-code: {e}; no sample was scored", file=sys.stderr)
+        return 3
     # next to the samples the user pointed at; canonical runs have no samples file, so they go
     # to a run folder rather than wherever the command happens to run
     out = args.out or (os.path.join("runs", "eval-code", f"{args.problems}_canonical_results.jsonl")
@@ -263,6 +302,13 @@ def _main(args: argparse.Namespace) -> int:
     missing = [k for k in args.k if f"pass@{k}" not in summary]
     if missing:
         print(f"note: pass@{missing} skipped: some problems have fewer samples than k", file=sys.stderr)
+    errs = summary["sandbox_errors"]
+    if errs > args.max_sandbox_errors:
+        first = next(r["detail"] for r in rows if r["status"] == "sandbox_error")
+        print(f"eval-code: {errs} of {len(rows)} samples hit sandbox errors (more than "
+              f"--max-sandbox-errors {args.max_sandbox_errors}); the scores above are not a "
+              f"measurement. First error: {str(first)[:300]}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -280,8 +326,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--backend", choices=["local", "docker", "http"], default="local",
                    help="sandbox backend (default local)")
     p.add_argument("--url", default="http://127.0.0.1:8080", help="server URL for --backend http")
-    p.add_argument("--workers", type=int, default=None, help="concurrent runs (default: CPU count)")
-    p.add_argument("--timeout", type=float, default=10.0, help="wall seconds per sample (default 10)")
+    p.add_argument("--workers", type=_positive(int, "--workers"), default=None,
+                   help="concurrent runs (default: CPU count)")
+    p.add_argument("--timeout", type=_positive(float, "--timeout"), default=10.0,
+                   help="wall seconds per sample (default 10)")
+    p.add_argument("--max-sandbox-errors", type=_positive(int, "--max-sandbox-errors", zero=True),
+                   default=0, help="exit with status 3 when more samples than this end in "
+                   "sandbox_error (an infrastructure failure, not a wrong answer; default 0)")
     p.add_argument("--out", default=None, help="per-sample results JSONL (default: next to the "
                    "samples file; runs/eval-code/<problems>_canonical_results.jsonl for canonical)")
     p.add_argument("--grader", choices=["isolated", "program"], default="isolated",

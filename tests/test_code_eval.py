@@ -98,3 +98,75 @@ def test_samples_that_are_not_objects_are_named_errors(local_ok, tmp_path, line)
     bad.write_text(line + "\n")
     with pytest.raises(SystemExit, match="bad.jsonl:1: each line must be a JSON object"):
         load_samples(str(bad), load_problems("humaneval"))
+
+
+def test_unreachable_sandbox_fails_loudly(tmp_path, capsys):
+    """Issue 23: an unreachable http sandbox exited 0 with pass@1 0.0 and 164 sandbox errors."""
+    from agentsd.cli import main
+
+    t0 = __import__("time").monotonic()
+    rc = main(["eval-code", "--samples", "canonical", "--backend", "http", "--url",
+               "http://127.0.0.1:9", "--quiet", "--out", str(tmp_path / "r.jsonl")])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "cannot run a trivial program" in err and "127.0.0.1:9" in err
+    assert __import__("time").monotonic() - t0 < 30
+
+
+def test_sandbox_errors_over_the_threshold_exit_nonzero(local_ok, tmp_path, capsys, monkeypatch):
+    from agentsd import code_eval
+    from agentsd.cli import main
+
+    real = code_eval._run_isolated
+
+    def some_fail(*a, **kw):
+        rows = real(*a, **kw)
+        rows[0].update(status="sandbox_error", passed=False, detail="injected failure")
+        return rows
+
+    monkeypatch.setattr(code_eval, "_run_isolated", some_fail)
+    probs = load_problems("humaneval")
+    pfile = tmp_path / "p.jsonl"
+    pfile.write_text("".join(json.dumps({"task_id": t, "prompt": probs[t].prompt, "test": probs[t].test,
+                                          "entry_point": probs[t].entry_point,
+                                          "canonical_solution": probs[t].canonical_solution}) + "\n"
+                             for t in list(probs)[:2]))
+    args = ["eval-code", "--problems", str(pfile), "--samples", "canonical", "--quiet", "--workers", "2",
+            "--out", str(tmp_path / "r.jsonl")]
+    assert main(args) == 3
+    assert "1 of 2 samples hit sandbox errors" in capsys.readouterr().err
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2  # results still written
+    assert main(args + ["--max-sandbox-errors", "1"]) == 0
+
+
+def test_a_forging_sample_does_not_stop_the_others(local_ok, tmp_path, capsys):
+    """Issue 23: one sample printing a wrong-shape report made eval-code exit 1 with no results."""
+    from agentsd.cli import main
+
+    forge = ("    return None\nimport json, os, sys\nspec, fr = None, sys._getframe()\n"
+             "while fr is not None:\n    for v in list(fr.f_locals.values()):\n"
+             "        if isinstance(v, dict) and 'groups' in v:\n            spec = v\n"
+             "    fr = fr.f_back\n"
+             "if spec is not None:\n"
+             "    rows = [[5 for _ in g] for g in spec['groups']]\n"
+             "    print('\\n' + spec.get('nonce', '') + json.dumps({'protocol': 2, 'load_error': None, "
+             "'results': rows, 'stdout': ''}))\n    sys.stdout.flush()\n    os._exit(0)\n")
+    probs = load_problems("humaneval")
+    p0 = probs["HumanEval/0"]
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": "HumanEval/0", "completion": c}) + "\n"
+                               for c in (p0.canonical_solution, forge, p0.canonical_solution, forge)))
+    out = tmp_path / "r.jsonl"
+    assert main(["eval-code", "--samples", str(samples), "--quiet", "--workers", "2", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["passed"] for r in rows] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("flag,value", [("--workers", "0"), ("--workers", "-2"), ("--timeout", "nan"),
+                                        ("--timeout", "-1"), ("--max-sandbox-errors", "-1")])
+def test_eval_code_validates_counts(flag, value, capsys):
+    from agentsd.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval-code", "--samples", "canonical", flag, value])
+    assert e.value.code == 2 and flag in capsys.readouterr().err
