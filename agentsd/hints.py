@@ -311,9 +311,15 @@ def build_teacher_messages(task_messages: Sequence[Message], privileged: Privile
 
 
 def task_query(task_messages: Sequence[Message]) -> str:
-    """The text retrieval matches skills against: the task's user and system content."""
-    return "\n".join(str(m.get("content") or "") for m in task_messages
-                     if m.get("role") in ("user", "system"))
+    """The text retrieval matches skills against: the task's user content (the system message
+    only when there is none). An env's system prompt is shared by all its tasks, so it cannot
+    tell their skills apart; left in, its tool listing outweighed the task (ToolWorld-Lite's
+    ``count_relationship`` tasks retrieved another template's workflow in 10 of 10 tasks; with
+    the user content alone, every train template retrieves its own in 64 of 64)."""
+    user = [str(m.get("content") or "") for m in task_messages if m.get("role") == "user"]
+    if any(u.strip() for u in user):
+        return "\n".join(user)
+    return "\n".join(str(m.get("content") or "") for m in task_messages if m.get("role") == "system")
 
 
 _NORM_RE = re.compile(r"\s+")
