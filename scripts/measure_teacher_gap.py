@@ -7,8 +7,9 @@ model, greedy:
 2. each teacher view acts with its context added (the same model, the same task):
 
    - ``skills``: the skills retrieved for the task, in the system message;
-   - ``skills@user``: the same skills at the end of the task's user message (where a rule acted
-     best for tool use in a probe);
+   - ``skills@user``: the same skills at the end of every turn's latest observation
+     (``teacher.skills_at="user"``, where a rule acted best for tool use in a probe);
+   - ``skills@task``: the same skills once, at the end of the task's user message;
    - ``shuffled``: the same library, the *wrong* skills: those retrieved for a task of another
      template (control: does the right rule matter, or any rule-shaped text?);
    - ``irrelevant``: an unrelated text of the same length in the same place (control: does any
@@ -50,6 +51,7 @@ from typing import Any
 VIEWS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "skills": (("skills",), "system", ""),
     "skills@user": (("skills",), "user", ""),
+    "skills@task": (("skills",), "task", ""),
     "shuffled": (("skills",), "controls", "shuffled"),
     "irrelevant": (("skills",), "controls", "irrelevant"),
     "reference": (("reference",), "system", ""),
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--views", nargs="+", default=["skills", "reference", "skills+reference", "notes"],
                    choices=list(VIEWS), help="teacher views to measure")
     p.add_argument("--skills-dir", default="", help="skill library root (default: shipped skills/)")
-    p.add_argument("--controls-at", default="user", choices=["system", "user"],
+    p.add_argument("--controls-at", default="user", choices=["system", "user", "task"],
                    help="where the shuffled / irrelevant controls put their text")
     p.add_argument("--max-turns", type=int, default=2, help="turn cap per episode")
     p.add_argument("--max-tokens", type=int, default=24, help="tokens per action")
@@ -126,7 +128,7 @@ def plan_skills(env_id: str, tasks: list, library: Any, cfg: Any) -> list[dict]:
 
 def shuffled(plan: list[dict], library: Any, env_id: str, k: int) -> list[list[Any]]:
     """Each task gets the skills retrieved for the next task (cyclically) of *another* template
-    with another skill set: the same library, the wrong rule. Where no task qualifies, the task
+    that shares none of its skills: the same library, the wrong rule. Where no task qualifies, the task
     gets the ``k`` library skills *least* relevant to it."""
     n, out = len(plan), []
     pool = library.for_env(env_id) if library is not None else []
@@ -134,7 +136,8 @@ def shuffled(plan: list[dict], library: Any, env_id: str, k: int) -> list[list[A
         names = [getattr(s, "name", s) for s in p["skills"]]
         pick = next((plan[(i + j) % n]["skills"] for j in range(1, n)
                      if plan[(i + j) % n]["template"] != p["template"]
-                     and [getattr(s, "name", s) for s in plan[(i + j) % n]["skills"]] != names), None)
+                     and not {getattr(s, "name", s) for s in plan[(i + j) % n]["skills"]} & set(names)),
+                    None)
         if pick is None:
             pick = _least_relevant(pool, p["query"], names, k)
         out.append(list(pick))
@@ -191,14 +194,14 @@ def view_tasks(env_id: str, tasks: list, view: str, plan: list[dict], library: A
 
     views, at, control = VIEWS[view]
     at = args.controls_at if at == "controls" else at
-    cfg = context_config(args, views)
+    cfg = dataclasses.replace(context_config(args, views), skills_at="user" if at == "user" else "system")
     chosen = (shuffled(plan, library, env_id, args.max_skills) if control == "shuffled" else
               irrelevant(plan, cfg) if control == "irrelevant" else [p["skills"] for p in plan])
 
     def factory(t: Any, skills: list) -> Any:
         def make() -> Any:
             env = agentsd.make(env_id, max_turns=args.max_turns, **t.kwargs)
-            if at == "user":
+            if at == "task":
                 return UserSkillsEnv(env, skills, cfg)
             # an empty explicit list would make TeacherViewEnv retrieve; a task without skills
             # gets none (the shuffled control's rare task with no other-template neighbour)
