@@ -9,7 +9,9 @@ Wall-clock ``time/*`` keys are dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +57,25 @@ RUNS: dict[str, dict] = {
 }
 
 
+#: the skill library the runs' teachers read: fixed here, so the numbers do not follow the
+#: shipped skills/ folder
+SKILLS = {
+    "push-toward-targets": ("workflow", "Use when a box stands next to a target.",
+                            "Push each box straight onto its nearest target, one box at a time."),
+    "avoid-corners": ("pitfall", "Use before every push.",
+                      "Never push a box into a corner that is not a target: it can not come out."),
+}
+
+
+def _library(root: Path) -> str:
+    for name, (kind, when, body) in SKILLS.items():
+        d = root / "Sokoban-Easy-v0" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "SKILL.md").write_text(f"---\nname: {name}\ndescription: '{when}'\nmetadata:\n"
+                                    f"  env: Sokoban-Easy-v0\n  kind: {kind}\n---\n\n{body}\n")
+    return str(root)
+
+
 def _cfg(out_dir: str, name: str) -> TrainConfig:
     base = dict(steps=3, seed=3, out_dir=f"{out_dir}/{name}", eval_every=0, eval_at_start=False,
                 eval_at_end=True, checkpoint_every=2, progress=False, tensorboard=False,
@@ -63,7 +84,9 @@ def _cfg(out_dir: str, name: str) -> TrainConfig:
                 rollout=RolloutSettings(tasks_per_step=2, samples_per_task=2, max_turns=2,
                                         max_tokens=6, eval_tasks=2))
     base.update(RUNS[name])
-    return TrainConfig(**base)
+    cfg = TrainConfig(**base)
+    lib = _library(Path(out_dir) / "skills_src")
+    return dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, skills_dir=lib))
 
 
 def _metrics(out_dir: str, name: str) -> list[dict[str, float]]:
@@ -71,7 +94,6 @@ def _metrics(out_dir: str, name: str) -> list[dict[str, float]]:
     scored samples it saved for the report (tokens, skills shown, student/teacher log-probs)."""
     import hashlib
     import json
-    from pathlib import Path
 
     from agentsd.distill.trainer import train
 
@@ -87,7 +109,7 @@ def _metrics(out_dir: str, name: str) -> list[dict[str, float]]:
     return rows + [{"samples_sha256": digest.hexdigest()}]
 
 
-#: recorded from HEAD ade242f (before the issue-21 refactor)
+#: recorded from ade242f (before the issue-21 refactor), Sokoban-Easy-v0 with the skills above
 GOLDEN: dict[str, list[dict[str, float | str]]] = {
     'opd': [
         {
@@ -109,20 +131,20 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'clip/token_frac': 0.0,
             'entropy/max': 10.799510955810547,
             'entropy/mean': 10.799477338790894,
-            'gap/max': 0.009737968444824219,
-            'gap/mean': -0.00038625796635945636,
-            'gap/p50': -5.435943603515625e-05,
-            'gap/p95': 0.004376029968261717,
+            'gap/max': 0.0029277801513671875,
+            'gap/mean': 0.00011674563090006511,
+            'gap/p50': 0.000274658203125,
+            'gap/p95': 0.00178380012512207,
             'is/clip_frac': 0.0,
             'is/ratio_max': 1.0000009536743164,
             'is/ratio_mean': 1.0,
-            'kl/max': 0.0124664306640625,
-            'kl/mean': 0.00038625796635945636,
-            'kl/p50': 5.435943603515625e-05,
-            'kl/p95': 0.007623338699340817,
-            'loss/distill': -0.004096386022865772,
-            'loss/total': -0.004096386022865772,
-            'optim/grad_norm': 0.0008443408296443522,
+            'kl/max': 0.003047943115234375,
+            'kl/mean': -0.00011674563090006511,
+            'kl/p50': -0.000274658203125,
+            'kl/p95': 0.0016536712646484373,
+            'loss/distill': 0.0012621101923286915,
+            'loss/total': 0.0012621101923286915,
+            'optim/grad_norm': 0.000295522011583671,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 12.0,
@@ -139,22 +161,22 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
         },
         {
             'clip/token_frac': 0.0,
-            'entropy/max': 10.799528121948242,
-            'entropy/mean': 10.799480179945627,
-            'gap/max': 0.006501197814941406,
-            'gap/mean': -0.00021070241928100586,
-            'gap/p50': -0.00033855438232421875,
-            'gap/p95': 0.003717708587646484,
+            'entropy/max': 10.799527168273926,
+            'entropy/mean': 10.799480458100637,
+            'gap/max': 0.0018014907836914062,
+            'gap/mean': -0.00011090437571207683,
+            'gap/p50': -6.961822509765625e-05,
+            'gap/p95': 0.0011536121368408202,
             'is/clip_frac': 0.0,
             'is/ratio_max': 1.0000009536743164,
-            'is/ratio_mean': 0.9999998807907104,
-            'kl/max': 0.0037870407104492188,
-            'kl/mean': 0.00021070241928100586,
-            'kl/p50': 0.00033855438232421875,
-            'kl/p95': 0.003319454193115234,
-            'loss/distill': -0.0022594090551137924,
-            'loss/total': -0.0022594090551137924,
-            'optim/grad_norm': 0.0004137765208724886,
+            'is/ratio_mean': 1.0000000198682149,
+            'kl/max': 0.0017652511596679688,
+            'kl/mean': 0.00011090437571207683,
+            'kl/p50': 6.961822509765625e-05,
+            'kl/p95': 0.0015872955322265622,
+            'loss/distill': -0.001199163030833006,
+            'loss/total': -0.001199163030833006,
+            'optim/grad_norm': 0.00022398594592232257,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 12.0,
@@ -172,7 +194,7 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
         {
             'clip/token_frac': 0.0,
             'entropy/max': 10.79952621459961,
-            'entropy/mean': 10.799478133519491,
+            'entropy/mean': 10.799478987852732,
             'eval/parse_rate': 0.0,
             'eval/parse_rate_t1': 0.0,
             'eval/reward': -1.0,
@@ -181,20 +203,20 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'eval/success_t1': 0.0,
             'eval/turns': 2.0,
             'eval/turns_t1': 2.0,
-            'gap/max': 0.008388519287109375,
-            'gap/mean': 6.532669067382812e-05,
-            'gap/p50': -0.0005993843078613281,
-            'gap/p95': 0.004585599899291992,
+            'gap/max': 0.0018262863159179688,
+            'gap/mean': -0.00018781423568725586,
+            'gap/p50': -0.00017070770263671875,
+            'gap/p95': 0.0008991718292236327,
             'is/clip_frac': 0.0,
             'is/ratio_max': 1.0000009536743164,
-            'is/ratio_mean': 1.0000001192092896,
-            'kl/max': 0.006402015686035156,
-            'kl/mean': -6.532669067382812e-05,
-            'kl/p50': 0.0005993843078613281,
-            'kl/p95': 0.005066394805908201,
-            'loss/distill': 0.0007515200413763523,
-            'loss/total': 0.0007515200413763523,
-            'optim/grad_norm': 0.000619210593868047,
+            'is/ratio_mean': 1.0000000198682149,
+            'kl/max': 0.0016756057739257812,
+            'kl/mean': 0.00018781423568725586,
+            'kl/p50': 0.00017070770263671875,
+            'kl/p95': 0.0011644840240478515,
+            'loss/distill': -0.0020356164313852787,
+            'loss/total': -0.0020356164313852787,
+            'optim/grad_norm': 0.0001628937607165426,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 12.0,
@@ -210,7 +232,7 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'teacher/sync': 0.0,
         },
         {
-            'samples_sha256': '1b2ae2e3deddd703a5c2231c518b923a167e85115c3f73e2324ce93bdbec5148',
+            'samples_sha256': '4e86fe8d913d68d8033c8a63a82e22d4c25c7b7886d7e3f2710735bfcfda3a7b',
         },
     ],
     'grpo': [
@@ -374,11 +396,11 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'step': 1,
         },
         {
-            'entropy/max': 10.799525260925293,
-            'entropy/mean': 10.799482487617656,
-            'loss/sft': 10.803600311279297,
-            'loss/total': 10.803600311279297,
-            'optim/grad_norm': 0.17315687239170074,
+            'entropy/max': 10.799521446228027,
+            'entropy/mean': 10.799482142671625,
+            'loss/sft': 10.803897857666016,
+            'loss/total': 10.803897857666016,
+            'optim/grad_norm': 0.18778130412101746,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 15.0,
@@ -390,8 +412,8 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'step': 2,
         },
         {
-            'entropy/max': 10.79952621459961,
-            'entropy/mean': 10.799482690527084,
+            'entropy/max': 10.799522399902344,
+            'entropy/mean': 10.799482426744826,
             'eval/parse_rate': 0.0,
             'eval/parse_rate_t1': 0.0,
             'eval/reward': -1.0,
@@ -400,9 +422,9 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'eval/success_t1': 0.0,
             'eval/turns': 2.0,
             'eval/turns_t1': 2.0,
-            'loss/sft': 10.80435848236084,
-            'loss/total': 10.80435848236084,
-            'optim/grad_norm': 0.18353497982025146,
+            'loss/sft': 10.80470085144043,
+            'loss/total': 10.80470085144043,
+            'optim/grad_norm': 0.19421064853668213,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 13.0,
@@ -414,7 +436,7 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'step': 3,
         },
         {
-            'samples_sha256': '4e7fcb50a412362c38acb297a64124a26ebb1fe749e3546c0d3b4291a5c6e65a',
+            'samples_sha256': '31234efe7323d571eaa32a4e3665a670d88d6442053f2e781682b84184903932',
         },
     ],
     'opsd_sod_trace_reviser': [
@@ -556,20 +578,20 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'clip/token_frac': 0.0,
             'entropy/max': 10.799510955810547,
             'entropy/mean': 10.799477338790894,
-            'gap/max': 0.010851860046386719,
-            'gap/mean': -0.00034000476201375324,
-            'gap/p50': 0.0002789497375488281,
-            'gap/p95': 0.0048501968383789056,
+            'gap/max': 0.0041522979736328125,
+            'gap/mean': 0.0002244710922241211,
+            'gap/p50': 0.00038433074951171875,
+            'gap/p95': 0.0030871391296386714,
             'is/clip_frac': 0.0,
             'is/ratio_max': 1.0000009536743164,
             'is/ratio_mean': 1.0,
-            'kl/max': 0.012896537780761719,
-            'kl/mean': 0.00034000476201375324,
-            'kl/p50': -0.0002789497375488281,
-            'kl/p95': 0.008309221267700192,
-            'loss/distill': -0.003591663669794798,
-            'loss/total': -0.003591663669794798,
-            'optim/grad_norm': 0.0009531272226013243,
+            'kl/max': 0.005541801452636719,
+            'kl/mean': -0.0002244710922241211,
+            'kl/p50': -0.00038433074951171875,
+            'kl/p95': 0.002410221099853515,
+            'loss/distill': 0.002426664810627699,
+            'loss/total': 0.002426664810627699,
+            'optim/grad_norm': 0.0004734371032100171,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 12.0,
@@ -590,22 +612,22 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'atesd/exposure': 0.32624774446517574,
             'atesd/mean': 0.5,
             'clip/token_frac': 0.0,
-            'entropy/max': 10.799511909484863,
-            'entropy/mean': 10.79947942495346,
-            'gap/max': 0.006506919860839844,
-            'gap/mean': -5.173683166503906e-05,
-            'gap/p50': -0.00041866302490234375,
-            'gap/p95': 0.004441738128662108,
+            'entropy/max': 10.799528121948242,
+            'entropy/mean': 10.799480378627777,
+            'gap/max': 0.0033473968505859375,
+            'gap/mean': -4.839897155761719e-05,
+            'gap/p50': 1.9550323486328125e-05,
+            'gap/p95': 0.0018548011779785153,
             'is/clip_frac': 0.0,
             'is/ratio_max': 1.0000009536743164,
-            'is/ratio_mean': 1.0000000596046448,
-            'kl/max': 0.0043392181396484375,
-            'kl/mean': 5.173683166503906e-05,
-            'kl/p50': 0.00041866302490234375,
-            'kl/p95': 0.0034095287322998048,
-            'loss/distill': -0.0005410691956058145,
-            'loss/total': -0.0005410691956058145,
-            'optim/grad_norm': 0.00045206505456008017,
+            'is/ratio_mean': 1.00000003973643,
+            'kl/max': 0.003459930419921875,
+            'kl/mean': 4.839897155761719e-05,
+            'kl/p50': -1.9550323486328125e-05,
+            'kl/p95': 0.0019460201263427734,
+            'loss/distill': -0.0005250473041087389,
+            'loss/total': -0.0005250473041087389,
+            'optim/grad_norm': 0.0003281974350102246,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 12.0,
@@ -627,7 +649,7 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'atesd/mean': 0.5,
             'clip/token_frac': 0.0,
             'entropy/max': 10.79952621459961,
-            'entropy/mean': 10.799478113651276,
+            'entropy/mean': 10.799480557441711,
             'eval/parse_rate': 0.0,
             'eval/parse_rate_t1': 0.0,
             'eval/reward': -1.0,
@@ -636,20 +658,20 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'eval/success_t1': 0.0,
             'eval/turns': 2.0,
             'eval/turns_t1': 2.0,
-            'gap/max': 0.008687973022460938,
-            'gap/mean': 4.0650367736816406e-05,
-            'gap/p50': -0.000545501708984375,
-            'gap/p95': 0.0046975135803222655,
+            'gap/max': 0.0020265579223632812,
+            'gap/mean': -0.0002219080924987793,
+            'gap/p50': -0.00032329559326171875,
+            'gap/p95': 0.0012433528900146482,
             'is/clip_frac': 0.0,
             'is/ratio_max': 1.0000009536743164,
-            'is/ratio_mean': 1.00000003973643,
-            'kl/max': 0.006519317626953125,
-            'kl/mean': -4.0650367736816406e-05,
-            'kl/p50': 0.000545501708984375,
-            'kl/p95': 0.0052972316741943335,
-            'loss/distill': 0.000491265207529068,
-            'loss/total': 0.000491265207529068,
-            'optim/grad_norm': 0.0006838224944658577,
+            'is/ratio_mean': 1.0000001192092896,
+            'kl/max': 0.0020885467529296875,
+            'kl/mean': 0.0002219080924987793,
+            'kl/p50': 0.00032329559326171875,
+            'kl/p95': 0.0017381191253662105,
+            'loss/distill': -0.0024051815271377563,
+            'loss/total': -0.0024051815271377563,
+            'optim/grad_norm': 0.00017930587637238204,
             'optim/lr': 0.0001,
             'optim/updated': 1.0,
             'response_len/max': 12.0,
@@ -665,7 +687,7 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'teacher/sync': 0.0,
         },
         {
-            'samples_sha256': '4205c49e1c763c2155b1eff4b40dd83d909943a6a5935f5538357fe642ee1c38',
+            'samples_sha256': '67e18deb2e1190f4adeabdcd1f6b0102f917297003322e76934efddca53ceba5',
         },
     ],
     'opd_jsd_blend_sync': [
