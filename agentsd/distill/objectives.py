@@ -1,0 +1,202 @@
+"""The objective: one entry per loss term (:data:`OBJECTIVES`), an algorithm a list of them
+(:func:`terms_for`).
+
+Each term is a function of one micro-batch's tensors (:class:`~agentsd.distill.batch.MicroBatch`,
+the student's and teacher's outputs filled in) that returns a :class:`Term`: its weighted scalar
+loss *and* its own diagnostics, as lists of per-token values under a name (``div``, ``ratio``,
+…) that :func:`agentsd.distill.update.step_metrics` summarizes. A new loss is one function
+here, one entry in :data:`OBJECTIVES`, and its tests.
+
+The self-distillation family's per-token options are applied in ``distill``: SOD turn weights,
+UniSD agreement and divergence clipping, AVSD's consensus target, TRACE's forward/reverse
+routing and π-Distill (``loss.kind``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentsd.distill.batch import MicroBatch
+from agentsd.distill.config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Term", "Objective", "OBJECTIVES", "terms_for", "needs_logits"]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One loss term's value on a micro-batch: the scalar ``loss`` (weighted, to be summed and
+    back-propagated) and its diagnostics (name -> per-token values)."""
+
+    loss: torch.Tensor
+    stats: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A loss term: ``fn(mb, cfg)`` returns its :class:`Term` on a micro-batch;
+    ``needs_teacher`` / ``needs_logits`` say what the forward must provide."""
+
+    name: str
+    fn: Callable[[MicroBatch, TrainConfig], Term]
+    needs_teacher: bool = False
+    needs_logits: bool = False
+    doc: str = ""
+
+
+def _token_loss(mb: MicroBatch, cfg: TrainConfig, t_lp: torch.Tensor, mask: torch.Tensor,
+                direction: str = "") -> Any:
+    """The per-token distillation loss of ``cfg.loss.kind`` on ``mask``; ``direction``
+    (``"forward"`` / ``"reverse"``, TRACE) forces the KL direction."""
+    from agentsd.distill import losses as L
+
+    lc, lp = cfg.loss, mb.out["logp_BT"]
+    if lc.kind in ("jsd", "pi_distill"):
+        alpha = {"forward": 0.0, "reverse": 1.0}.get(direction, lc.alpha)
+        return L.chunked_divergence(mb.out["logits_rows"], mb.teacher["teacher_logits_rows"],
+                                    mask, alpha,
+                                    lc.top_k or None, lc.token_clip or None, lc.chunk_size,
+                                    pi_alpha=lc.pi_alpha if lc.kind == "pi_distill" else None)
+    if direction == "forward":
+        return L.sampled_token_forward_kl(lp, t_lp, mask, lc.is_clip or None)
+    if lc.kind == "pg":
+        return L.policy_gradient_distill(lp, t_lp, mb.sampler_logp_BT, mask, lc.pg_coef,
+                                         lc.is_clip or None, lc.token_clip or None)
+    return L.sampled_token_reverse_kl(lp, t_lp, mb.sampler_logp_BT, mask, lc.is_clip or None,
+                                      lc.token_clip or None)
+
+
+def _teacher_target(mb: MicroBatch, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The teacher's log-probs of the sampled tokens and, with several teachers under UniSD
+    agreement, a per-token weight (AVSD: the consensus target, no weight)."""
+    from agentsd.distill import losses as L
+
+    lp, mask, tc = mb.out["logp_BT"], mb.mask_BT, cfg.teacher
+    if "teacher_logp_NBT" not in mb.teacher:
+        return mb.teacher["teacher_logp_BT"].to(lp.device), None
+    t_n = mb.teacher["teacher_logp_NBT"].to(lp.device)
+    if tc.combine == "avsd":
+        return L.avsd_teacher_logp(lp, t_n, mask, tc.avsd_residual), None
+    scale = tc.agreement_scale if tc.combine == "agreement" else 0.0
+    return L.agreement_weights(t_n, mask, scale)
+
+
+def _routed_loss(mb: MicroBatch, cfg: TrainConfig, t_lp: torch.Tensor) -> tuple[Any, Any]:
+    """The per-token loss and the tokens it covers: TRACE's forward KL on agreeing spans of
+    successes plus reverse KL on errors (scaled by the KL schedule), else ``loss.kind`` on
+    every action token."""
+    from agentsd.distill import losses as L
+
+    if not cfg.loss.trace:
+        return _token_loss(mb, cfg, t_lp, mb.mask_BT), mb.mask_BT
+    fwd, rev = mb.extra["trace_fwd_BT"], mb.extra["trace_rev_BT"]
+    tf, tr = _token_loss(mb, cfg, t_lp, fwd, "forward"), _token_loss(mb, cfg, t_lp, rev, "reverse")
+    tl = L.TokenLoss(loss_BT=mb.data.kl_scale * (tf.loss_BT + tr.loss_BT),
+                     divergence_BT=tf.divergence_BT + tr.divergence_BT,
+                     is_ratio_BT=tr.is_ratio_BT, is_clipped_BT=tr.is_clipped_BT,
+                     token_clipped_BT=tr.token_clipped_BT)
+    return tl, fwd + rev
+
+
+def _token_weights(mb: MicroBatch, cfg: TrainConfig, tl: Any, mask: torch.Tensor,
+                   agree_w: torch.Tensor | None, stats: dict[str, list[float]]) -> torch.Tensor:
+    """Per-token distillation weights: position weights, SOD's turn weights, UniSD divergence
+    clipping and multi-teacher agreement (each logged under its own name)."""
+    from agentsd.distill import losses as L
+    from agentsd.distill.metrics import masked_values
+
+    lc = cfg.loss
+    tok_w = L.position_weights(mask, lc.position_weight, lc.position_start)
+    if lc.turn_weight == "sod":  # SOD: weaker where this turn's student and teacher disagree
+        sod = L.turn_weights(tl.divergence_BT, mb.extra["turn_BT"], mask, lc.sod_scale)
+        stats["sodw"] = masked_values(sod, mask)
+        tok_w = tok_w * sod
+    if lc.div_clip > 0:  # UniSD divergence clipping
+        keep = L.divergence_clip_mask(tl.divergence_BT, mask, lc.div_clip)
+        stats["divclip"] = masked_values(1.0 - keep, mask)
+        tok_w = tok_w * keep
+    if agree_w is not None:  # UniSD multi-teacher agreement
+        tok_w = tok_w * agree_w
+    return tok_w
+
+
+def _distill(mb: MicroBatch, cfg: TrainConfig) -> Term:
+    from agentsd.distill.metrics import masked_values
+
+    lp = mb.out["logp_BT"]
+    t_lp, agree_w = _teacher_target(mb, cfg)
+    stats: dict[str, list[float]] = {}
+    if agree_w is not None:
+        stats["agree"] = masked_values(agree_w, mb.mask_BT)
+    tl, mask = _routed_loss(mb, cfg, t_lp)
+    tok_w = _token_weights(mb, cfg, tl, mask, agree_w, stats)
+    stats["div"] = masked_values(tl.divergence_BT, mask)
+    stats["gap"] = masked_values(t_lp - lp.detach(), mask)
+    if tl.is_ratio_BT is not None:
+        stats["ratio"] = masked_values(tl.is_ratio_BT, mask)
+        stats["isclip"] = masked_values(tl.is_clipped_BT, mask)
+    if tl.token_clipped_BT is not None:
+        stats["tokclip"] = masked_values(tl.token_clipped_BT, mask)
+    loss = (tl.loss_BT * tok_w * mb.tok_w_BT * mb.per_seq(mb.data.distill_w)[:, None]).sum()
+    return Term(loss, stats)
+
+
+def _grpo(mb: MicroBatch, cfg: TrainConfig) -> Term:
+    from agentsd.distill import losses as L
+    from agentsd.distill.metrics import masked_values
+
+    gl = L.grpo_loss(mb.out["logp_BT"], mb.sampler_logp_BT, mb.per_seq(mb.data.advantages),
+                     mb.mask_BT, cfg.loss.grpo_clip_eps)
+    stats = {}
+    if mb.teacher is None:
+        stats = {"ratio": masked_values(gl.is_ratio_BT, mb.mask_BT),
+                 "isclip": masked_values(gl.is_clipped_BT, mb.mask_BT)}
+    tok_w = mb.tok_w_BT
+    if cfg.loss.trace:  # TRACE: GRPO on unmarked tokens, and on marked ones as the KL anneals
+        marked = mb.extra["trace_fwd_BT"] + mb.extra["trace_rev_BT"]
+        tok_w = tok_w * (1.0 - mb.data.kl_scale * marked)
+    return Term((gl.loss_BT * tok_w * mb.per_seq(mb.data.grpo_w)[:, None]).sum(), stats)
+
+
+def _sft(mb: MicroBatch, cfg: TrainConfig) -> Term:
+    from agentsd.distill import losses as L
+
+    sl = L.sft_loss(mb.out["logp_BT"], mb.mask_BT)
+    return Term((sl.loss_BT * mb.tok_w_BT * mb.per_seq(mb.data.sft_w)[:, None]).sum())
+
+
+#: every loss term the loop knows; ``distill`` reads ``cfg.loss.kind`` (reverse_kl, pg: sampled
+#: tokens only; jsd: full-vocabulary or top-k logits; pi_distill: π-Distill, full vocabulary)
+#: and the family's options (SOD turn weights, TRACE routing, UniSD / AVSD teachers)
+OBJECTIVES: dict[str, Objective] = {
+    "distill": Objective("distill", _distill, needs_teacher=True,
+                         doc="teacher-student divergence on the student's action tokens"),
+    "grpo": Objective("grpo", _grpo, doc="clipped surrogate on group-relative env-reward advantages"),
+    "sft": Objective("sft", _sft, doc="negative log-likelihood of action tokens (demos, RFT)"),
+}
+
+#: each term's per-sequence weight in the batch: a micro-batch where all are 0 skips the term
+_WEIGHT = {"grpo": "grpo_w", "sft": "sft_w"}
+
+
+def terms_for(cfg: TrainConfig) -> list[Objective]:
+    """The loss terms an algorithm sums: opd/opsd distill (+ a GRPO blend), grpo, rft/sft nll."""
+    if cfg.algo in ("opd", "opsd"):
+        return [OBJECTIVES["distill"]] + ([OBJECTIVES["grpo"]] if cfg.loss.grpo_coef > 0
+                                          or cfg.loss.success_routing or cfg.loss.trace else [])
+    return [OBJECTIVES[{"grpo": "grpo", "rft": "sft", "sft": "sft"}[cfg.algo]]]
+
+
+def needs_logits(cfg: TrainConfig) -> bool:
+    """Whether the objective needs full-vocabulary logits (jsd, π-Distill), not only log-probs."""
+    return any(t.needs_teacher for t in terms_for(cfg)) and cfg.loss.kind in ("jsd", "pi_distill")
+
+
+def applies(term: Objective, mb: MicroBatch) -> bool:
+    """Whether ``term`` has any weight on ``mb`` (GRPO / SFT on no sequence of it: skipped)."""
+    name = _WEIGHT.get(term.name)
+    return name is None or any(getattr(mb.data, name)[i] for i in mb.index)
