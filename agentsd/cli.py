@@ -48,13 +48,44 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
+#: integer flags that count things, by destination: checked when the command line is parsed,
+#: so a bad value is a usage error (exit 2) before any model, env or sandbox loads
+POSITIVE_INTS = frozenset({"num_tasks", "samples", "max_tokens", "max_turns", "max_episode_tokens",
+                           "max_concurrent", "env_workers", "max_skills", "prompt_version"})
+NON_NEGATIVE_INTS = frozenset({"seed", "seed_offset", "top_k", "threads", "warm_steps", "steps",
+                               "max_parse_failures"})
+
+
+def _checked_int(flag: str, low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= {low}, got {v}")
+        return v
+
+    return parse
+
+
 class Parser(argparse.ArgumentParser):
-    """The parser class of every (sub)command: defaults shown, the exit codes in the epilog."""
+    """The parser class of every (sub)command: defaults shown, the exit codes in the epilog, and
+    counting flags (:data:`POSITIVE_INTS`, :data:`NON_NEGATIVE_INTS`) range-checked."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         kwargs.setdefault("epilog", EXIT_CODES)
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *names: Any, **kwargs: Any) -> argparse.Action:
+        if kwargs.get("type") is int:
+            longs = [n for n in names if isinstance(n, str) and n.startswith("--")]
+            dest = kwargs.get("dest") or (longs[0][2:].replace("-", "_") if longs else "")
+            low = 1 if dest in POSITIVE_INTS else 0 if dest in NON_NEGATIVE_INTS else None
+            if low is not None:
+                kwargs["type"] = _checked_int(longs[0] if longs else names[0], low)
+        return super().add_argument(*names, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agentsd.cli", *args], capture_output=True,
@@ -103,3 +105,42 @@ def test_skills_build_never_touches_the_shipped_library_by_default(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / DEFAULT_BUILD_OUT / "Sokoban-Easy-v0").is_dir()
     assert sorted((p, p.stat().st_mtime_ns) for p in default_root().rglob("*") if p.is_file()) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 23: counts, ports and hub ids fail before anything loads, in one line
+
+@pytest.mark.parametrize("argv,flag", [
+    (["rollout", "--env", "Sokoban-v0", "-n", "-3"], "--num-tasks"),
+    (["rollout", "--env", "Sokoban-v0", "--samples", "0"], "--samples"),
+    (["rollout", "--env", "Sokoban-v0", "--max-tokens", "-1"], "--max-tokens"),
+    (["sandbox", "serve", "--port", "99999"], "--port"),
+    (["sandbox", "serve", "--port", "-1"], "--port"),
+    (["sandbox", "serve", "--concurrency", "0"], "--concurrency"),
+    (["eval-code", "--samples", "canonical", "--workers", "0"], "--workers"),
+])
+def test_bad_counts_and_ports_are_usage_errors(argv, flag, capsys, monkeypatch):
+    from agentsd import cli
+    from agentsd.policy import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and flag in err and "Traceback" not in err
+
+
+def test_uncached_hub_id_fails_in_one_line(monkeypatch):
+    from huggingface_hub import constants
+
+    from agentsd.policy import models
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(models.ModelNotFoundError) as e:
+        models.load_tokenizer.__wrapped__("someorg/agentsd-not-cached")
+    assert "HF_HUB_OFFLINE" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(models.ModelNotFoundError, match="unreachable") as e:
+        models.load_model("someorg/agentsd-not-cached", device="cpu")
+    assert "\n" not in str(e.value)

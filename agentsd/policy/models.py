@@ -189,9 +189,36 @@ def load_model(name: str, *, device: str | None = None, dtype: Any = None) -> tu
     return model, load_tokenizer(name)
 
 
+def _hub_ready(ref: ModelRef) -> None:
+    """For a hub id not in the local Hugging Face cache: fail in one line when the hub cannot
+    be used (``HF_HUB_OFFLINE`` set, or one plain request to it fails) instead of letting the
+    download retry with a page of warnings. A cached id, or a reachable hub, passes."""
+    if ref.source != "hub":
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(ref.path, "config.json"), str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise ModelNotFoundError(f"model {ref.name!r} is not in the local Hugging Face cache and "
+                                 "HF_HUB_OFFLINE is set; run `huggingface-cli download "
+                                 f"{ref.path}` where the hub is reachable, or pass a local path")
+    import httpx
+
+    url = f"{constants.ENDPOINT}/api/models/{ref.path}"
+    try:
+        httpx.head(url, timeout=5.0, follow_redirects=True)
+    except httpx.HTTPError as e:
+        raise ModelNotFoundError(
+            f"model {ref.name!r} is not in the local Hugging Face cache and the hub is unreachable "
+            f"({type(e).__name__} for {constants.ENDPOINT}); run `huggingface-cli download {ref.path}` "
+            f"where it is reachable, pass a local path, or use 'smollm2' (no network)") from None
+
+
 def _source_tokenizer(ref: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
+    _hub_ready(ref)
     try:
         return AutoTokenizer.from_pretrained(ref.path, **ref.from_pretrained_kwargs())
     except (OSError, ValueError) as e:
@@ -201,6 +228,7 @@ def _source_tokenizer(ref: ModelRef) -> Any:
 def _load_weights(ref: ModelRef, **kwargs: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
+    _hub_ready(ref)
     try:
         return AutoModelForCausalLM.from_pretrained(ref.path, **ref.from_pretrained_kwargs(), **kwargs)
     except (OSError, ValueError) as e:

@@ -12,6 +12,31 @@ from typing import Any
 __all__ = ["register"]
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port (0 lets the OS choose)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port must be an integer, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"--port must be in [0, 65535], got {v}")
+    return v
+
+
+def _count(flag: str):
+    """An argparse type: a positive int (checked before anything is loaded)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {v}")
+        return v
+
+    return parse
+
+
 def _serve(args: argparse.Namespace) -> int:
     from agentsd.sandbox.server import ServerConfig, serve
 
@@ -20,8 +45,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"refusing to serve on {args.host} without a token: set --token or ${args.token_env}",
               file=sys.stderr)
         return 2
-    cfg = ServerConfig(backend=args.backend, concurrency=args.concurrency, max_queue=args.max_queue,
-                       max_body_kb=args.max_body_kb, token=token)
+    try:
+        cfg = ServerConfig(backend=args.backend, concurrency=args.concurrency, max_queue=args.max_queue,
+                           max_body_kb=args.max_body_kb, token=token,
+                           max_inflight_body_kb=args.max_inflight_body_kb,
+                           max_connections=args.max_connections)
+    except ValueError as e:
+        print(f"agentsd sandbox serve: {e}", file=sys.stderr)
+        return 2
     print(f"agentsd sandbox serving on http://{args.host}:{args.port} (backend {args.backend}, "
           f"concurrency {args.concurrency}, auth {'on' if token else 'off'})", file=sys.stderr)
     serve(cfg, host=args.host, port=args.port)
@@ -81,12 +112,18 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
     s = sub.add_parser("serve", help="serve /run_code (SandboxFusion shape) over HTTP")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    s.add_argument("--port", type=_port, default=8080, help="port, 0-65535 (default 8080)")
     s.add_argument("--backend", choices=["local", "docker"], default="local", help="executing backend")
-    s.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
+    s.add_argument("--concurrency", type=_count("--concurrency"), default=os.cpu_count() or 1,
                    help="runs executing at once (default: CPU count)")
-    s.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait (then 429)")
-    s.add_argument("--max-body-kb", type=int, default=4096, help="largest request body (then 413)")
+    s.add_argument("--max-queue", type=_count("--max-queue"), default=64,
+                   help="requests allowed to wait (then 429)")
+    s.add_argument("--max-body-kb", type=_count("--max-body-kb"), default=4096,
+                   help="largest request body (then 413)")
+    s.add_argument("--max-inflight-body-kb", type=_count("--max-inflight-body-kb"), default=64 * 1024,
+                   help="request-body KiB all requests together may hold (then 429; default 65536)")
+    s.add_argument("--max-connections", type=_count("--max-connections"), default=256,
+                   help="connections served at once (then 503; default 256)")
     s.add_argument("--token", default=None, help="required bearer token (prefer --token-env)")
     s.add_argument("--token-env", default="AGENTSD_SANDBOX_TOKEN",
                    help="env var holding the token (default AGENTSD_SANDBOX_TOKEN)")
@@ -96,7 +133,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--backend", choices=["local", "docker", "http"], default="local")
     r.add_argument("--url", default="http://127.0.0.1:8080", help="server URL for --backend http")
     r.add_argument("--timeout", type=float, default=10.0, help="wall seconds (default 10)")
-    r.add_argument("--memory-mb", type=int, default=512, help="memory limit (default 512)")
+    r.add_argument("--memory-mb", type=_count("--memory-mb"), default=512, help="memory limit (default 512)")
     r.add_argument("--stdin", action="store_true", help="forward this command's stdin")
     r.add_argument("--json", action="store_true", help="print the full result as JSON")
     r.set_defaults(func=_run)

@@ -24,8 +24,14 @@ switch off. Malformed requests — not JSON, invalid UTF-8, nested too deeply, w
 ``body_timeout_s`` (then the connection is closed, or 408).
 
 A token (``--token`` or the env var named by ``--token-env``) is required as
-``Authorization: Bearer <token>`` on ``/run_code`` when set. Bodies over ``max_body_kb`` get 413;
-more than ``concurrency`` runs execute at once never, and more than ``max_queue`` waiting get 429.
+``Authorization: Bearer <token>`` on ``/run_code`` when set. The service bounds its own memory:
+a body over ``max_body_kb`` gets 413 (from its declared length, before any of it is read, or as
+soon as the bytes read pass it); bodies held by all requests together — read, parsed or waiting
+to run — never exceed ``max_inflight_body_kb`` (a request that would pass it gets 429 before
+its body is buffered); at most ``max_connections`` connections are served at once (uvicorn's
+``limit_concurrency``: 503 beyond it); more than ``concurrency`` runs never execute at once,
+and more than ``max_queue`` waiting get 429. A client that disconnects mid-body is logged as one
+line. Every rejection names the limit and the ``ServerConfig`` field / CLI flag that sets it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import binascii
 import contextlib
 import hmac
 import json
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -48,6 +55,10 @@ LANGUAGES = ("python", "python3")
 
 __all__ = ["ServerConfig", "build_app", "serve", "serve_in_thread", "request_from_fusion",
            "result_to_fusion"]
+
+log = logging.getLogger("agentsd.sandbox.server")
+#: the keys of the ``agentsd`` extension object
+EXTENSION_KEYS = ("limits", "cmd")
 
 
 @dataclass(frozen=True)
@@ -65,14 +76,21 @@ class ServerConfig:
         wall_s=120.0, memory_mb=2048, processes=256, file_mb=256, output_kb=8192, open_files=1024))
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    #: request-body bytes all requests together may hold (KiB); beyond it: 429
+    max_inflight_body_kb: int = 64 * 1024
+    #: connections served at once (uvicorn limit_concurrency; beyond it: 503)
+    max_connections: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_queue", "max_body_kb"):
+        for name in ("concurrency", "max_queue", "max_body_kb", "max_inflight_body_kb", "max_connections"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"ServerConfig.{name} must be a positive int, got {v!r}")
         if self.token is not None and len(self.token) < 8:
             raise ValueError("ServerConfig.token must be at least 8 characters (or None for no auth)")
+        if self.max_inflight_body_kb < self.max_body_kb:
+            raise ValueError(f"ServerConfig.max_inflight_body_kb ({self.max_inflight_body_kb}) must be "
+                             f">= max_body_kb ({self.max_body_kb}): one largest body must fit")
         if not isinstance(self.max_limits, Limits):
             raise TypeError(f"ServerConfig.max_limits must be a Limits, got {type(self.max_limits).__name__}")
         if not 0 < self.default_wall_s <= self.max_limits.wall_s:
@@ -118,9 +136,15 @@ def request_from_fusion(body: Any, cfg: ServerConfig) -> tuple[ExecRequest, dict
     code = body.get("code")
     if not isinstance(code, str):
         raise BadRequest("'code' must be a string")
-    ext = body.get("agentsd") or {}
+    ext = body.get("agentsd")
+    if ext is None:
+        ext = {}
     if not isinstance(ext, dict):
-        raise BadRequest("'agentsd' must be an object")
+        raise BadRequest(f"'agentsd' must be an object with keys {list(EXTENSION_KEYS)}, got "
+                         f"{type(ext).__name__} {ext!r:.60}")
+    unknown = sorted(str(k) for k in ext if k not in EXTENSION_KEYS)
+    if unknown:
+        raise BadRequest(f"unknown 'agentsd' key(s) {unknown}; allowed: {list(EXTENSION_KEYS)}")
     compile_timeout = _number(body, "compile_timeout", 10)
     if compile_timeout <= 0:
         raise BadRequest(f"'compile_timeout' must be positive, got {compile_timeout!r}")
@@ -189,7 +213,7 @@ def build_app(cfg: ServerConfig, backend: Any = None):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
     from agentsd.sandbox import get_backend
@@ -197,9 +221,10 @@ def build_app(cfg: ServerConfig, backend: Any = None):
     if backend is None:
         kw = {"slots": cfg.concurrency} if cfg.backend in ("local", "docker") else {}
         backend = get_backend(cfg.backend, **kw)
-    state = {"in_flight": 0, "waiting": 0, "served": 0}
+    state = {"in_flight": 0, "waiting": 0, "served": 0, "body_bytes": 0}
     sem = asyncio.Semaphore(cfg.concurrency)
     limit = cfg.max_body_kb * 1024
+    inflight = cfg.max_inflight_body_kb * 1024
 
     def err(code: int, msg: str) -> JSONResponse:
         return JSONResponse({"status": "SandboxError", "message": msg}, status_code=code)
@@ -212,7 +237,31 @@ def build_app(cfg: ServerConfig, backend: Any = None):
                 return err(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return err(413, f"request body over {cfg.max_body_kb} KiB")
+            return err(413, f"request body over {cfg.max_body_kb} KiB (ServerConfig.max_body_kb, "
+                            "--max-body-kb)")
+        held = [0]  # bytes this request holds in the in-flight budget (released at the end)
+        try:
+            return await _serve_body(request, int(declared) if declared and declared.isdigit() else 0,
+                                     held)
+        finally:
+            state["body_bytes"] -= held[0]
+
+    def take(held: list, n: int) -> bool:
+        """Hold ``n`` more body bytes if the in-flight budget allows (the loop is single-threaded)."""
+        if state["body_bytes"] + n > inflight:
+            return False
+        state["body_bytes"] += n
+        held[0] += n
+        return True
+
+    busy_body = (f"busy: request bodies in flight would pass {cfg.max_inflight_body_kb} KiB "
+                 "(ServerConfig.max_inflight_body_kb, --max-inflight-body-kb); retry later")
+
+    async def _serve_body(request: Request, declared: int, held: list):
+        from starlette.requests import ClientDisconnect
+
+        if not take(held, declared):
+            return err(429, busy_body)
         body = bytearray()
         stream = request.stream().__aiter__()
         deadline = asyncio.get_running_loop().time() + cfg.body_timeout_s
@@ -223,10 +272,19 @@ def build_app(cfg: ServerConfig, backend: Any = None):
             except StopAsyncIteration:
                 break
             except asyncio.TimeoutError:
-                return err(408, f"the body did not arrive within {cfg.body_timeout_s:g}s")
+                return err(408, f"the body did not arrive within {cfg.body_timeout_s:g}s "
+                                "(ServerConfig.body_timeout_s)")
+            except ClientDisconnect:
+                client = request.client
+                log.warning("client %s disconnected after %d of its body's bytes; request dropped",
+                            f"{client.host}:{client.port}" if client else "?", len(body))
+                return Response(status_code=499)
+            if len(body) + len(chunk) > limit:
+                return err(413, f"request body over {cfg.max_body_kb} KiB (ServerConfig.max_body_kb, "
+                                "--max-body-kb)")
+            if len(body) + len(chunk) > held[0] and not take(held, len(body) + len(chunk) - held[0]):
+                return err(429, busy_body)
             body += chunk
-            if len(body) > limit:
-                return err(413, f"request body over {cfg.max_body_kb} KiB")
         try:
             req, clamped = request_from_fusion(json.loads(bytes(body).decode("utf-8")), cfg)
         except UnicodeDecodeError as e:
@@ -238,7 +296,8 @@ def build_app(cfg: ServerConfig, backend: Any = None):
         except ValueError as e:  # json.JSONDecodeError and anything else malformed
             return err(400, f"the body is not valid JSON: {e}")
         if state["waiting"] >= cfg.max_queue:
-            return err(429, f"busy: {cfg.max_queue} requests already waiting; retry later")
+            return err(429, f"busy: {cfg.max_queue} requests already waiting (ServerConfig.max_queue, "
+                            "--max-queue); retry later")
         state["waiting"] += 1
         try:
             await sem.acquire()
@@ -281,7 +340,8 @@ def serve(cfg: ServerConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
     import uvicorn
 
     uvicorn.run(build_app(cfg), host=host, port=port, log_level="warning",
-                http=header_timeout_protocol(cfg.header_timeout_s))
+                http=header_timeout_protocol(cfg.header_timeout_s),
+                limit_concurrency=cfg.max_connections + 1)  # uvicorn counts the new one too
 
 
 def header_timeout_protocol(seconds: float):
@@ -346,7 +406,8 @@ def serve_in_thread(cfg: ServerConfig, backend: Any = None, host: str = "127.0.0
 
     app = build_app(cfg, backend)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning",
-                                           lifespan="on", http=header_timeout_protocol(cfg.header_timeout_s)))
+                                           lifespan="on", http=header_timeout_protocol(cfg.header_timeout_s),
+                                           limit_concurrency=cfg.max_connections + 1))
     t = threading.Thread(target=server.run, daemon=True, name="agentsd-sandbox-server")
     t.start()
     deadline = time.monotonic() + 30

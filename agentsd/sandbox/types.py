@@ -215,6 +215,8 @@ def _check_relpath(name: Any) -> str:
 
     if not isinstance(name, str) or not name or name.startswith("/") or "\x00" in name:
         raise ValueError(f"file names must be non-empty relative paths, got {name!r:.300}")
+    if name.endswith("/"):
+        raise ValueError(f"file name {name!r:.300} names a directory; files= holds files")
     norm = posixpath.normpath(name)
     if norm.startswith("..") or norm == ".":
         raise ValueError(f"file name {name!r:.300} escapes the working directory")
