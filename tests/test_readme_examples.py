@@ -193,6 +193,17 @@ def test_readme_python_blocks_compile_and_sketches_are_tagged():
             "with a first-line comment such as '# [long: why]'")
 
 
+def test_readme_python_blocks_use_no_undefined_name():
+    """Each block runs alone in a fresh interpreter, so it imports what it uses (the skills
+    snippet once called ``load_library`` without importing it: a NameError for every reader)."""
+    pytest.importorskip("ruff")
+    for b in PY_BLOCKS:
+        r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "F821",
+                            "--output-format", "concise", "--stdin-filename", f"L{b.line}.py", "-"],
+                           input=b.code, capture_output=True, text=True)
+        assert r.returncode == 0, f"{b.doc} Python block at line {b.line}:\n{r.stdout}"
+
+
 def test_python_block_tags_and_sketches_are_read():
     tagged = python_blocks("```python\n# [gpu: needs CUDA]\nimport torch\n```\n")[0]
     assert tagged.skip_reason() == "needs a GPU: needs CUDA (README tag [gpu])"
