@@ -14,8 +14,8 @@ One trajectory per line (:meth:`Trajectory.to_dict`, which carries ``schema_vers
 
 Crash tolerance: each record is written with one ``write`` of a complete line and flushed, so a
 killed writer loses at most the record in flight (``fsync=True`` also survives power loss). A
-reader skips a truncated or corrupt line with a warning (``strict=True`` raises instead, naming
-the line), and a writer reopening a file whose last line was cut starts on a fresh line.
+reader skips a truncated, corrupt or wrong-shape line (:func:`record_problem`) with a warning
+(``strict=True`` raises instead, naming the line), and a writer reopening a file whose last line was cut starts on a fresh line.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agentsd.trajectory import Trajectory
+from agentsd.trajectory import SCHEMA_VERSION, Trajectory
 
 __all__ = ["TrajectoryWriter", "iter_trajectories", "read_trajectories", "read_jsonl", "write_jsonl",
            "write_parquet", "read_parquet", "load", "filter_trajectories", "group_by",
@@ -109,10 +109,66 @@ def iter_trajectories(path: str | os.PathLike, *, strict: bool = False) -> Itera
                     raise StoreError(msg) from e
                 warnings.warn(msg + "; skipping it", stacklevel=2)
                 continue
-            try:
-                yield Trajectory.from_dict(d)
-            except (TypeError, ValueError) as e:
-                raise StoreError(f"{p}:{n}: {e}") from e
+            version = d.get("schema_version")
+            if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+                raise StoreError(f"{p}:{n}: trajectory schema v{version} is newer than this agentsd "
+                                 f"(reads up to v{SCHEMA_VERSION}); upgrade agentsd")
+            problem = record_problem(d)
+            if problem is None:
+                try:
+                    traj = Trajectory.from_dict(_with_stable_id(d, raw))
+                except (TypeError, ValueError) as e:
+                    problem = str(e)[:300]
+            if problem is not None:
+                msg = f"{p}:{n}: not a trajectory record ({problem})"
+                if strict:
+                    raise StoreError(msg)
+                warnings.warn(msg + "; skipping it", stacklevel=2)
+                continue
+            yield traj
+
+
+#: JSON types of a record's fields (a field may be absent: it takes its default)
+_TRAJ_TYPES: dict[str, Any] = {
+    "env_id": str, "turns": list, "id": str, "spec_kwargs": dict, "seed": (int, type(None)),
+    "task_id": (str, type(None)), "split": (str, type(None)), "policy": str, "sampling": dict,
+    "success": bool, "total_reward": (int, float), "stop_reason": str, "final_observation": list,
+    "skills": list, "meta": dict, "schema_version": int}
+_TURN_TYPES: dict[str, Any] = {
+    "observation": list, "prompt_ids": list, "action_ids": list, "action_logprobs": list,
+    "action_text": str, "reward": (int, float), "reward_terms": dict, "parse": str,
+    "finish_reason": str, "info": dict, "timings": dict, "privileged": dict}
+
+
+def record_problem(d: dict) -> str | None:
+    """Why ``d`` is not a trajectory record (``None`` when it is one): it must hold ``env_id``
+    and ``turns`` and every known field must have its JSON type, so a stray object such as
+    ``{"turns": 5}`` or ``{}`` is skipped like a corrupt line, never read as an empty episode."""
+    missing = [k for k in ("env_id", "turns") if k not in d]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    for where, obj, types in [("", d, _TRAJ_TYPES)] + [
+            (f"turns[{i}].", t, _TURN_TYPES) for i, t in enumerate(d["turns"])
+            if isinstance(d["turns"], list)]:
+        if not isinstance(obj, dict):
+            return f"{where[:-1]} is a {type(obj).__name__}, not an object"
+        for k, want in types.items():
+            v = obj.get(k)
+            if k in obj and (not isinstance(v, want) or (want is int and isinstance(v, bool))):
+                return f"{where}{k} is a {type(v).__name__}"
+        for k in ("prompt_ids", "action_ids"):
+            if k in obj and not all(type(x) is int for x in obj[k]):
+                return f"{where}{k} holds a non-integer"
+    return None
+
+
+def _with_stable_id(d: dict, raw: bytes) -> dict:
+    """A record without an ``id`` gets one derived from its bytes: the same on every read."""
+    if "id" in d:
+        return d
+    import hashlib
+
+    return {**d, "id": "sha256-" + hashlib.sha256(raw.strip()).hexdigest()[:32]}
 
 
 def read_trajectories(path: str | os.PathLike, *, strict: bool = False) -> list[Trajectory]:

@@ -169,3 +169,57 @@ def test_rollout_cli_writes_trajectories_that_load_back(tmp_path, monkeypatch):
     assert [t.token_ids() for t in read_parquet(pq)] == [t.token_ids() for t in trajs]
     assert cli_main(["rollout", "--env", "Nope-v0", "--out", str(out)]) == 2
     assert os.path.getsize(out) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 23: wrong-shape records, stable ids, metrics rows on resume
+
+@pytest.mark.parametrize("line", ['{"turns": 5}', '{}', '{"env_id": "E"}', '{"env_id": 3, "turns": []}',
+                                  '{"env_id": "E", "turns": [5]}',
+                                  '{"env_id": "E", "turns": [{"prompt_ids": "abc"}]}',
+                                  '{"env_id": "E", "turns": [], "seed": "x"}'])
+def test_wrong_shape_records_are_skipped_with_a_warning(tmp_path, line):
+    path = tmp_path / "t.jsonl"
+    write_jsonl([_traj(1, True)], path)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    write_jsonl([_traj(2, False)], path, append=True)
+    with pytest.warns(UserWarning, match="t.jsonl:2: not a trajectory record"):
+        got = read_trajectories(path)
+    assert [t.seed for t in got] == [1, 2]
+    with pytest.raises(StoreError, match="t.jsonl:2"):
+        read_trajectories(path, strict=True)
+
+
+def test_ids_are_stable_across_reads(tmp_path):
+    path = tmp_path / "t.jsonl"
+    d = _traj(3, True).to_dict()
+    del d["id"]
+    path.write_text(json.dumps(d) + "\n")
+    a, b = read_trajectories(path), read_trajectories(path)
+    assert a[0].id == b[0].id and a[0].id
+
+
+def test_metrics_resume_never_duplicates_a_row(tmp_path):
+    """kill -9 before the first checkpoint: the restarted run (resume_step=0) logs step 0 again."""
+    from agentsd.distill.metrics import MetricsWriter, read_metrics
+
+    w = MetricsWriter(tmp_path, tensorboard=False)
+    w.log(0, {"eval/success": 0.1})
+    w.log(1, {"loss/total": 1.0})
+    w._f.close()  # killed: no close(), no checkpoint
+    w = MetricsWriter(tmp_path, resume_step=0, tensorboard=False)
+    w.log(0, {"eval/success": 0.1})
+    w.log(1, {"loss/total": 1.0})
+    w.close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 1]
+    # resumed from a checkpoint at step 1; later a step is logged again: still one row per step
+    w = MetricsWriter(tmp_path, resume_step=1, tensorboard=False)
+    w.log(2, {"loss/total": 0.5})
+    w.log(3, {"loss/total": 0.4})
+    w.close()
+    w = MetricsWriter(tmp_path, resume_step=2, tensorboard=False)
+    w.log(2, {"loss/total": 0.5})
+    w.log(3, {"loss/total": 0.4})
+    w.close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 1, 2, 3]

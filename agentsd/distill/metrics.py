@@ -9,7 +9,11 @@ A metric may carry its spread as ``<key>_std`` (``eval/success_std``); :func:`me
 what the report draws as a band.
 
 On resume the JSONL is cut back to the checkpoint's step and TensorBoard events after it are
-purged, so a resumed run's files read as if it had never stopped.
+purged, so a resumed run's files read as if it had never stopped. ``resume_step=0`` means no
+checkpoint was loaded: the run starts over, so every earlier row goes (a run killed before its
+first checkpoint had already logged step 0, which the restart logs again). And a step logged
+again after a resume replaces the earlier session's rows from that step on: no step ever has
+two rows.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class MetricsWriter:
     def __init__(self, run_dir: str | Path, resume_step: int = 0, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._truncate_after(resume_step)
+        self._old_max = self._truncate_after(resume_step if resume_step > 0 else -1)
         self._f = self.path.open("a", encoding="utf-8")
         self.tb = None
         if tensorboard:
@@ -61,17 +65,24 @@ class MetricsWriter:
             except ImportError:  # tensorboard is a dev extra; JSONL is always written
                 self.tb = None
             else:
-                self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1)
+                self.tb = SummaryWriter(str(Path(run_dir) / "tb"),
+                                        purge_step=resume_step + 1 if resume_step > 0 else 0)
 
-    def _truncate_after(self, step: int) -> None:
+    def _truncate_after(self, step: int) -> int:
+        """Keep rows with ``step`` <= ``step``; returns the largest step kept (-1: none)."""
         if not self.path.exists():
-            return
+            return -1
         keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
         os.replace(tmp, self.path)
+        return max((r.get("step", 0) for r in keep), default=-1)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
+        if step <= self._old_max:  # an earlier session logged this step: its rows from here go
+            self._f.close()
+            self._old_max = self._truncate_after(step - 1)
+            self._f = self.path.open("a", encoding="utf-8")
         row = {"step": step, **{k: _clean(v) for k, v in values.items()}}
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
