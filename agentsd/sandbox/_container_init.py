@@ -1,7 +1,9 @@
 """The in-container supervisor of the ``docker`` backend (stdlib only; runs as ``python -I -S -c``).
 
-It starts as root *inside* a container that already has no network, a read-only root, tmpfs
-``/work`` and ``/tmp``, no capabilities but SETUID/SETGID/CHOWN/KILL/DAC_OVERRIDE, and
+It starts as root *inside* a container that already has no network, a read-only root, one
+tmpfs ``/sbx`` (``/work`` and ``/tmp`` are links into it; this supervisor makes their
+directories and points ``/dev/shm`` there too, so one cap holds every writable byte), no
+capabilities but SETUID/SETGID/CHOWN/KILL/DAC_OVERRIDE, and
 no-new-privileges. It writes the files, forks the program as the unprivileged uid with rlimits,
 collects stdout/stderr up to the cap, enforces the wall clock, kills everything the program left
 (``kill(-1)``), and prints one JSON report line on its real stdout. The program cannot signal
@@ -26,6 +28,14 @@ def main():
     cfg = json.loads(sys.stdin.buffer.read(n))
     os.close(0)
     lim, uid = cfg["limits"], int(cfg["uid"])
+    for d, mode in (("/sbx/work", 0o755), ("/sbx/tmp", 0o1777), ("/sbx/shm", 0o1777)):
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, mode)
+    try:  # docker mounts no /dev/shm with ipc_mode="none": the capped tmpfs serves it
+        if not os.path.exists("/dev/shm"):
+            os.symlink("/sbx/shm", "/dev/shm")
+    except OSError:
+        pass
     for rel, data in cfg["files"].items():
         path = os.path.join("/work", rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -1,7 +1,9 @@
 """The ``docker`` sandbox backend: one throwaway container per run (docker SDK, extra ``docker``).
 
-Every container has: ``network_mode="none"``; a read-only root filesystem; tmpfs ``/work``
-(cwd) and ``/tmp`` capped at ``Limits.file_mb``; memory (no swap), pids and CPU limits; all
+Every container has: ``network_mode="none"``; a read-only root filesystem; one tmpfs
+``/sbx`` capped at ``Limits.file_mb`` that holds every writable byte (``/work`` — the cwd —,
+``/tmp`` and ``/dev/shm`` point into it, so their *sum* is capped, as on the local backend; no
+IPC shm of docker's own); memory (no swap), pids and CPU limits; all
 capabilities dropped except the few the in-container supervisor needs to write the files and
 switch user (SETUID, SETGID, CHOWN, DAC_OVERRIDE, KILL — lost by the program at ``setuid``);
 ``no-new-privileges``; docker's init as pid 1; the program runs as an unprivileged uid (60000)
@@ -10,9 +12,10 @@ with rlimits; the wall clock is enforced inside (the supervisor) and outside (a 
 removed after its run, and stale labelled containers are removed on start and on ``close()``.
 
 Not isolated: the kernel (shared with the host, as always with containers). The runtime image is
-built from local files because no registry is reachable: :func:`build_runtime_image` packs this
-machine's Python (standard library, no site-packages) and the shared libraries it links into a
-tarball and ``docker import``\\ s it.
+built from local files because no registry is reachable: :func:`build_runtime_image` packs the
+same runtime view as the local backend (:mod:`agentsd.sandbox.runtime`: this machine's Python at
+``/opt/python``, standard library only unless ``packages`` allow-lists some, a synthetic
+``/etc``) and the shared libraries it links into a tarball and ``docker import``\\ s it.
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ import sys
 import tarfile
 import threading
 
+from agentsd.sandbox.runtime import SANDBOX_PREFIX, SANDBOX_PYTHON
 from agentsd.sandbox.types import ExecRequest, ExecResult, SandboxUnavailable, Status
 
 __all__ = ["DockerSandbox", "build_runtime_image", "DEFAULT_IMAGE", "LABEL", "connect"]
 
-DEFAULT_IMAGE = "agentsd-sandbox-python:latest"
+#: the runtime image (its tag carries the runtime layout version, so an old image is never reused)
+DEFAULT_IMAGE = "agentsd-sandbox-python:view-2"
 LABEL = "agentsd.sandbox"
 _INIT_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_container_init.py")
-_EXCLUDE_DIRS = {"site-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip",
-                 "lib2to3", "pydoc_data"}
+#: the view's libpython (shared builds) is found through this
+_LIB_ENV = {"LD_LIBRARY_PATH": SANDBOX_PREFIX + "/lib"}
 
 
 def connect(timeout: float = 10.0):
@@ -102,50 +107,98 @@ def _add_path(tar: tarfile.TarFile, path: str, seen: set[str]) -> None:
         return
 
 
-def runtime_tarball(python: str | None = None) -> bytes:
-    """A minimal root filesystem (as tar bytes): the interpreter, its standard library (without
-    site-packages and tests), every shared library they link, ``/etc/passwd`` with the sandbox
-    user, and empty ``/work`` ``/tmp``."""
-    python = os.path.realpath(python or sys.executable)
-    prefix = os.path.realpath(sys.base_prefix)
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, mode
+    tar.addfile(info)
+
+
+def _add_link(tar: tarfile.TarFile, name: str, target: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    tar.addfile(info)
+
+
+def runtime_tarball(python: str | None = None, packages: tuple[str, ...] = (),
+                    uid: int = 60000) -> bytes:
+    """A minimal root filesystem (as tar bytes) holding the same runtime view as the local
+    backend (:mod:`agentsd.sandbox.runtime`): the interpreter and its standard library (plus
+    allow-listed ``packages``) at ``/opt/python``, the synthetic ``/etc``, every shared library
+    they link (at its system path), ``/sbx`` for the one capped tmpfs with ``/work`` and
+    ``/tmp`` pointing into it."""
+    from agentsd.sandbox.runtime import SANDBOX_PREFIX, view_files
+
+    info, files, etc = view_files(python, packages, uid)
     buf = io.BytesIO()
     seen: set[str] = set()
-    libs: set[str] = set(_ldd(python))
+    libs: set[str] = set(_ldd(info["executable"]))
+    prefix = SANDBOX_PREFIX.lstrip("/")
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        _add_path(tar, python, seen)
-        stdlib = os.path.join(prefix, "lib", f"python{sys.version_info.major}.{sys.version_info.minor}")
-        for root, dirs, files in os.walk(stdlib):
-            dirs[:] = [d for d in dirs if d not in _EXCLUDE_DIRS and not d.startswith("config-")]
-            for n in files:
-                p = os.path.join(root, n)
-                _add_path(tar, p, seen)
-                if n.endswith(".so"):
-                    libs.update(_ldd(p))
+        made: set[str] = set()
+        for src, rel in files:
+            name = f"{prefix}/{rel}"
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in made:
+                    made.add(d)
+                    _add_dir(tar, d)
+            ti = tar.gettarinfo(src, arcname=name)
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            ti.mode = 0o755 if os.access(src, os.X_OK) else 0o644
+            with open(src, "rb") as f:
+                tar.addfile(ti, f)
+            if src.endswith(".so") or ".so." in os.path.basename(src):
+                libs.update(_ldd(src))
+        _add_link(tar, f"{prefix}/bin/python", "python3")
+        lib_prefix = os.path.dirname(info["libpython"]) if info["libpython"] else None
         for lib in sorted(libs):
+            if lib_prefix and lib.startswith(lib_prefix + "/"):
+                continue  # libpython travels inside the view (found through LD_LIBRARY_PATH)
             _add_path(tar, lib, seen)
-        for d in ("/usr/bin", "/tmp", "/work", "/etc", "/proc", "/dev", "/sys"):
-            if d not in seen:
-                info = tarfile.TarInfo(d.lstrip("/"))
-                info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "/tmp" else 0o755
-                tar.addfile(info)
-        link = tarfile.TarInfo("usr/bin/python3")
-        link.type, link.linkname = tarfile.SYMTYPE, python
-        tar.addfile(link)
-        for name, text in (("etc/passwd", "root:x:0:0::/root:/bin/false\n"
-                                          "sandbox:x:60000:60000::/work:/bin/false\n"),
-                           ("etc/group", "root:x:0:\nsandbox:x:60000:\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
+        for d in ("usr", "usr/bin", "etc", "proc", "dev", "sys", "sbx"):
+            if "/" + d not in seen:
+                seen.add("/" + d)
+                _add_dir(tar, d)
+        for rel, data in sorted(etc.items()):
+            if "/" in rel and "/etc/" + rel.rsplit("/", 1)[0] not in seen:
+                seen.add("/etc/" + rel.rsplit("/", 1)[0])
+                _add_dir(tar, "etc/" + rel.rsplit("/", 1)[0])
+            if isinstance(data, str):
+                with open(data, "rb") as f:
+                    data = f.read()
+            _add_bytes(tar, "etc/" + rel, data)
+        _add_link(tar, "usr/bin/python3", SANDBOX_PREFIX + "/bin/python3")
+        for d in ("work", "tmp"):  # one tmpfs at /sbx holds every writable byte
+            _add_link(tar, d, "sbx/" + d)
     return buf.getvalue()
 
 
-def build_runtime_image(client=None, tag: str = DEFAULT_IMAGE, python: str | None = None) -> str:
+def image_tag(packages: tuple[str, ...] = ()) -> str:
+    """The runtime image's tag: the layout version, and a hash of the allow-list when there is one."""
+    import hashlib
+
+    from agentsd.sandbox.runtime import LAYOUT_VERSION
+
+    tag = f"agentsd-sandbox-python:view-{LAYOUT_VERSION}"
+    if packages:
+        tag += "-" + hashlib.sha256(",".join(sorted(set(packages))).encode()).hexdigest()[:10]
+    return tag
+
+
+def build_runtime_image(client=None, tag: str = DEFAULT_IMAGE, python: str | None = None,
+                        packages: tuple[str, ...] = ()) -> str:
     """Build (``docker import``) the runtime image from this machine's Python; returns its id."""
     client = client or connect()
     repo, _, version = tag.partition(":")
-    out = client.api.import_image_from_data(runtime_tarball(python), repository=repo,
+    out = client.api.import_image_from_data(runtime_tarball(python, packages), repository=repo,
                                             tag=version or "latest")
     text = out if isinstance(out, str) else json.dumps(out)
     if "error" in text.lower() and "sha256" not in text:
@@ -164,11 +217,16 @@ class DockerSandbox:
 
     def __init__(self, image: str = DEFAULT_IMAGE, *, slots: int | None = None,
                  build_image: bool = True, uid: int = 60000, cpus: float = 1.0,
-                 grace_s: float = 5.0) -> None:
+                 grace_s: float = 5.0, packages: tuple[str, ...] = ()) -> None:
         if not isinstance(uid, int) or uid < 1000:
             raise ValueError(f"uid must be an unprivileged int >= 1000, got {uid!r}")
         if not 0 < cpus <= 64:
             raise ValueError(f"cpus must be in (0, 64], got {cpus!r}")
+        if isinstance(packages, str) or not all(isinstance(p, str) for p in packages):
+            raise ValueError(f"packages must be a sequence of distribution names, got {packages!r}")
+        self.packages = tuple(packages)
+        if image == DEFAULT_IMAGE and self.packages:
+            image = image_tag(self.packages)
         self.image, self.uid, self.cpus, self.grace_s = image, uid, cpus, grace_s
         self.slots = slots or max(1, os.cpu_count() or 1)
         self._build = build_image
@@ -186,8 +244,8 @@ class DockerSandbox:
                 if not self._build:
                     raise SandboxUnavailable(f"image {self.image!r} not found; build it with "
                                              "agentsd.sandbox.docker_backend.build_runtime_image()") from None
-                build_runtime_image(client, self.image)
-            self._python = os.path.realpath(sys.executable)
+                build_runtime_image(client, self.image, packages=self.packages)
+            self._python = SANDBOX_PYTHON
             self._client = client
             self.cleanup()
         return self._client
@@ -233,13 +291,14 @@ class DockerSandbox:
     def _run(self, client, req: ExecRequest):
         lim = req.limits
         cmd = req.argv(self._python)
-        if cmd[0] in ("python", "python3"):
+        if cmd[0] in ("python", "python3") or (
+                os.path.isabs(cmd[0]) and os.path.realpath(cmd[0]) == os.path.realpath(sys.executable)):
             cmd[0] = self._python
         payload = {
             "files": {k: base64.b64encode(v).decode() for k, v in req.all_files().items()},
             "stdin": base64.b64encode(req.stdin_bytes()).decode(),
             "argv": cmd, "uid": self.uid, "fetch_files": list(req.fetch_files),
-            "env": {"PATH": f"{os.path.dirname(self._python)}:/usr/bin", "HOME": "/work",
+            "env": {"PATH": f"{os.path.dirname(self._python)}:/usr/bin", "HOME": "/work", **_LIB_ENV,
                     "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
             "limits": {"cpu": lim.cpu_seconds, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
                        "open_files": lim.open_files, "processes": lim.processes,
@@ -254,13 +313,13 @@ class DockerSandbox:
             self.image, [self._python, "-I", "-S", "-c", init_src],
             stdin_open=True,
             user="0:0", working_dir="/", network_mode="none", read_only=True,
-            tmpfs={"/work": tmpfs_opts + ",mode=755", "/tmp": tmpfs_opts + ",mode=1777"},
+            tmpfs={"/sbx": tmpfs_opts + ",mode=755"},  # /work, /tmp, /dev/shm: one cap in all
             mem_limit=mem, memswap_limit=mem, pids_limit=lim.processes + 4,
             nano_cpus=int(self.cpus * 1e9), cap_drop=["ALL"],
             cap_add=["SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "KILL"],
             security_opt=["no-new-privileges"], init=True, labels={LABEL: "1", LABEL + ".owner": str(os.getpid())},
             log_config={"type": "json-file", "config": {"max-size": "8m"}},
-            environment={}, hostname="sandbox", ipc_mode="private",
+            environment=dict(_LIB_ENV), hostname="sandbox", ipc_mode="none",
         )
         # the payload goes over the attached stdin (no size cap from argv or env limits)
         sock = container.attach_socket(params={"stdin": 1, "stream": 1})
@@ -330,7 +389,7 @@ class DockerSandbox:
 
     def __getstate__(self):
         return {"image": self.image, "slots": self.slots, "build_image": self._build,
-                "uid": self.uid, "cpus": self.cpus, "grace_s": self.grace_s}
+                "uid": self.uid, "cpus": self.cpus, "grace_s": self.grace_s, "packages": self.packages}
 
     def __setstate__(self, state) -> None:
         self.__init__(**state)
