@@ -169,3 +169,33 @@ def test_writable_space_is_capped_in_total(box):
     r = box.run(ExecRequest(code=code, limits=Limits(wall_s=30, file_mb=64, memory_mb=512)))
     assert r.status.value == "file_limit", r
     assert "wrote /dev/shm/c.bin" not in r.stdout
+
+
+def test_vsock_sockets_cannot_be_created(box):
+    if box.name == "docker":
+        pytest.skip("docker's own seccomp profile decides AF_VSOCK (its containers have no vsock device)")
+    r = box.run(ExecRequest(code="import socket\ntry:\n    socket.socket(40, socket.SOCK_STREAM)\n"
+                                 "    print('VSOCK')\nexcept OSError as e:\n    print('denied', e.errno)\n",
+                            limits=LIM))
+    assert r.ok and r.stdout.startswith("denied"), r
+
+
+def test_two_instances_with_overlapping_uids_never_share_one():
+    """Slot locks are keyed by uid: base 60000 slot 1 and base 60001 slot 0 are the same uid."""
+    from agentsd.sandbox.local import _Slots
+
+    import tempfile
+
+    d = tempfile.mkdtemp()
+    a, b = _Slots(2, d, 60000), _Slots(1, d, 60001)
+    with a.acquire() as s0, a.acquire() as s1:
+        assert {s0, s1} == {0, 1}
+        import threading
+
+        got = []
+        t = threading.Thread(target=lambda: got.append(b.acquire().__enter__()), daemon=True)
+        t.start()
+        t.join(0.3)
+        assert got == [], "uid 60001 was handed out twice"
+    t.join(5)
+    assert got == [0]

@@ -27,6 +27,7 @@ DENIED_SYSCALLS = (
 #: clone(2) flags that would create namespaces (a new user namespace first of all)
 _CLONE_NS_FLAGS = (0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
                    0x02000000, 0x00000080)  # NEWNS UTS IPC USER PID NET CGROUP TIME
+AF_VSOCK = 40
 _SECCOMP: dict[str, object] = {}
 
 
@@ -55,6 +56,8 @@ def seccomp_program() -> tuple[bytes, int]:
             f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
         with contextlib.suppress(ValueError, OSError, RuntimeError):
             f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        for call in ("socket", "socketpair"):  # AF_VSOCK reaches the hypervisor, not the netns
+            f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), call, sc.Arg(0, sc.EQ, AF_VSOCK))
         with tempfile.TemporaryFile() as t:
             f.export_bpf(t)
             t.seek(0)

@@ -8,9 +8,14 @@ the default; needs root):
 
 - **network**: a new network namespace with no interfaces up — no loopback, no outside network;
 - **filesystem**: a new mount namespace whose root is a size-capped tmpfs holding read-only binds
-  of the system and Python trees (``/usr``, ``/etc``, the interpreter prefix); the host's ``/root``,
-  ``/home``, ``/work``, ``/tmp`` … are not there at all; writable are only ``/work`` (cwd),
-  ``/tmp`` and ``/dev/shm``, all inside that tmpfs (``Limits.file_mb``);
+  of the system trees (:data:`SYSTEM_TREES`: ``/usr``, ``/bin``, ``/lib*``…) with every Python
+  package directory in them covered by an empty tmpfs, and of the *runtime view*
+  (:mod:`agentsd.sandbox.runtime`): the interpreter and its standard library at ``/opt/python``
+  (``sys.prefix``), allow-listed ``packages`` only, and a synthetic ``/etc``. The host's
+  interpreter prefix and its ``site-packages`` (data packages such as HumanEval's answer key),
+  the project folder, run folders and the trajectory store, ``/root``, ``/home``, ``/work``,
+  ``/tmp`` … are not there at all; writable are only ``/work`` (cwd), ``/tmp`` and ``/dev/shm``,
+  all inside that tmpfs (``Limits.file_mb`` for their sum);
 - **processes**: a new pid namespace (the program cannot see or signal host processes; when the
   run ends pid 1 exits and the kernel kills everything left, double-forked daemons included);
   IPC and UTS namespaces too;
@@ -22,13 +27,14 @@ the default; needs root):
   run cannot leave state for the next run of the same uid in the user keyring), new namespaces
   (``unshare``, ``setns``, namespace flags of ``clone``; ``clone3`` gets ``ENOSYS``), every
   mount call, ``ptrace`` and cross-process memory access, ``bpf``, ``perf_event_open``,
-  ``userfaultfd``, ``io_uring``, module loading, ``kexec``, clock/host administration; foreign
-  architectures (32-bit syscalls) are killed;
+  ``userfaultfd``, ``io_uring``, module loading, ``kexec``, clock/host administration,
+  ``AF_VSOCK`` sockets (``EAFNOSUPPORT``); foreign architectures (32-bit syscalls) are killed;
 - **host information**: ``/proc`` is mounted with ``hidepid=2`` (pid 1, the root launcher, and
   its command line and environment are invisible); ``/dev`` holds fresh device nodes, not a bind
   of the host's devtmpfs; the run's root is assembled in a directory of its own
   (:data:`NEWROOT_DIR`), so an interpreter installed under ``/tmp`` or ``/work`` is neither
-  hidden nor in the way (it appears read-only inside the sandbox's own ``/tmp`` or ``/work``);
+  hidden nor in the way (its view is copied or hard-linked into the runtime cache);
+  ``/proc/self/mountinfo`` names only standard system paths and agentsd's runtime cache;
 - **resources**: rlimits (CPU seconds, address space, file size, processes, open files, no core
   dumps) and, where cgroup v1/v2 controllers are writable, a memory and pids cgroup per slot of
   each instance (``agentsd-sandbox/i-<pid>-<random>/slot-N``; a setup failure fails that run and
@@ -37,10 +43,11 @@ the default; needs root):
   limit if the harness is gone (both modes).
 
 What is **not** isolated: the kernel is shared (a kernel exploit escapes, as with Docker); CPU
-time is limited per process but not shared fairly between slots; the read-only system tree is
-visible (world-readable files under ``/usr`` and ``/etc``, including installed Python packages);
-``/proc/self/mountinfo`` still lists the read-only binds with their filesystem's device and
-their paths in it (the interpreter prefix); ``/proc`` shows the machine's CPU/memory totals;
+time is limited per process but not shared fairly between slots; the read-only system trees are
+visible (world-readable files under ``/usr``: tools, shared libraries, documentation — but no
+Python package directory); the standard library's ``_sysconfigdata`` names the prefix the
+interpreter was built for (a string: nothing is there); ``/proc/self/mountinfo`` shows the
+filesystems' devices; ``/proc`` shows the machine's CPU/memory totals;
 timing side channels are open; without ``pyseccomp``/libseccomp the backend refuses unless
 ``seccomp=False`` is passed (then no syscall filter).
 
