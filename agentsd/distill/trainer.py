@@ -1,23 +1,33 @@
-"""The step-wise on-policy distillation trainer (and its GRPO / OPSD / RFT baselines).
+"""The step-wise on-policy distillation trainer (and its GRPO / OPSD / RFT / SFT baselines).
 
-One step, top to bottom (:func:`train`)::
+One step of :func:`train`, stage by stage (each a function below)::
 
-    trajs   = rollout(student, train tasks of this step)        # on-policy, current weights
-    rows    = teacher prompt (skills + hints + task) + the student's exact response tokens
-    for each micro-batch:
-        t_lp  = teacher(rows)                                   # no grad, dropout off
-        lp    = student(tokens)                                 # with grad
-        loss  = distill(lp, t_lp, sampler_lp) [+ GRPO(lp, advantages)] on action tokens only
-        loss.backward()                                         # accumulated, globally normalized
-    optimizer.step(); teacher.after_step(); evaluate / checkpoint / log
+    trajs = sample(step)          # on-policy rollouts with the current student (sft: demos),
+                                  # each turn recording the privileged views of the state reached
+    batch = build_batch(trajs)    # once a step: weights, feedback views, teacher rows
+                                  # (the teacher's context + the student's exact tokens), skills
+    m     = optimize(batch)       # per micro-batch: teacher scores (no grad) -> objective
+                                  # (each term its loss and stats) -> backward; optimizer step
+    m     = step_metrics(m)       # rollout, length and timing metrics over every rank
+    m    |= evaluate(step)        # held-out success (and the samples kept for the report)
+    log(m); checkpoint(step)
 
-``algo`` picks the objective; everything else (sampling, batching, checkpoints, metrics) is the
-same code path, so the baselines compare fairly:
+``algo`` picks the objective (:mod:`agentsd.distill.objectives`); everything else (sampling,
+batching, checkpoints, metrics) is the same code path, so the baselines compare fairly:
 
 - ``opd``: teacher sees retrieved skills + privileged hints; sampled-token reverse KL (default);
 - ``opsd``: teacher sees privileged hints only;
 - ``grpo``: no teacher; clipped surrogate on group-relative advantages of the env reward;
-- ``rft``: no teacher; negative log-likelihood of the successful samples' action tokens.
+- ``rft``: no teacher; negative log-likelihood of the successful samples' action tokens;
+- ``sft``: supervised fine-tuning on demonstrations (the warm start).
+
+Where each option lives: resume in :func:`_start` (what a checkpoint restores) and
+:func:`_checkpoint` (what it saves); DDP in the stages' reductions; FSDP in :func:`_start` and
+:func:`_checkpoint`; overlap (``rollout.overlap``) in :func:`_sample` and :func:`_optimize`;
+ATESD's exposure in :func:`_batch` (decided) and :func:`_optimize` (observed); the skill
+bandit in :func:`_optimize`; the family's batch and loss options in
+:mod:`agentsd.distill.batch` and :mod:`agentsd.distill.objectives`; the teacher's context in
+:mod:`agentsd.teacher_context`.
 
 Every step's randomness derives from ``(seed, step)`` and the checkpointed state, and the rollout
 engine is run with deterministic batching, so a run resumed from a checkpoint reproduces the
@@ -26,20 +36,30 @@ metrics of an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentsd.distill.batch import Batch, StepData, build_batch, micro_batches
 from agentsd.distill.config import TrainConfig, config_to_dict
-from agentsd.distill.update import StepData, build_batch, micro_batches, update
+from agentsd.distill.episodes import check_teacher as _check_teacher
+from agentsd.distill.episodes import demos as _demos
+from agentsd.distill.episodes import eval_tasks, evaluate, evaluate_teacher, train_seeds
+from agentsd.distill.episodes import fmt_eval as _fmt_eval
+from agentsd.distill.episodes import rollouts as _rollouts
+from agentsd.distill.update import update
+from agentsd.teacher_context import TeacherContexts
+from agentsd.teacher_context import snapshot_library as _snapshot_library
 from agentsd.trajectory import Trajectory
 
 __all__ = ["train", "TrainResult", "build_student", "prepare_student", "evaluate",
-           "evaluate_teacher", "eval_tasks", "StepData", "micro_batches", "train_seeds"]
+           "evaluate_teacher", "eval_tasks", "Batch", "StepData", "micro_batches", "train_seeds",
+           "lr_at"]
+
+#: the former name of :class:`agentsd.teacher_context.TeacherContexts` (scripts import it)
+_TeacherContexts = TeacherContexts
 
 
 @dataclass
@@ -113,170 +133,73 @@ def _autocast(model: Any, cfg: TrainConfig) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# rollouts and demonstrations
-
-def train_seeds(cfg: TrainConfig, step: int, n: int | None = None) -> list[int]:
-    """The train-split task seeds of ``step``: a pure function of (run seed, step)."""
-    import numpy as np
-
-    import agentsd
-
-    rng = np.random.default_rng([cfg.seed, step, 7])
-    pool = agentsd.split_seeds(cfg.rollout.env, "train", 1, offset=0)[0]
-    picks = rng.choice(100_000, size=n or cfg.rollout.tasks_per_step, replace=False)
-    return [pool + int(p) for p in picks]
-
-
-def _rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, samples: int,
-              temperature: float, sample_seed: int, progress: bool, tasks: Sequence[Any] = (),
-              record_privileged: bool = False) -> tuple[list[Trajectory], Any]:
-    from agentsd.distill.fsdp import full_weights
-    from agentsd.policy.base import SamplingParams
-    from agentsd.rollout import RolloutConfig, Task, run_rollouts, split_kwargs
-
-    rc = cfg.rollout
-    if not tasks:
-        kw = split_kwargs(rc.env, "train")
-        tasks = [Task(rc.env, s, kw) for s in seeds or []]
-    params = SamplingParams(temperature=temperature, top_p=rc.top_p if temperature > 0 else 1.0,
-                            max_tokens=rc.max_tokens, seed=sample_seed)
-    # batch_wait_s: wait for every pending env step before generating, so the batches (and
-    # hence the samples) do not depend on thread timing; exact resume relies on it
-    # FSDP: the full weights gathered once, as the ranks run different numbers of forwards
-    with full_weights(getattr(policy, "model", None)):
-        res = run_rollouts(policy, tasks=list(tasks), samples_per_task=samples, params=params,
-                           config=RolloutConfig(max_turns=rc.max_turns,
-                                                max_episode_tokens=rc.max_episode_tokens,
-                                                batch_wait_s=3600.0, progress=progress,
-                                                max_concurrent=max(64, len(tasks) * samples),
-                                                record_privileged=record_privileged))
-    return res.trajectories, res.summary
-
-
-def _demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any,
-           pool: list[Trajectory] | None = None) -> list[Trajectory]:
-    """The step's demonstrations: ``tasks_per_step * samples_per_task`` of them (the episode
-    budget of a rollout step), drawn from ``pool`` (a demo file's, loaded once a run) or played
-    by the oracle, a ``demos.teacher_frac`` share in the teacher's context."""
-    import numpy as np
-
-    from agentsd.demos import oracle_demos
-    from agentsd.rollout import split_kwargs
-
-    n = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
-    rng = np.random.default_rng([cfg.seed, step, 11])
-    in_teacher = rng.random(n) < cfg.demos.teacher_frac
-    if pool is not None:
-        return [pool[int(i)] for i in rng.integers(0, len(pool), size=n)]
-    seeds = train_seeds(cfg, step, n)
-    kw = dict(kwargs=split_kwargs(cfg.rollout.env, "train"), max_turns=cfg.rollout.max_turns)
-    ctx = cfg.teacher_views()
-    out = []
-    for seed, t in zip(seeds, in_teacher):
-        out += oracle_demos(cfg.rollout.env, [seed], tokenizer, teacher=ctx if t else None,
-                            library=library, **kw)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# teacher context
-
-from agentsd.teacher_context import TeacherContexts as _Contexts  # noqa: E402
-
-
-class _TeacherContexts(_Contexts):
-    def rows(self, traj: Trajectory, index: int, skills=None) -> list[Any]:
-        picked = self.pick(traj)
-        traj.skills = [s.name for s in picked]
-        return super().rows(traj, index, picked)
-
-
-def _snapshot_library(cfg):
-    from agentsd.teacher_context import snapshot_library
-
-    return snapshot_library(cfg)
-
-
-class _ActingTeacher:
-    """The student's policy run with the teacher's weights (for the teacher's own acting)."""
-
-    def __init__(self, policy: Any, teacher: Any) -> None:
-        self.policy, self.teacher = policy, teacher
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.policy, name)
-
-    def generate(self, prompts: Any, params: Any, **kw: Any) -> Any:
-        # kw: e.g. KV-reuse cache keys; the kept caches hold the teacher's keys/values, and the
-        # rollout engine releases them when its episodes end
-        with self.teacher.scoring():
-            return self.policy.generate(prompts, params, **kw)
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation
-
-def eval_tasks(cfg: TrainConfig) -> list[Any]:
-    """The held-out tasks: the first ``eval_tasks`` test-split seeds *with the split's kwargs*."""
-    from agentsd.rollout import split_tasks
-
-    return split_tasks(cfg.rollout.env, "test", cfg.rollout.eval_tasks)
-
-
-def _rates(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
-    n = max(len(trajs), 1)
-    turns = [t for tr in trajs for t in tr.turns]
-    return {f"{prefix}success": sum(t.success for t in trajs) / n,
-            f"{prefix}reward": sum(t.total_reward for t in trajs) / n,
-            f"{prefix}turns": len(turns) / n,
-            f"{prefix}parse_rate": sum(t.parse == "ok" for t in turns) / max(len(turns), 1)}
-
-
-def evaluate(policy: Any, cfg: TrainConfig, progress: bool = False, tasks: Sequence[Any] = (),
-             prefix: str = "eval/") -> dict[str, float]:
-    """Held-out success, reward, turns and parse rate (share of turns whose action parsed),
-    greedy (``eval_temperature``) and, with ``rollout.eval_sampled``, at temperature 1
-    (``…_t1``), on :func:`eval_tasks` (or ``tasks``)."""
-    tasks = list(tasks) or eval_tasks(cfg)
-    trajs, _ = _rollouts(policy, cfg, None, 1, cfg.rollout.eval_temperature,
-                         sample_seed=cfg.seed * 7919 + 17, progress=progress, tasks=tasks)
-    out = _rates(trajs, prefix)
-    if cfg.rollout.eval_sampled:
-        trajs, _ = _rollouts(policy, cfg, None, 1, 1.0, sample_seed=cfg.seed * 7919 + 29,
-                             progress=progress, tasks=tasks)
-        out.update({k + "_t1": v for k, v in _rates(trajs, prefix).items()})
-    return out
-
-
-def evaluate_teacher(policy: Any, teacher: Any, contexts: _TeacherContexts, cfg: TrainConfig,
-                     progress: bool = False) -> dict[str, float]:
-    """The teacher context *acting* (teacher weights, skills and per-turn hints in its prompt)
-    on the held-out tasks: ``teacher/eval_success``, ``teacher/eval_parse_rate`` ..."""
-    from agentsd.distill.fsdp import sharded
-    from agentsd.rollout import Task
-
-    tasks = [Task(contexts.env_factory(t, cfg.rollout.max_turns), t.seed) for t in eval_tasks(cfg)]
-    greedy = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, eval_sampled=False))
-    if sharded(policy.model):  # FSDP: the teacher's shards swapped in once, then gathered
-        with teacher.scoring():
-            return evaluate(policy, greedy, progress, tasks=tasks, prefix="teacher/eval_")
-    return evaluate(_ActingTeacher(policy, teacher), greedy, progress, tasks=tasks,
-                    prefix="teacher/eval_")
-
-
-# ---------------------------------------------------------------------------------------------
 # the loop
 
 def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> TrainResult:
     """Run (or resume) the training described by ``cfg``; see the module docstring."""
+    run = _start(cfg, model, tokenizer)  # the model, optimizer, teacher, sampler; a resume
+    history = _evaluate_at_start(run)
+    bar = _progress_bar(run)
+    try:
+        for step in bar:
+            trajs, rolled = _sample(run, step)
+            batch = _batch(run, trajs, rolled, step)
+            m, scores, t_train = _optimize(run, batch, step)
+            m = _step_metrics(run, batch, rolled, m, t_train)
+            m |= _evaluate(run, step, batch, scores)
+            _log(run, bar, step, m, history)
+            _checkpoint(run, step)
+    finally:
+        bar.close()
+        run.stream.close()
+        run.metrics.close()
+    return TrainResult(run.run_dir, cfg.steps, run.start, run.last_eval, history)
+
+
+@dataclass
+class _Run:
+    """What lives for a whole run: the config, the model and its optimizer, the teacher and its
+    context, the rollout stream, the metrics writer (live objects, changed only by the stage
+    that owns them)."""
+
+    cfg: TrainConfig
+    rank: Any
+    run_dir: Path
+    model: Any
+    tokenizer: Any
+    opt: Any
+    teacher: Any
+    contexts: TeacherContexts | None
+    exposure: Any
+    policy: Any
+    sampler: Any
+    stream: Any
+    metrics: Any
+    start: int
+    sft_library: Any = None
+    demo_pool: list[Trajectory] | None = None
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Rolled:
+    """The step's rollout statistics over every rank, reduced once (ATESD reads them too)."""
+
+    success: float
+    reward: float
+    seconds: float
+    summary: Any
+
+
+# ---------------------------------------------------------------------------------------------
+# start (and resume)
+
+def _start(cfg: TrainConfig, model: Any, tokenizer: Any) -> _Run:
+    """Everything a step needs, from scratch or restored from the latest checkpoint."""
     import torch
-    from tqdm.auto import tqdm
 
     from agentsd.distill import distributed, fsdp, samplers
-    from agentsd.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from agentsd.distill.exposure import make_controller as make_exposure_controller
-    from agentsd.distill.metrics import MetricsWriter, summarize_values
-    from agentsd.distill.teacher import Teacher
+    from agentsd.distill.metrics import MetricsWriter
     from agentsd.policy.hf import HFPolicy
 
     rank = distributed.init_distributed()  # rank 0 of 1 unless launched by torchrun
@@ -291,38 +214,12 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
         model, tokenizer = build_student(cfg)
     if cfg.model.fsdp:  # each process keeps a shard of the weights (a no-op in one process)
         fsdp.shard_model(model, cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+                            betas=(cfg.optim.beta1, cfg.optim.beta2),
                             weight_decay=cfg.optim.weight_decay)
-    tc = cfg.teacher
-    teacher = (Teacher(model, tc.mode, tc.ema_decay, tc.sync_every, tc.sync_on_improve)
-               if cfg.uses_teacher else None)
-    contexts = _TeacherContexts(cfg, tokenizer) if cfg.uses_teacher else None
-    exposure = make_exposure_controller(cfg)  # ATESD: the teacher's reveal ratio as a control
-    sft_library = (_snapshot_library(cfg) if cfg.algo == "sft" and cfg.demos.teacher_frac > 0
-                   and "skills" in cfg.teacher_views().views else None)
-    demo_pool = None
-    if cfg.algo == "sft" and cfg.demos.source != "oracle":
-        from agentsd.demos import load_demos
-
-        demo_pool = load_demos(cfg.demos.source, cfg.rollout.env)
-    start = 0
-    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, opt)
-        if state.get("world_size", 1) != rank.world_size:
-            raise ValueError(f"checkpoint {ckpt} was written by {state.get('world_size', 1)} "
-                             f"process(es), this run has {rank.world_size}; resume with the same "
-                             "torchrun --nproc_per_node (or start a new --out-dir)")
-        start = int(state["step"])
-        if teacher is not None:
-            teacher.load_state_dict(state["teacher"])
-        if contexts is not None and state.get("bandit"):
-            from agentsd.skills.retrieve import UsefulnessBandit
-
-            contexts.bandit = UsefulnessBandit.from_dict(state["bandit"])
-        if exposure is not None and state.get("exposure"):
-            exposure.load_state_dict(state["exposure"])
+    teacher, contexts, exposure = _teacher_parts(cfg, model, tokenizer)
+    sft_library, demo_pool = _demo_sources(cfg)
+    start, pending = _resume(cfg, run_dir, rank, model, opt, teacher, contexts, exposure)
     metrics = (MetricsWriter(run_dir, resume_step=start, tensorboard=cfg.tensorboard)
                if rank.is_main else distributed.Silent())
     policy = HFPolicy(model, tokenizer, model_id=f"student:{cfg.model.name}")
@@ -333,121 +230,238 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
         sampler.policy, cfg, distributed.shard(train_seeds(cfg, s)), cfg.rollout.samples_per_task,
         cfg.rollout.temperature, sample_seed=cfg.seed * 1_000_003 + s + 7_919 * rank.rank,
         progress=False, record_privileged=contexts is not None), cfg.rollout.overlap, cfg.steps,
-        pending=state.get("prefetch") if ckpt is not None else None)
-    pad_id = policy.pad_token_id
-    G = cfg.rollout.samples_per_task
-    samples_dir = run_dir / "samples"
+        pending=pending)
     if rank.is_main:
-        samples_dir.mkdir(exist_ok=True)
-    history: list[dict[str, Any]] = []
-    last_eval: dict[str, float] = {}
-    if start == 0 and cfg.eval_at_start:
-        _say(cfg, f"evaluating the student on {cfg.rollout.eval_tasks} held-out tasks ...")
-        last_eval = evaluate(sampler.eval_policy, cfg, progress=cfg.progress)
-        if teacher is not None and cfg.teacher_eval:
-            _say(cfg, "evaluating the teacher context acting on the same tasks ...")
-            last_eval.update(evaluate_teacher(policy, teacher, contexts, cfg, progress=cfg.progress))
-            _check_teacher(last_eval)
-        _say(cfg, "step 0: " + _fmt_eval(last_eval))
-        metrics.log(0, last_eval)
-        history.append({"step": 0, **last_eval})
-        if teacher is not None:
-            teacher.report_eval(last_eval["eval/success"])
-    bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps,
-               disable=not (cfg.progress and rank.is_main), desc=f"train {cfg.algo}", unit="step",
-               dynamic_ncols=True)
-    try:
-        for step in bar:
-            t0 = time.perf_counter()
-            # 1. on-policy rollouts with the current student (sft: the step's demonstrations),
-            #    each turn recording the privileged views of the state it acted from
-            if cfg.algo == "sft":
-                trajs = distributed.shard(_demos(cfg, step, tokenizer, sft_library, demo_pool))
-                summ = None
-            else:
-                trajs, summ = stream.take(step)
-                stream.prefetch(step + 1)  # overlap: sampled with these weights during the update
-            t_roll = time.perf_counter() - t0
-            # the step's rollout statistics over every rank, reduced once (ATESD reads them too)
-            success = distributed.mean([float(t.success) for t in trajs])
-            reward = distributed.mean([t.total_reward for t in trajs])
-            if exposure is not None:  # ATESD: this step's exposure, from the training state
-                contexts.ctx = dataclasses.replace(contexts.ctx, exposure=exposure.decide(
-                    step, success=success, reward=reward))
-            # 2. the batch: weights and teacher rows (the teacher's context + the same tokens)
-            data = build_batch(trajs, cfg, G, contexts.rows if contexts is not None else None,
-                               step=step)
-            # 3. objective, backward, optimizer step (the learning rate a pure function of step,
-            #    so a resumed run follows the same schedule)
-            m = {}
-            lr = lr_at(cfg, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            for _ in range(cfg.optim.updates_per_step):
-                m, scores = update(model, opt, teacher, data, cfg, pad_id,
-                                   lambda mdl: _autocast(mdl, cfg))
-            t_train = time.perf_counter() - t0 - t_roll
-            stream.after_update(model, step)  # join the prefetch; the sampler follows the update
-            m.update(teacher.after_step(step) if teacher is not None else {})
-            m["optim/lr"] = lr
-            m.update(exposure.observe(m.get("kl/mean")) if exposure is not None else {})
-            if contexts is not None:  # every rank's episodes, in task order: the bandits agree
-                shown = distributed.gather_lists({"b": [(t.skills, float(t.success)) for t in trajs]})
-                for skills, solved in shown["b"]:
-                    contexts.bandit.update(skills, solved)
-            m = {k.replace("teacher_", "teacher/"): v for k, v in m.items()}
-            m["rollout/success"], m["rollout/reward"] = success, reward
-            m["rollout/turns"] = distributed.mean([len(t.turns) for t in trajs])
-            m.update(stream.metrics())
-            lens = distributed.gather_lists({"n": [t.num_action_tokens() for t in trajs]})["n"]
-            m.update(summarize_values(lens, "response_len", pcts=(95,)))
-            n_tok = distributed.sum_scalar(sum(len(t.token_ids()) for t in trajs))
-            m["time/rollout_s"], m["time/train_s"] = t_roll, t_train
-            m["time/tokens_per_s"] = n_tok / max(t_train, 1e-9)
-            if summ is not None:
-                m["time/action_tokens_per_s_rollout"] = summ.action_tokens / max(t_roll, 1e-9)
-            # 4. held-out evaluation
-            is_last = step == cfg.steps
-            if (cfg.eval_every and step % cfg.eval_every == 0) or (is_last and cfg.eval_at_end):
-                last_eval = evaluate(sampler.eval_policy, cfg)
-                m.update(last_eval)
-                _say(cfg, f"step {step}: " + _fmt_eval(last_eval))
-                if teacher is not None:
-                    teacher.report_eval(last_eval["eval/success"])
-                if rank.is_main:
-                    _save_samples(samples_dir / f"step_{step:06d}.jsonl", trajs, scores, tokenizer,
-                                  cfg.samples_to_keep)
-            metrics.log(step, m)
-            history.append({"step": step, **m})
-            post = {"loss": f"{m['loss/total']:.3g}", "succ": f"{m['rollout/success']:.0%}"}
-            if "kl/mean" in m:  # algorithms with a teacher; sft/grpo/rft have no KL to show
-                post["kl"] = f"{m['kl/mean']:.3g}"
-            bar.set_postfix(**post)
-            # 5. checkpoint
-            if step % cfg.checkpoint_every == 0 or is_last:
-                # FSDP: every rank gathers its shards (the teacher's too), rank 0 writes them
-                state = fsdp.full_tensors({
-                    "teacher": teacher.state_dict() if teacher is not None else None,
-                    "bandit": contexts.bandit.to_dict() if contexts is not None else None,
-                    "exposure": exposure.state_dict() if exposure is not None else None,
-                    "world_size": rank.world_size, "prefetch": stream.pending_state()})
-                full = fsdp.checkpoint_tensors(model, opt)
-                if rank.is_main:
-                    save_checkpoint(run_dir, step, model, opt, state, keep=cfg.keep_checkpoints,
-                                    full=full)
-                distributed.barrier()
-    finally:
-        bar.close()
-        stream.close()
-        metrics.close()
-    return TrainResult(run_dir, cfg.steps, start, last_eval, history)
+        (run_dir / "samples").mkdir(exist_ok=True)
+    return _Run(cfg, rank, run_dir, model, tokenizer, opt, teacher, contexts, exposure, policy,
+                sampler, stream, metrics, start, sft_library, demo_pool)
 
 
-def _save_samples(path: Path, trajs: list[Trajectory], scores: list[dict], tokenizer: Any,
-                  keep: int) -> None:
-    """A few scored trajectories (tokens, mask, student/teacher log-probs) for the report."""
+def _teacher_parts(cfg: TrainConfig, model: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
+    """The teacher's weights (:class:`~agentsd.distill.teacher.Teacher`), its context
+    (:class:`~agentsd.teacher_context.TeacherContexts`) and ATESD's exposure controller; ``None``
+    where the algorithm or config has none."""
+    from agentsd.distill.exposure import make_controller
+    from agentsd.distill.teacher import Teacher
+
+    if not cfg.uses_teacher:
+        return None, None, make_controller(cfg)
+    tc = cfg.teacher
+    teacher = Teacher(model, tc.mode, tc.ema_decay, tc.sync_every, tc.sync_on_improve)
+    return teacher, TeacherContexts(cfg, tokenizer), make_controller(cfg)
+
+
+def _demo_sources(cfg: TrainConfig) -> tuple[Any, list[Trajectory] | None]:
+    """sft: the skill library of the demos rendered in the teacher's context, and the demo file's
+    episodes (loaded once a run; ``None``: the env's oracle plays them)."""
+    if cfg.algo != "sft":
+        return None, None
+    library = (_snapshot_library(cfg) if cfg.demos.teacher_frac > 0
+               and "skills" in cfg.teacher_views().views else None)
+    if cfg.demos.source == "oracle":
+        return library, None
+    from agentsd.demos import load_demos
+
+    return library, load_demos(cfg.demos.source, cfg.rollout.env)
+
+
+def _resume(cfg: TrainConfig, run_dir: Path, rank: Any, model: Any, opt: Any, teacher: Any,
+            contexts: Any, exposure: Any) -> tuple[int, Any]:
+    """The latest checkpoint's step (0 without one) and the rollouts it had prefetched; the
+    model, optimizer, teacher, skill bandit and exposure controller are restored in place."""
+    from agentsd.distill.checkpoint import latest_checkpoint, load_checkpoint
+
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is None:
+        return 0, None
+    state = load_checkpoint(ckpt, model, opt)
+    if state.get("world_size", 1) != rank.world_size:
+        raise ValueError(f"checkpoint {ckpt} was written by {state.get('world_size', 1)} "
+                         f"process(es), this run has {rank.world_size}; resume with the same "
+                         "torchrun --nproc_per_node (or start a new --out-dir)")
+    if teacher is not None:
+        teacher.load_state_dict(state["teacher"])
+    if contexts is not None:
+        contexts.load_state_dict(state.get("bandit"))
+    if exposure is not None and state.get("exposure"):
+        exposure.load_state_dict(state["exposure"])
+    return int(state["step"]), state.get("prefetch")
+
+
+def _evaluate_at_start(run: _Run) -> list[dict[str, Any]]:
+    """Step 0 (a fresh run with ``eval_at_start``): the student and, with a teacher, the
+    teacher context acting on the held-out tasks (warning when it acts worse)."""
+    cfg, teacher = run.cfg, run.teacher
+    if run.start != 0 or not cfg.eval_at_start:
+        return []
+    _say(cfg, f"evaluating the student on {cfg.rollout.eval_tasks} held-out tasks ...")
+    ev = evaluate(run.sampler.eval_policy, cfg, progress=cfg.progress)
+    if teacher is not None and cfg.teacher_eval:
+        _say(cfg, "evaluating the teacher context acting on the same tasks ...")
+        ev.update(evaluate_teacher(run.policy, teacher, run.contexts, cfg, progress=cfg.progress))
+        _check_teacher(ev)
+    _say(cfg, "step 0: " + _fmt_eval(ev))
+    run.metrics.log(0, ev)
+    if teacher is not None:
+        teacher.report_eval(ev["eval/success"])
+    run.last_eval = ev
+    return [{"step": 0, **ev}]
+
+
+def _progress_bar(run: _Run) -> Any:
+    from tqdm.auto import tqdm
+
+    cfg = run.cfg
+    return tqdm(range(run.start + 1, cfg.steps + 1), initial=run.start, total=cfg.steps,
+                disable=not (cfg.progress and run.rank.is_main), desc=f"train {cfg.algo}",
+                unit="step", dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages of a step
+
+def _sample(run: _Run, step: int) -> tuple[list[Trajectory], _Rolled]:
+    """1. The step's episodes: on-policy rollouts with the current student (with
+    ``rollout.overlap``, sampled during the previous step's update; this step's update then
+    overlaps step + 1's sampling), or for sft the step's demonstrations. DDP: this rank's share."""
+    from agentsd.distill import distributed
+
+    t0 = time.perf_counter()
+    cfg = run.cfg
+    if cfg.algo == "sft":
+        trajs = distributed.shard(_demos(cfg, step, run.tokenizer, run.sft_library, run.demo_pool))
+        summary = None
+    else:
+        trajs, summary = run.stream.take(step)
+        run.stream.prefetch(step + 1)  # overlap: sampled with these weights during the update
+    seconds = time.perf_counter() - t0
+    return trajs, _Rolled(distributed.mean([float(t.success) for t in trajs]),
+                          distributed.mean([t.total_reward for t in trajs]), seconds, summary)
+
+
+def _batch(run: _Run, trajs: list[Trajectory], rolled: _Rolled, step: int) -> Batch:
+    """2. The batch, once a step (:func:`agentsd.distill.batch.build_batch`): with a teacher,
+    the skills picked for each task and each trajectory's teacher rows; ATESD first sets this
+    step's exposure from the training state."""
+    cfg, ctx = run.cfg, run.contexts
+    G = cfg.rollout.samples_per_task
+    if ctx is None:
+        return build_batch(trajs, cfg, G, None, step=step)
+    if run.exposure is not None:  # ATESD: this step's exposure, from the training state
+        ctx.with_exposure(run.exposure.decide(step, success=rolled.success, reward=rolled.reward))
+    picks = [ctx.pick(t) for t in trajs]
+    return build_batch(trajs, cfg, G, lambda t, i: ctx.rows(t, i, picks[i]), step=step,
+                       skills=[[s.name for s in p] for p in picks])
+
+
+def _optimize(run: _Run, batch: Batch, step: int) -> tuple[dict[str, float], list[dict], float]:
+    """3.-5. Teacher scores, objective and optimizer step, ``optim.updates_per_step`` times
+    (:func:`agentsd.distill.update.update`; the learning rate a pure function of the step, so a
+    resumed run follows the same schedule); then what follows an update: the sampler takes the
+    new weights (overlap: the prefetch joins first), the teacher its step (ema, sync), ATESD
+    observes the divergence, the skill bandit learns which skills the solved tasks saw."""
+    from agentsd.distill import distributed
+
+    cfg, teacher = run.cfg, run.teacher
+    t0 = time.perf_counter()
+    lr = lr_at(cfg, step)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    m: dict[str, float] = {}
+    scores: list[dict] = []
+    for _ in range(cfg.optim.updates_per_step):
+        m, scores = update(run.model, run.opt, teacher, batch, cfg, run.policy.pad_token_id,
+                           lambda mdl: _autocast(mdl, cfg))
+    seconds = time.perf_counter() - t0
+    run.stream.after_update(run.model, step)  # join the prefetch; the sampler follows the update
+    m.update(teacher.after_step(step) if teacher is not None else {})
+    m["optim/lr"] = lr
+    m.update(run.exposure.observe(m.get("kl/mean")) if run.exposure is not None else {})
+    if run.contexts is not None:  # every rank's episodes, in task order: the bandits agree
+        shown = [(batch.skills[i], float(t.success)) for i, t in enumerate(batch.trajs)]
+        run.contexts.learn(distributed.gather_lists({"b": shown})["b"])
+    return m, scores, seconds
+
+
+def _step_metrics(run: _Run, batch: Batch, rolled: _Rolled, m: dict[str, float],
+                  t_train: float) -> dict[str, float]:
+    """6. The step's metrics: the update's, the rollouts' (over every rank), response lengths,
+    the sampler's (staleness, policy version) and wall-clock throughput."""
+    from agentsd.distill import distributed
+    from agentsd.distill.metrics import summarize_values
+
+    trajs = batch.trajs
+    m = {k.replace("teacher_", "teacher/"): v for k, v in m.items()}
+    m["rollout/success"], m["rollout/reward"] = rolled.success, rolled.reward
+    m["rollout/turns"] = distributed.mean([len(t.turns) for t in trajs])
+    m.update(run.stream.metrics())
+    lens = distributed.gather_lists({"n": [t.num_action_tokens() for t in trajs]})["n"]
+    m.update(summarize_values(lens, "response_len", pcts=(95,)))
+    n_tok = distributed.sum_scalar(sum(len(t.token_ids()) for t in trajs))
+    m["time/rollout_s"], m["time/train_s"] = rolled.seconds, t_train
+    m["time/tokens_per_s"] = n_tok / max(t_train, 1e-9)
+    if rolled.summary is not None:
+        m["time/action_tokens_per_s_rollout"] = rolled.summary.action_tokens / max(rolled.seconds, 1e-9)
+    return m
+
+
+def _evaluate(run: _Run, step: int, batch: Batch, scores: list[dict]) -> dict[str, float]:
+    """7. Held-out evaluation every ``eval_every`` steps and at the end (``eval_at_end``); the
+    teacher hears the result (``sync_on_improve``) and a few scored samples are kept."""
+    cfg = run.cfg
+    is_last = step == cfg.steps
+    if not ((cfg.eval_every and step % cfg.eval_every == 0) or (is_last and cfg.eval_at_end)):
+        return {}
+    run.last_eval = evaluate(run.sampler.eval_policy, cfg)
+    _say(cfg, f"step {step}: " + _fmt_eval(run.last_eval))
+    if run.teacher is not None:
+        run.teacher.report_eval(run.last_eval["eval/success"])
+    if run.rank.is_main:
+        _save_samples(run.run_dir / "samples" / f"step_{step:06d}.jsonl", batch, scores,
+                      run.tokenizer, cfg.samples_to_keep)
+    return dict(run.last_eval)
+
+
+def _log(run: _Run, bar: Any, step: int, m: dict[str, float], history: list[dict]) -> None:
+    run.metrics.log(step, m)
+    history.append({"step": step, **m})
+    post = {"loss": f"{m['loss/total']:.3g}", "succ": f"{m['rollout/success']:.0%}"}
+    if "kl/mean" in m:  # algorithms with a teacher; sft/grpo/rft have no KL to show
+        post["kl"] = f"{m['kl/mean']:.3g}"
+    bar.set_postfix(**post)
+
+
+def _checkpoint(run: _Run, step: int) -> None:
+    """Every ``checkpoint_every`` steps and at the end: the model, optimizer and what a resume
+    restores (teacher, skill bandit, exposure controller, the prefetched rollouts). FSDP: every
+    rank gathers its shards (the teacher's too), rank 0 writes them."""
+    from agentsd.distill import distributed, fsdp
+    from agentsd.distill.checkpoint import save_checkpoint
+
+    cfg = run.cfg
+    if step % cfg.checkpoint_every != 0 and step != cfg.steps:
+        return
+    state = fsdp.full_tensors({
+        "teacher": run.teacher.state_dict() if run.teacher is not None else None,
+        "bandit": run.contexts.state_dict() if run.contexts is not None else None,
+        "exposure": run.exposure.state_dict() if run.exposure is not None else None,
+        "world_size": run.rank.world_size, "prefetch": run.stream.pending_state()})
+    full = fsdp.checkpoint_tensors(run.model, run.opt)
+    if run.rank.is_main:
+        save_checkpoint(run.run_dir, step, run.model, run.opt, state, keep=cfg.keep_checkpoints,
+                        full=full)
+    distributed.barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def _save_samples(path: Path, batch: Batch, scores: list[dict], tokenizer: Any, keep: int) -> None:
+    """A few scored trajectories (tokens, mask, skills shown, student/teacher log-probs) for the
+    report."""
     if keep <= 0:
         return
+    trajs = batch.trajs
     # prefer a mix of successes and failures, in a deterministic order
     order = sorted(range(len(trajs)), key=lambda i: (trajs[i].success, i), reverse=True)
     picked = order[: keep // 2] + [i for i in reversed(order) if i not in order[: keep // 2]][
@@ -457,11 +471,11 @@ def _save_samples(path: Path, trajs: list[Trajectory], scores: list[dict], token
             t = trajs[i]
             ids = t.token_ids()
             rec = {"id": t.id, "env_id": t.env_id, "seed": t.seed, "success": t.success,
-                   "reward": t.total_reward, "skills": t.skills,
+                   "reward": t.total_reward,
+                   "skills": batch.skills[i] if batch.skills else t.skills,
                    "tokens": [tokenizer.decode([x]) for x in ids], "mask": t.action_mask(),
                    **{k: [round(v, 4) for v in vals] for k, vals in scores[i].items()}}
             f.write(json.dumps(rec) + "\n")
-
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -477,28 +491,3 @@ def _say(cfg: TrainConfig, msg: str) -> None:
         import sys
 
         print(f"[{cfg.algo}] {msg}", file=sys.stderr, flush=True)
-
-
-def _fmt_eval(e: dict[str, float]) -> str:
-    parts = [f"held-out success {e['eval/success']:.1%} (parse {e['eval/parse_rate']:.0%})"]
-    if "eval/success_t1" in e:
-        parts.append(f"T=1 {e['eval/success_t1']:.1%} (parse {e['eval/parse_rate_t1']:.0%})")
-    if "teacher/eval_success" in e:
-        parts.append(f"teacher acting {e['teacher/eval_success']:.1%} "
-                     f"(parse {e['teacher/eval_parse_rate']:.0%})")
-    return "; ".join(parts)
-
-
-def _check_teacher(e: dict[str, float]) -> None:
-    """Distilling from a teacher that acts worse than the student pulls the student down: say
-    so loudly (the fix is a warm start that covers the teacher's context, ``--algo sft``)."""
-    import warnings
-
-    if (e["teacher/eval_success"] < e["eval/success"]
-            or e["teacher/eval_parse_rate"] < e["eval/parse_rate"]):
-        warnings.warn(
-            f"the teacher context acts worse than the student (success "
-            f"{e['teacher/eval_success']:.1%} vs {e['eval/success']:.1%}, parse rate "
-            f"{e['teacher/eval_parse_rate']:.0%} vs {e['eval/parse_rate']:.0%}); distilling from it "
-            "can make the student worse. Warm-start first: agentsd train --algo sft "
-            "(demos.teacher_frac > 0), then --model.init-from that run", stacklevel=3)

@@ -1,0 +1,179 @@
+"""Episodes for the trainer: the step's train tasks (:func:`train_seeds`), its on-policy rollouts
+and demonstrations, and held-out evaluation of the student and of the teacher context acting
+(:func:`evaluate`, :func:`evaluate_teacher`). All of it is importable from
+:mod:`agentsd.distill.trainer` as before.
+
+Every episode's randomness derives from ``(seed, step)``: the tasks are a pure function of them,
+sampling is seeded, and the rollout engine batches deterministically, so a resumed run samples
+what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from agentsd.distill.config import TrainConfig
+from agentsd.trajectory import Trajectory
+
+__all__ = ["train_seeds", "rollouts", "demos", "eval_tasks", "evaluate", "evaluate_teacher",
+           "check_teacher", "fmt_eval"]
+
+
+def train_seeds(cfg: TrainConfig, step: int, n: int | None = None) -> list[int]:
+    """The train-split task seeds of ``step``: a pure function of (run seed, step)."""
+    import numpy as np
+
+    import agentsd
+
+    rng = np.random.default_rng([cfg.seed, step, 7])
+    pool = agentsd.split_seeds(cfg.rollout.env, "train", 1, offset=0)[0]
+    picks = rng.choice(100_000, size=n or cfg.rollout.tasks_per_step, replace=False)
+    return [pool + int(p) for p in picks]
+
+
+def rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, samples: int,
+              temperature: float, sample_seed: int, progress: bool, tasks: Sequence[Any] = (),
+              record_privileged: bool = False) -> tuple[list[Trajectory], Any]:
+    """``samples`` episodes of each of ``tasks`` (or of the train-split ``seeds``) by ``policy``
+    at ``temperature``, and the engine's summary; ``record_privileged`` records each turn's
+    views for the teacher."""
+    from agentsd.distill.fsdp import full_weights
+    from agentsd.policy.base import SamplingParams
+    from agentsd.rollout import RolloutConfig, Task, run_rollouts, split_kwargs
+
+    rc = cfg.rollout
+    if not tasks:
+        kw = split_kwargs(rc.env, "train")
+        tasks = [Task(rc.env, s, kw) for s in seeds or []]
+    params = SamplingParams(temperature=temperature, top_p=rc.top_p if temperature > 0 else 1.0,
+                            max_tokens=rc.max_tokens, seed=sample_seed)
+    # batch_wait_s: wait for every pending env step before generating, so the batches (and
+    # hence the samples) do not depend on thread timing; exact resume relies on it
+    # FSDP: the full weights gathered once, as the ranks run different numbers of forwards
+    with full_weights(getattr(policy, "model", None)):
+        res = run_rollouts(policy, tasks=list(tasks), samples_per_task=samples, params=params,
+                           config=RolloutConfig(max_turns=rc.max_turns,
+                                                max_episode_tokens=rc.max_episode_tokens,
+                                                batch_wait_s=3600.0, progress=progress,
+                                                max_concurrent=max(64, len(tasks) * samples),
+                                                record_privileged=record_privileged))
+    return res.trajectories, res.summary
+
+
+def demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any,
+           pool: list[Trajectory] | None = None) -> list[Trajectory]:
+    """The step's demonstrations: ``tasks_per_step * samples_per_task`` of them (the episode
+    budget of a rollout step), drawn from ``pool`` (a demo file's, loaded once a run) or played
+    by the oracle, a ``demos.teacher_frac`` share in the teacher's context."""
+    import numpy as np
+
+    from agentsd.demos import oracle_demos
+    from agentsd.rollout import split_kwargs
+
+    n = cfg.rollout.tasks_per_step * cfg.rollout.samples_per_task
+    rng = np.random.default_rng([cfg.seed, step, 11])
+    in_teacher = rng.random(n) < cfg.demos.teacher_frac
+    if pool is not None:
+        return [pool[int(i)] for i in rng.integers(0, len(pool), size=n)]
+    seeds = train_seeds(cfg, step, n)
+    kw = dict(kwargs=split_kwargs(cfg.rollout.env, "train"), max_turns=cfg.rollout.max_turns)
+    ctx = cfg.teacher_views()
+    out = []
+    for seed, t in zip(seeds, in_teacher):
+        out += oracle_demos(cfg.rollout.env, [seed], tokenizer, teacher=ctx if t else None,
+                            library=library, **kw)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+class _ActingTeacher:
+    """The student's policy run with the teacher's weights (for the teacher's own acting)."""
+
+    def __init__(self, policy: Any, teacher: Any) -> None:
+        self.policy, self.teacher = policy, teacher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    def generate(self, prompts: Any, params: Any, **kw: Any) -> Any:
+        # kw: e.g. KV-reuse cache keys; the kept caches hold the teacher's keys/values, and the
+        # rollout engine releases them when its episodes end
+        with self.teacher.scoring():
+            return self.policy.generate(prompts, params, **kw)
+
+
+def eval_tasks(cfg: TrainConfig) -> list[Any]:
+    """The held-out tasks: the first ``eval_tasks`` test-split seeds *with the split's kwargs*."""
+    from agentsd.rollout import split_tasks
+
+    return split_tasks(cfg.rollout.env, "test", cfg.rollout.eval_tasks)
+
+
+def _rates(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
+    n = max(len(trajs), 1)
+    turns = [t for tr in trajs for t in tr.turns]
+    return {f"{prefix}success": sum(t.success for t in trajs) / n,
+            f"{prefix}reward": sum(t.total_reward for t in trajs) / n,
+            f"{prefix}turns": len(turns) / n,
+            f"{prefix}parse_rate": sum(t.parse == "ok" for t in turns) / max(len(turns), 1)}
+
+
+def evaluate(policy: Any, cfg: TrainConfig, progress: bool = False, tasks: Sequence[Any] = (),
+             prefix: str = "eval/") -> dict[str, float]:
+    """Held-out success, reward, turns and parse rate (share of turns whose action parsed),
+    greedy (``eval_temperature``) and, with ``rollout.eval_sampled``, at temperature 1
+    (``…_t1``), on :func:`eval_tasks` (or ``tasks``)."""
+    tasks = list(tasks) or eval_tasks(cfg)
+    trajs, _ = rollouts(policy, cfg, None, 1, cfg.rollout.eval_temperature,
+                         sample_seed=cfg.seed * 7919 + 17, progress=progress, tasks=tasks)
+    out = _rates(trajs, prefix)
+    if cfg.rollout.eval_sampled:
+        trajs, _ = rollouts(policy, cfg, None, 1, 1.0, sample_seed=cfg.seed * 7919 + 29,
+                             progress=progress, tasks=tasks)
+        out.update({k + "_t1": v for k, v in _rates(trajs, prefix).items()})
+    return out
+
+
+def evaluate_teacher(policy: Any, teacher: Any, contexts: Any, cfg: TrainConfig,
+                     progress: bool = False) -> dict[str, float]:
+    """The teacher context *acting* (teacher weights, skills and per-turn hints in its prompt)
+    on the held-out tasks: ``teacher/eval_success``, ``teacher/eval_parse_rate`` ..."""
+    from agentsd.distill.fsdp import sharded
+    from agentsd.rollout import Task
+
+    tasks = [Task(contexts.env_factory(t, cfg.rollout.max_turns), t.seed) for t in eval_tasks(cfg)]
+    greedy = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, eval_sampled=False))
+    if sharded(policy.model):  # FSDP: the teacher's shards swapped in once, then gathered
+        with teacher.scoring():
+            return evaluate(policy, greedy, progress, tasks=tasks, prefix="teacher/eval_")
+    return evaluate(_ActingTeacher(policy, teacher), greedy, progress, tasks=tasks,
+                    prefix="teacher/eval_")
+
+
+def fmt_eval(e: dict[str, float]) -> str:
+    parts = [f"held-out success {e['eval/success']:.1%} (parse {e['eval/parse_rate']:.0%})"]
+    if "eval/success_t1" in e:
+        parts.append(f"T=1 {e['eval/success_t1']:.1%} (parse {e['eval/parse_rate_t1']:.0%})")
+    if "teacher/eval_success" in e:
+        parts.append(f"teacher acting {e['teacher/eval_success']:.1%} "
+                     f"(parse {e['teacher/eval_parse_rate']:.0%})")
+    return "; ".join(parts)
+
+
+def check_teacher(e: dict[str, float]) -> None:
+    """Distilling from a teacher that acts worse than the student pulls the student down: say
+    so loudly (the fix is a warm start that covers the teacher's context, ``--algo sft``)."""
+    import warnings
+
+    if (e["teacher/eval_success"] < e["eval/success"]
+            or e["teacher/eval_parse_rate"] < e["eval/parse_rate"]):
+        warnings.warn(
+            f"the teacher context acts worse than the student (success "
+            f"{e['teacher/eval_success']:.1%} vs {e['eval/success']:.1%}, parse rate "
+            f"{e['teacher/eval_parse_rate']:.0%} vs {e['eval/parse_rate']:.0%}); distilling from it "
+            "can make the student worse. Warm-start first: agentsd train --algo sft "
+            "(demos.teacher_frac > 0), then --model.init-from that run", stacklevel=3)
