@@ -139,30 +139,32 @@ class TeacherContextConfig:
                                  f"{', '.join(VIEW_NAMES)} or 'extra:<key>'")
         if len(set(views)) != len(views):
             raise ValueError(f"TeacherContextConfig.views lists a view twice: {views}")
-        if not isinstance(self.exposure, int | float) or not 0.0 <= float(self.exposure) <= 1.0:
-            raise ValueError(f"TeacherContextConfig.exposure must be in [0, 1], got {self.exposure!r}")
-        if self.exposure_mode not in ("episode", "step"):
-            raise ValueError("TeacherContextConfig.exposure_mode must be 'episode' or 'step', "
-                             f"got {self.exposure_mode!r}")
-        if not isinstance(self.max_skills, int) or self.max_skills < 0:
-            raise ValueError(f"TeacherContextConfig.max_skills must be an int >= 0, got {self.max_skills!r}")
-        if self.retrieval not in ("bm25", "embedding", "none"):
-            raise ValueError("TeacherContextConfig.retrieval must be 'bm25', 'embedding' or "
-                             f"'none', got {self.retrieval!r}")
-        if not isinstance(self.usefulness, int | float) or self.usefulness < 0:
-            raise ValueError(f"TeacherContextConfig.usefulness must be >= 0, got {self.usefulness!r}")
-        if self.placement not in ("system", "before_task"):
-            raise ValueError("TeacherContextConfig.placement must be 'system' or 'before_task', "
-                             f"got {self.placement!r}")
-        if self.skills_at not in SKILLS_AT:
-            raise ValueError("TeacherContextConfig.skills_at must be 'system' or 'user', "
-                             f"got {self.skills_at!r}")
-        if not isinstance(self.max_skill_chars, int) or self.max_skill_chars < 50:
-            raise ValueError(f"TeacherContextConfig.max_skill_chars must be an int >= 50, "
-                             f"got {self.max_skill_chars!r}")
-        if not isinstance(self.max_view_chars, int) or self.max_view_chars < 100:
-            raise ValueError(f"TeacherContextConfig.max_view_chars must be an int >= 100, "
-                             f"got {self.max_view_chars!r}")
+        for name, ok, msg in _RULES:
+            if not ok(getattr(self, name)):
+                raise ValueError(f"TeacherContextConfig.{name} {msg}, got {getattr(self, name)!r}")
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float)
+
+
+def _int_at_least(n: int) -> Any:
+    return lambda x: isinstance(x, int) and x >= n
+
+
+#: ``(field, test, what it must be)`` for :class:`TeacherContextConfig`'s scalar fields
+_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("exposure", lambda x: _number(x) and 0.0 <= float(x) <= 1.0, "must be in [0, 1]"),
+    ("exposure_mode", lambda x: x in ("episode", "step"), "must be 'episode' or 'step'"),
+    ("max_skills", _int_at_least(0), "must be an int >= 0"),
+    ("retrieval", lambda x: x in ("bm25", "embedding", "none"),
+     "must be 'bm25', 'embedding' or 'none'"),
+    ("usefulness", lambda x: _number(x) and x >= 0, "must be >= 0"),
+    ("placement", lambda x: x in ("system", "before_task"), "must be 'system' or 'before_task'"),
+    ("skills_at", lambda x: x in SKILLS_AT, "must be 'system' or 'user'"),
+    ("max_skill_chars", _int_at_least(50), "must be an int >= 50"),
+    ("max_view_chars", _int_at_least(100), "must be an int >= 100"),
+)
 
 
 @dataclass

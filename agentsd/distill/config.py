@@ -528,69 +528,12 @@ class TrainConfig:
         self._check_family()
 
     def _check_family(self) -> None:
-        """SOD, π-Distill, TRACE, feedback teachers, several teachers: each method that needs
-        something the env or the config does not provide fails here, in one line naming it."""
-        lc, tc, G = self.loss, self.teacher, self.rollout.samples_per_task
-        shown = set(self.teacher_views().views) | set(tc.score_views)
-        needs = [(lc.turn_weight == "sod", "SOD (loss.turn_weight='sod')"),
-                 (lc.kind == "pi_distill", "π-Distill (loss.kind='pi_distill')"),
-                 (lc.trace, "TRACE (loss.trace)"), (tc.feedback != "none", "teacher.feedback"),
-                 (bool(tc.score_views), "several teachers (teacher.score_views)"),
-                 (tc.exposure_control == "atesd", "ATESD (teacher.exposure_control='atesd')"),
-                 (lc.div_clip > 0, "UniSD divergence clipping (loss.div_clip)")]
-        for on, name in needs:
-            if on and not self.uses_teacher:
-                raise ValueError(f"{name} needs a teacher: algo 'opd' or 'opsd', got {self.algo!r}")
-        method = {"reviser": "SD-Zero reviser", "sibling": "SDPO sibling"}.get(tc.feedback)
-        if method and "feedback" not in shown:
-            raise ValueError(f"{method} (teacher.feedback={tc.feedback!r}) needs the 'feedback' view "
-                             "in teacher.context.views (or teacher.score_views)")
-        if tc.feedback == "sibling" and G < 2:
-            raise ValueError("SDPO sibling (teacher.feedback='sibling') needs a group: "
-                             f"rollout.samples_per_task >= 2, got {G}")
-        if self.uses_teacher and "feedback" in shown and not method:
-            raise ValueError("teacher.context.views shows 'feedback' but nothing fills it: set "
-                             "--teacher.feedback reviser (SD-Zero) or sibling (SDPO)")
-        if lc.trace and G < 2:
-            raise ValueError("TRACE (loss.trace) routes unmarked tokens to GRPO, which needs a "
-                             f"group: rollout.samples_per_task >= 2, got {G}")
-        if lc.trace and lc.kind == "pi_distill":
-            raise ValueError("TRACE (loss.trace) routes forward/reverse KL itself: use loss.kind "
-                             "reverse_kl, pg or jsd, not pi_distill")
-        if lc.trace and not _env_has_reference(self.rollout.env):
-            raise ValueError(f"TRACE (loss.trace) needs the env's reference step to mark spans: "
-                             f"env {self.rollout.env} has no oracle_action()")
-        if lc.turn_weight == "sod" and (turns := _turn_limit(self.rollout)) < 2:
-            raise ValueError("SOD (loss.turn_weight='sod') weighs an episode's turns against each "
-                             f"other: needs episodes of >= 2 turns, {self.rollout.env} with "
-                             f"rollout.max_turns={self.rollout.max_turns} allows {turns}")
-        if (lc.pass_rate_a > 0 or lc.pass_rate_b > 0) and G < 2:
-            raise ValueError("PACED pass-rate weights (loss.pass_rate_a/b) need a group to measure "
-                             f"a pass rate: rollout.samples_per_task >= 2, got {G}")
-        if self.uses_teacher and lc.grpo_coef > 0 and G < 2:
-            raise ValueError("the GRPO blend (loss.grpo_coef > 0) needs a group for its advantages:"
-                             f" rollout.samples_per_task >= 2, got {G}")
-        if tc.exposure_control == "atesd" and self.uses_teacher:
-            exposed = [v for v in self.teacher_views().views if v in _PARTLY_SHOWN]
-            if not exposed:
-                raise ValueError("ATESD (teacher.exposure_control='atesd') needs a view that "
-                                 "exposure reveals in part (plan, solution or next_step) in "
-                                 f"teacher.context.views, got {self.teacher_views().views}")
-            if not set(exposed) & _env_views(self.rollout.env):
-                raise ValueError(f"ATESD (teacher.exposure_control='atesd'): env "
-                                 f"{self.rollout.env} fills none of the views {exposed} at reset")
-        from_env = [v for v in tc.score_views if v in _ENV_VIEWS]
-        filled = _env_views(self.rollout.env) if from_env else set()  # one env probe, not one per view
-        missing = [v for v in from_env if v not in filled]
-        if missing:
-            raise ValueError(f"several teachers (teacher.score_views): env {self.rollout.env} "
-                             f"does not fill the view(s) {missing}")
-        if tc.combine == "avsd" and self.uses_teacher and not tc.score_views:
-            raise ValueError("AVSD (teacher.combine='avsd') needs several teachers to find a "
-                             "consensus: set teacher.score_views to two or more views")
-        if tc.score_views and lc.kind not in ("reverse_kl", "pg"):
-            raise ValueError(f"several teachers (teacher.score_views) combine sampled-token "
-                             f"log-probs: loss.kind must be reverse_kl or pg, got {lc.kind!r}")
+        """SOD, π-Distill, TRACE, feedback teachers, several teachers, ATESD: each method that
+        needs something the env or the config does not provide fails here, in one line naming
+        it (one check per method: :mod:`agentsd.distill.family`)."""
+        from agentsd.distill.family import check_family
+
+        check_family(self)
 
     @property
     def uses_teacher(self) -> bool:

@@ -108,18 +108,37 @@ def run_pipeline(cfg: PipelineConfig, model: Any = None, tokenizer: Any = None,
                  log: Any = print) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary also written to
     ``summary.json``."""
-    import copy
-
-    from agentsd.demos import oracle_demos
-    from agentsd.distill.report import write_report
-    from agentsd.distill.trainer import prepare_student, train, train_seeds
-    from agentsd.store import write_jsonl
-
-    tc = cfg.train
-    run = Path(tc.out_dir)
+    run = Path(cfg.train.out_dir)
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    model, tokenizer = _timed(timings, "load_s", _load, cfg, model, tokenizer, log)
+    skills_dir, n_new, n_total = _timed(timings, "skills_s", _skills, cfg, run, tokenizer, log)
+    warm_dir = _timed(timings, "warm_start_s", _warm_start, cfg, skills_dir, model, tokenizer, log)
+    tc, res = _timed(timings, "train_s", _distill, cfg, skills_dir, warm_dir, model, tokenizer, log)
+    from agentsd.distill.report import write_report
+
+    out = write_report(run)  # 5. report
+    log(f"[5/5] report: {out['html']}  curve: {out['png']}")
+    result = _summary(tc, run, res, warm_dir, n_new, n_total, out, timings, t0)
+    (run / "summary.json").write_text(json.dumps(result, indent=1))
+    log(f"held-out success {_pct(result['eval_before'])} -> {_pct(result['eval_after'])}, parse "
+        f"rate {_pct(result['parse_rate_before'])} -> {_pct(result['parse_rate_after'])} "
+        f"({tc.rollout.eval_tasks} test tasks, greedy); at T=1 {_pct(result['eval_t1_before'])} -> "
+        f"{_pct(result['eval_t1_after'])}; teacher acting {_pct(result['teacher_acting_success'])}")
+    return result
+
+
+def _timed(timings: dict[str, float], key: str, fn: Any, *args: Any) -> Any:
+    t = time.perf_counter()
+    out = fn(*args)
+    timings[key] = time.perf_counter() - t
+    return out
+
+
+def _load(cfg: PipelineConfig, model: Any, tokenizer: Any, log: Any) -> tuple[Any, Any]:
+    """The base model (full weights; each training stage wraps its own adapter), frozen."""
+    tc = cfg.train
     if model is None:
         from agentsd.distill.trainer import build_student
 
@@ -127,10 +146,16 @@ def run_pipeline(cfg: PipelineConfig, model: Any = None, tokenizer: Any = None,
         model, tokenizer = build_student(dataclasses.replace(
             tc, model=dataclasses.replace(tc.model, lora=False)))
     model.requires_grad_(False)
-    timings["load_s"] = time.perf_counter() - t0
+    return model, tokenizer
 
-    # 1. skills: the shipped library plus skills summarized from oracle episodes on train seeds
-    t = time.perf_counter()
+
+def _skills(cfg: PipelineConfig, run: Path, tokenizer: Any, log: Any) -> tuple[Path, int, int]:
+    """1. Skills: the shipped library plus skills summarized from oracle episodes on train seeds."""
+    from agentsd.demos import oracle_demos
+    from agentsd.distill.trainer import train_seeds
+    from agentsd.store import write_jsonl
+
+    tc = cfg.train
     seeds = train_seeds(dataclasses.replace(tc, seed=tc.seed + 99_991), 0, cfg.skill_demos)
     demos = oracle_demos(tc.rollout.env, seeds, tokenizer, max_turns=tc.rollout.max_turns)
     write_jsonl(demos, run / "demos.jsonl")
@@ -138,36 +163,44 @@ def run_pipeline(cfg: PipelineConfig, model: Any = None, tokenizer: Any = None,
     n_new, n_total = _build_skills(demos, tc.rollout.env, skills_dir, cfg.shipped_skills)
     log(f"[2/5] skills: {n_new} summarized from {len(demos)} oracle episodes, {n_total} in the "
         "teacher's library")
-    timings["skills_s"] = time.perf_counter() - t
+    return skills_dir, n_new, n_total
 
-    # 2. warm start: SFT on oracle demonstrations (a share in the teacher's context)
-    t = time.perf_counter()
-    warm_dir = ""
-    if cfg.warm_steps > 0:
-        wc = cfg.warm_config(str(skills_dir))
-        log(f"[3/5] warm start: SFT on {cfg.warm_steps} x {cfg.warm_demos} oracle demos "
-            f"({cfg.demo_teacher_frac:.0%} in the teacher's context) -> {wc.out_dir}")
-        train(wc, model=prepare_student(copy.deepcopy(model), wc), tokenizer=tokenizer)
-        warm_dir = wc.out_dir
-    timings["warm_start_s"] = time.perf_counter() - t
 
-    # 3-4. distillation from the warm start, held-out evaluation before and after
-    t = time.perf_counter()
+def _warm_start(cfg: PipelineConfig, skills_dir: Path, model: Any, tokenizer: Any, log: Any) -> str:
+    """2. Warm start: SFT on oracle demonstrations (a share in the teacher's context); returns
+    its run folder ("" without one)."""
+    import copy
+
+    from agentsd.distill.trainer import prepare_student, train
+
+    if cfg.warm_steps <= 0:
+        return ""
+    wc = cfg.warm_config(str(skills_dir))
+    log(f"[3/5] warm start: SFT on {cfg.warm_steps} x {cfg.warm_demos} oracle demos "
+        f"({cfg.demo_teacher_frac:.0%} in the teacher's context) -> {wc.out_dir}")
+    train(wc, model=prepare_student(copy.deepcopy(model), wc), tokenizer=tokenizer)
+    return wc.out_dir
+
+
+def _distill(cfg: PipelineConfig, skills_dir: Path, warm_dir: str, model: Any, tokenizer: Any,
+             log: Any) -> tuple[Any, Any]:
+    """3-4. Distillation from the warm start, held-out evaluation before and after."""
+    from agentsd.distill.trainer import prepare_student, train
+
     tc = dataclasses.replace(
-        tc, eval_at_start=True,
-        model=dataclasses.replace(tc.model, init_from=warm_dir),
-        teacher=dataclasses.replace(tc.teacher, skills_dir=str(skills_dir)))
+        cfg.train, eval_at_start=True,
+        model=dataclasses.replace(cfg.train.model, init_from=warm_dir),
+        teacher=dataclasses.replace(cfg.train.teacher, skills_dir=str(skills_dir)))
     log(f"[4/5] training {tc.algo} for {tc.steps} steps from the warm start (teacher: "
         f"{tc.teacher.mode}; held-out eval on {tc.rollout.eval_tasks} test tasks before and after)")
-    res = train(tc, model=prepare_student(model, tc), tokenizer=tokenizer)
-    timings["train_s"] = time.perf_counter() - t
+    return tc, train(tc, model=prepare_student(model, tc), tokenizer=tokenizer)
 
-    # 5. report
-    out = write_report(run)
-    log(f"[5/5] report: {out['html']}  curve: {out['png']}")
+
+def _summary(tc: Any, run: Path, res: Any, warm_dir: str, n_new: int, n_total: int,
+             out: dict[str, Any], timings: dict[str, float], t0: float) -> dict[str, Any]:
     evals = [h for h in res.history if "eval/success" in h]
     before, after = (evals[0], evals[-1]) if evals else ({}, {})
-    result = {
+    return {
         "run_dir": str(run), "env": tc.rollout.env, "model": tc.model.name, "algo": tc.algo,
         "warm_start": warm_dir or None, "steps": res.steps_done,
         "skills_summarized": n_new, "skills_in_library": n_total,
@@ -183,12 +216,6 @@ def run_pipeline(cfg: PipelineConfig, model: Any = None, tokenizer: Any = None,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    (run / "summary.json").write_text(json.dumps(result, indent=1))
-    log(f"held-out success {_pct(result['eval_before'])} -> {_pct(result['eval_after'])}, parse "
-        f"rate {_pct(result['parse_rate_before'])} -> {_pct(result['parse_rate_after'])} "
-        f"({tc.rollout.eval_tasks} test tasks, greedy); at T=1 {_pct(result['eval_t1_before'])} -> "
-        f"{_pct(result['eval_t1_after'])}; teacher acting {_pct(result['teacher_acting_success'])}")
-    return result
 
 
 def _pct(x: float | None) -> str:
