@@ -15,7 +15,8 @@ One trajectory per line (:meth:`Trajectory.to_dict`, which carries ``schema_vers
 Crash tolerance: each record is written with one ``write`` of a complete line and flushed, so a
 killed writer loses at most the record in flight (``fsync=True`` also survives power loss). A
 reader skips a truncated, corrupt or wrong-shape line (:func:`record_problem`) with a warning
-(``strict=True`` raises instead, naming the line), and a writer reopening a file whose last line was cut starts on a fresh line.
+(``strict=True`` raises instead, naming the line), and a writer reopening a file whose last line
+was cut starts on a fresh line.
 """
 
 from __future__ import annotations

@@ -140,7 +140,6 @@ def test_allow_listed_packages_are_the_one_way_in():
 
 def test_code_gen_canonical_solutions_still_pass():
     from agentsd.envs.code import CodeEnv, validate
-
     from agentsd.sandbox.local import probe
 
     if not probe().ok:
@@ -165,7 +164,8 @@ def test_humaneval_canonical_164_of_164_through_the_view():
 def test_writable_space_is_capped_in_total(box):
     """/work, /tmp and /dev/shm share one ``file_mb`` budget (docker capped each separately)."""
     code = ("for path in ('a.bin', '/tmp/b.bin', '/dev/shm/c.bin'):\n    with open(path, 'wb') as f:\n"
-            "        for _ in range(30):\n            f.write(b'x' * (1 << 20))\n    print('wrote', path, flush=True)\n")
+            "        for _ in range(30):\n            f.write(b'x' * (1 << 20))\n"
+            "    print('wrote', path, flush=True)\n")
     r = box.run(ExecRequest(code=code, limits=Limits(wall_s=30, file_mb=64, memory_mb=512)))
     assert r.status.value == "file_limit", r
     assert "wrote /dev/shm/c.bin" not in r.stdout
@@ -182,9 +182,9 @@ def test_vsock_sockets_cannot_be_created(box):
 
 def test_two_instances_with_overlapping_uids_never_share_one():
     """Slot locks are keyed by uid: base 60000 slot 1 and base 60001 slot 0 are the same uid."""
-    from agentsd.sandbox.local import _Slots
-
     import tempfile
+
+    from agentsd.sandbox.local import _Slots
 
     d = tempfile.mkdtemp()
     a, b = _Slots(2, d, 60000), _Slots(1, d, 60001)

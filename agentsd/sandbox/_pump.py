@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from agentsd.sandbox.types import ExecResult, Limits, Status
 
+
 def _fetch_weak(work: str, names: tuple[str, ...], budget: int) -> dict[str, str]:
     """Weak mode's ``fetch_files``: regular files under its temp dir only (no isolation to
     read through, so absolute paths are refused)."""

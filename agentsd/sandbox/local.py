@@ -72,8 +72,8 @@ import time
 from dataclasses import dataclass
 
 from agentsd.sandbox._pump import (  # noqa: F401 - re-exported: the docker backend and tests use them
-    _IO,
     _FILE_MARKERS,
+    _IO,
     _MEM_MARKERS,
     _classify,
     _close,
@@ -173,7 +173,8 @@ class _Slots:
         try:
             while held is None:
                 for s in cands:  # another process may hold some of them
-                    f = os.open(os.path.join(self.lock_dir, f"uid-{self.uid_base + s}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+                    path = os.path.join(self.lock_dir, f"uid-{self.uid_base + s}.lock")
+                    f = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
                     try:
                         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         held, fd = s, f
