@@ -1,6 +1,8 @@
 """``check_env``: one checker every registered env passes.
 
-It checks, on a real instance:
+It runs Gymnasium's own checker (:func:`gymnasium.utils.env_checker.check_env`: spaces,
+signatures, seeding), then agentsd's checks (:data:`CHECKS`, one small function each), on a real
+instance:
 
 - seeded determinism of ``reset`` and of a fixed action sequence;
 - garbage, Unicode, empty, huge and wrongly typed actions never raise and report a parse status;
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_env", "EnvCheckError", "GARBAGE_ACTIONS"]
+__all__ = ["check_env", "EnvCheckError", "GARBAGE_ACTIONS", "CHECKS"]
 
 
 class EnvCheckError(AssertionError):
@@ -60,8 +62,15 @@ def _canon(x: Any) -> str:
 
 
 class _Run:
-    def __init__(self, env: Any, errors: list[str]) -> None:
-        self.env, self.errors = env, errors
+    """One env under check: what the checks share (the env, its seeds and example actions) and
+    what they collect (problems, observation texts, actions sent, privileged strings)."""
+
+    def __init__(self, env: Any, errors: list[str], seeds: tuple[int, ...] = (0, 1, 2),
+                 max_steps: int = 200) -> None:
+        self.env, self.errors, self.seeds, self.max_steps = env, errors, seeds, max_steps
+        self.base = getattr(env, "unwrapped", env)
+        self.examples = list(self.base.example_actions()) if hasattr(self.base, "example_actions") else []
+        self.max_turns = getattr(getattr(self.base, "spec", None), "max_turns", None)
         self.texts: list[str] = []
         self.actions_sent: list[str] = []
         self.secrets: set[str] = set()
@@ -143,116 +152,157 @@ def _trace(env: Any, seed: int, actions: list[Any]) -> list[str]:
     return out
 
 
-def check_env(env: Any, *, seeds: tuple[int, ...] = (0, 1, 2), max_steps: int = 200) -> None:
-    """Run the battery on ``env`` (an instance or a registered id); raise :class:`EnvCheckError`
-    listing every problem found."""
-    if isinstance(env, str):
-        from agentsd.registry import make
+# ---------------------------------------------------------------------------------------------
+# the checks: each takes the run (env, seeds, what was seen so far) and reports through it
 
-        env = make(env)
-    errors: list[str] = []
-    run = _Run(env, errors)
-    base = getattr(env, "unwrapped", env)
-    examples = list(base.example_actions()) if hasattr(base, "example_actions") else []
+def _gymnasium(run: _Run) -> None:
+    """Gymnasium's own checker (spaces, reset/step signatures, seeding), on the bare env."""
+    import warnings
 
-    # step before reset raises (envs built by make carry their spec)
-    fresh = _fresh_wrapper(env) if env is not base else None
-    if fresh is not None:
-        try:
-            fresh.step("x")
-            run.fail("step() before reset() did not raise")
-        except RuntimeError:
-            pass
-        finally:
-            fresh.close()
+    from gymnasium.utils.env_checker import check_env as gym_check_env
 
-    # reset determinism
-    for s in seeds:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its advice on spaces does not fit chat messages
+            gym_check_env(run.base, skip_render_check=True, skip_close_check=True)
+    except Exception as e:  # noqa: BLE001
+        run.fail(f"gymnasium's check_env: {type(e).__name__}: {e}")
+
+
+def _step_before_reset(run: _Run) -> None:
+    """``step`` before ``reset`` raises (envs built by ``make`` carry their spec)."""
+    fresh = _fresh_wrapper(run.env) if run.env is not run.base else None
+    if fresh is None:
+        return
+    try:
+        fresh.step("x")
+        run.fail("step() before reset() did not raise")
+    except RuntimeError:
+        pass
+    finally:
+        fresh.close()
+
+
+def _reset_determinism(run: _Run) -> None:
+    for s in run.seeds:
         a, b = run.reset(s), run.reset(s)
         if _canon(a) != _canon(b):
             run.fail(f"reset(seed={s}) is not deterministic")
 
-    # fixed action-sequence determinism
+
+def _sequence_determinism(run: _Run) -> None:
+    """The same seed and a fixed action sequence give the same transitions."""
     rng = np.random.default_rng(0)
-    seq = [examples[int(i)] for i in rng.integers(len(examples), size=12)] if examples else []
+    ex = run.examples
+    seq = [ex[int(i)] for i in rng.integers(len(ex), size=12)] if ex else []
     seq = seq + [g for g in GARBAGE_ACTIONS[:4]]
     try:
-        if _trace(env, seeds[0], seq) != _trace(env, seeds[0], seq):
+        if _trace(run.env, run.seeds[0], seq) != _trace(run.env, run.seeds[0], seq):
             run.fail("the same seed and action sequence gave different transitions")
     except Exception as e:  # noqa: BLE001
         run.fail(f"replaying a fixed action sequence raised {type(e).__name__}: {e}")
 
-    # garbage actions never raise and report a parse status other than ok
-    run.reset(seeds[0])
+
+def _garbage(run: _Run) -> None:
+    """Garbage actions never raise and report a parse status other than ok."""
+    run.reset(run.seeds[0])
     for g in GARBAGE_ACTIONS:
         out = run.step(g, "garbage")
         if out is None:
-            run.reset(seeds[0])
+            run.reset(run.seeds[0])
             continue
-        if isinstance(out[4], dict) and out[4].get("parse") == "ok" and g not in ("<answer></answer>",):
-            if not isinstance(g, str) or not g.startswith("<answer>"):
-                run.fail(f"garbage action {_short(g)} parsed as ok")
+        answer_like = isinstance(g, str) and g.startswith("<answer>")
+        if isinstance(out[4], dict) and out[4].get("parse") == "ok" and not answer_like:
+            run.fail(f"garbage action {_short(g)} parsed as ok")
         if out[2] or out[3]:
-            run.reset(seeds[0])
+            run.reset(run.seeds[0])
 
-    # episodes to the end: example actions, then garbage (must end by the turn limit)
-    max_turns = getattr(getattr(base, "spec", None), "max_turns", None)
-    for s in seeds:
+
+def _turn_limit(run: _Run, s: int, t: int, out: tuple) -> None:
+    max_turns = run.max_turns
+    if max_turns is None:
+        return
+    if t + 1 > max_turns:
+        run.fail(f"episode(seed={s}) ran {t + 1} turns, past max_turns={max_turns}")
+    if out[3] and not out[2] and t + 1 != max_turns and out[4].get("truncated_by") == "turn_limit":
+        run.fail(f"turn-limit truncation at turn {t + 1}, max_turns={max_turns}")
+
+
+def _episodes_end(run: _Run) -> None:
+    """Episodes played to the end (example actions, then garbage) end by the turn limit."""
+    for s in run.seeds:
         run.reset(s)
-        for t in range(max_steps):
-            pool = examples or GARBAGE_ACTIONS[:3]
+        for t in range(run.max_steps):
+            pool = run.examples or GARBAGE_ACTIONS[:3]
             a = pool[t % len(pool)] if s % 2 == 0 else GARBAGE_ACTIONS[t % 3]
             out = run.step(a, f"episode(seed={s}) turn {t + 1}")
             if out is None:
                 break
             if out[2] or out[3]:
-                if max_turns is not None and t + 1 > max_turns:
-                    run.fail(f"episode(seed={s}) ran {t + 1} turns, past max_turns={max_turns}")
-                if out[3] and not out[2] and max_turns is not None and t + 1 != max_turns:
-                    if out[4].get("truncated_by") == "turn_limit":
-                        run.fail(f"turn-limit truncation at turn {t + 1}, max_turns={max_turns}")
+                _turn_limit(run, s, t, out)
                 break
         else:
-            if max_turns is not None:
-                run.fail(f"episode(seed={s}) did not end within {max_steps} steps "
-                         f"(max_turns={max_turns})")
+            if run.max_turns is not None:
+                run.fail(f"episode(seed={s}) did not end within {run.max_steps} steps "
+                         f"(max_turns={run.max_turns})")
 
-    # deepcopy / pickle preserve behaviour mid-episode
-    run.reset(seeds[0])
-    probe = (examples or ["hello"])[0]
+
+def _copies(run: _Run) -> None:
+    """deepcopy and pickle preserve behaviour mid-episode."""
+    env, probe = run.env, (run.examples or ["hello"])[0]
+    run.reset(run.seeds[0])
     run.step(probe, "copy-probe")
     for name, clone in (("deepcopy", _try(copy.deepcopy, env, run)),
                         ("pickle", _try(lambda e: pickle.loads(pickle.dumps(e)), env, run))):
         if clone is None:
             continue
         try:
-            nxt = (examples or ["hello"])[-1]
+            nxt = (run.examples or ["hello"])[-1]
             if _canon(env.step(nxt)) != _canon(clone.step(nxt)):
                 run.fail(f"{name}d env diverged from the original on the same action")
         except Exception as e:  # noqa: BLE001
             run.fail(f"stepping a {name}d env raised {type(e).__name__}: {e}")
         finally:
             clone.close()
-        run.reset(seeds[0])
+        run.reset(run.seeds[0])
         run.step(probe, "copy-probe")
 
-    # no privileged string in any observation (the agent's own echoed text excluded)
+
+def _no_leaks(run: _Run) -> None:
+    """No privileged string in any observation seen (the agent's own echoed text excluded)."""
     sent = "\n".join(run.actions_sent)
     all_text = "\n".join(run.texts)
     for secret in sorted(run.secrets):
         if secret in all_text and secret not in sent:
             run.fail(f"privileged string leaked into an observation: {secret[:80]!r}")
 
-    # idempotent close
+
+def _idempotent_close(run: _Run) -> None:
     try:
-        env.close()
-        env.close()
+        run.env.close()
+        run.env.close()
     except Exception as e:  # noqa: BLE001
         run.fail(f"close() is not idempotent: {type(e).__name__}: {e}")
 
-    if errors:
-        name = getattr(getattr(base, "spec", None), "id", type(base).__name__)
-        raise EnvCheckError(f"{name}: {len(errors)} problem(s)\n- " + "\n- ".join(errors))
+
+#: the battery, in the order it runs (the leak check reads every observation the others saw)
+CHECKS = (_gymnasium, _step_before_reset, _reset_determinism, _sequence_determinism, _garbage,
+          _episodes_end, _copies, _no_leaks, _idempotent_close)
+
+
+def check_env(env: Any, *, seeds: tuple[int, ...] = (0, 1, 2), max_steps: int = 200) -> None:
+    """Run the battery (:data:`CHECKS`) on ``env`` (an instance or a registered id); raise
+    :class:`EnvCheckError` listing every problem found."""
+    if isinstance(env, str):
+        from agentsd.registry import make
+
+        env = make(env)
+    run = _Run(env, [], seeds=seeds, max_steps=max_steps)
+    for check in CHECKS:
+        check(run)
+    if run.errors:
+        name = getattr(getattr(run.base, "spec", None), "id", type(run.base).__name__)
+        raise EnvCheckError(f"{name}: {len(run.errors)} problem(s)\n- " + "\n- ".join(run.errors))
 
 
 def _fresh_wrapper(env: Any) -> Any:
