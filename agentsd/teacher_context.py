@@ -163,13 +163,26 @@ def with_feedback_view(traj: Trajectory, feedback: str | None) -> Trajectory:
 
 def select_for(task_messages: Sequence[Message], library: Any, env_id: str,
                config: TeacherContextConfig, bandit: Any = None) -> list[Any]:
-    """The skills retrieved for this task (empty when the config shows none)."""
+    """The skills retrieved for this task (empty when the config shows none): the best-ranked
+    ones, at most one *workflow* among them. A second workflow is another kind of task's recipe
+    (on ToolWorld-Lite, ``reschedule_event`` ranked ``delete_event``'s second), the "other
+    family's rule" that a probe found acts no better than no rule; a pitfall or a convention
+    takes its place."""
     if "skills" not in config.views or config.max_skills <= 0 or library is None:
         return []
     from agentsd.skills.retrieve import select_skills
 
-    return select_skills(library.for_env(env_id), task_query(task_messages), k=config.max_skills,
-                         mode=config.retrieval, bandit=bandit, usefulness=config.usefulness)
+    pool = library.for_env(env_id)
+    ranked = select_skills(pool, task_query(task_messages), k=len(pool), mode=config.retrieval,
+                           bandit=bandit, usefulness=config.usefulness)
+    out: list[Any] = []
+    for s in ranked:
+        if getattr(s, "kind", "") == "workflow" and any(x.kind == "workflow" for x in out):
+            continue
+        out.append(s)
+        if len(out) == config.max_skills:
+            break
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

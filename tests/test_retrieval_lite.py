@@ -25,3 +25,14 @@ def test_every_held_out_instance_retrieves_its_templates_workflow_first():
         if got[0] != info["template"].replace("_", "-") + "-workflow":
             misses.append((info["template"], got))
     assert not misses, misses
+
+
+def test_at_most_one_workflow_is_shown():
+    lib = load_library(None, env=ENV)
+    cfg = TeacherContextConfig(views=("skills",), max_skills=3)
+    for t in split_tasks(ENV, "test", 16):
+        env = agentsd.make(ENV, **t.kwargs)
+        obs, info = env.reset(seed=t.seed)
+        got = select_for(obs, lib, ENV, cfg)
+        assert len(got) == 3 and [s.kind for s in got].count("workflow") == 1, [s.name for s in got]
+        assert got[0].name == info["template"].replace("_", "-") + "-workflow"
