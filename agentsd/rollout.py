@@ -28,8 +28,8 @@ the previous action rather than the whole history.
 
 Token-in/token-out: each turn stores the ids fed (``prompt_ids``) and the ids sampled
 (``action_ids``); the episode's sequence is their concatenation and is never re-rendered. New
-observation messages are turned into prompt ids by :class:`ChatRenderer`, which renders only the
-*suffix* the chat template adds after the last action (see its docstring).
+observation messages are turned into prompt ids by :class:`~agentsd.renderer.ChatRenderer`, which
+renders only the *suffix* the chat template adds after the last action (see its docstring).
 
 Every episode ends with a :class:`~agentsd.types.StopReason`: ``terminated`` (env), ``max_turns``
 (env turn limit or ``max_turns``), ``max_tokens`` (``max_episode_tokens``), ``context_length``
@@ -44,17 +44,16 @@ import dataclasses
 import itertools
 import json
 import math
-import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentsd.teacher_context import turn_views
 from agentsd.policy.base import Generation, Policy, SamplingParams
+from agentsd.renderer import ChatRenderer
+from agentsd.teacher_context import turn_views
 from agentsd.trajectory import Trajectory, Turn
 from agentsd.types import Message, ParseStatus, StopReason
 
@@ -198,78 +197,6 @@ class RolloutSummary:
 class RolloutResult:
     trajectories: list[Trajectory]
     summary: RolloutSummary
-
-
-# ---------------------------------------------------------------------------------------------
-# chat rendering
-
-#: stands in for the last action when rendering; private-use code points cannot collide with text
-_SENTINEL = "\ue000agentsd-action\ue001"
-
-
-class ChatRenderer:
-    """Turns observation messages into prompt token ids with the tokenizer's chat template.
-
-    The first prompt is the rendered observation plus the generation prompt. For later turns the
-    model has already seen everything up to the end of its own action tokens, so only the
-    *suffix* is rendered: the template's closing of the assistant turn, the new messages and the
-    next generation prompt. Chat templates cannot render a suffix on their own, so the
-    conversation is rendered twice with a placeholder for the last action — without the new
-    messages and with them — and the suffix is what follows the placeholder. The renderer checks
-    that the first rendering is a prefix of the second (``prefix_mismatches`` counts templates
-    that rewrite earlier turns, such as ones that drop past reasoning; the suffix is still what
-    follows the placeholder). Closing tokens the model already sampled (its EOS, e.g.
-    ``<|im_end|>``) are not repeated.
-    """
-
-    def __init__(self, tokenizer: Any, tools: list[dict[str, Any]] | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.tools = tools or None
-        self.prefix_mismatches = 0
-        self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
-        self._lock = threading.Lock()  # fast tokenizers must not be used from two threads at once
-
-    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
-        kw: dict[str, Any] = {"tools": self.tools} if self.tools else {}
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
-
-    def encode(self, text: str) -> list[int]:
-        with self._lock:
-            return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def first(self, messages: list[Message]) -> list[int]:
-        """Prompt ids for the first turn."""
-        if not messages:
-            raise ValueError("the env's reset returned no messages; the model needs a prompt")
-        return self.encode(self.render(list(messages), add_generation_prompt=True))
-
-    def next(self, history: list[Message], new_messages: list[Message],
-             action_ids: Sequence[int]) -> list[int]:
-        """Prompt ids after an action: ``history`` is the conversation before that action,
-        ``new_messages`` what the env answered, ``action_ids`` the sampled action tokens."""
-        base = [*history, {"role": "assistant", "content": _SENTINEL}]
-        without = self.render(base, add_generation_prompt=False)
-        with_new = self.render([*base, *new_messages], add_generation_prompt=True)
-        if with_new.count(_SENTINEL) != 1:
-            raise ValueError("the chat template did not render the assistant message exactly "
-                             "once; cannot find the suffix to feed after the action")
-        if not with_new.startswith(without):
-            self.prefix_mismatches += 1
-            if self.prefix_mismatches == 1:
-                warnings.warn("the chat template renders earlier turns differently once new "
-                              "messages follow; feeding the suffix after the action as rendered "
-                              "with the new messages", stacklevel=2)
-        tail = self.encode(with_new[with_new.index(_SENTINEL) + len(_SENTINEL):])
-        return tail[self._overlap(action_ids, tail):]
-
-    def _overlap(self, action_ids: Sequence[int], tail: list[int]) -> int:
-        # the model's own closing special tokens (EOS) are already in the sequence
-        for k in (2, 1):
-            if (len(action_ids) >= k and list(action_ids[-k:]) == tail[:k]
-                    and all(t in self._special for t in tail[:k])):
-                return k
-        return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,108 +582,10 @@ class _Engine:
 
 
 # ---------------------------------------------------------------------------------------------
-# `agentsd rollout`
+# `agentsd rollout` (agentsd.rollout_cli)
 
 def register_rollout(sub: Any) -> None:
-    p = sub.add_parser("rollout", help="play envs with a model and store the trajectories",
-                       description="Play every --env on -n seeds (--samples times each) with a "
-                                   "policy backend and append the trajectories to --out.")
-    p.add_argument("--env", action="append", required=True,
-                   help="registered env id (repeat for several; 'all' = every registered env)")
-    p.add_argument("--model", default="smollm2",
-                   help="short name (smollm2 = the embedded default), local path or hub id; for "
-                        "--backend openai, the server's model name")
-    p.add_argument("--backend", choices=["hf", "openai", "vllm"], default="hf", help="policy backend")
-    p.add_argument("--base-url", default=None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--api-key", default=None, help="openai backend: API key (default $OPENAI_API_KEY)")
-    p.add_argument("--tokenizer", default=None,
-                   help="openai backend: tokenizer to render prompts with (default: --model)")
-    p.add_argument("--device", default=None, help="hf backend: cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="hf backend: torch CPU threads (1 is much faster on an oversubscribed machine)")
-    p.add_argument("-n", "--num-tasks", type=int, default=4, help="seeds (tasks) per env")
-    p.add_argument("--samples", type=int, default=1, help="samples per task (G)")
-    p.add_argument("--split", default="test", help="seed split to draw tasks from (envs without it: 0..n-1)")
-    p.add_argument("--seed-offset", type=int, default=0, help="skip this many seeds of the split")
-    p.add_argument("--out", default="runs/rollouts.jsonl",
-                   help="output file: .jsonl is appended to as episodes finish; .parquet is written at the end")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    p.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off)")
-    p.add_argument("--max-tokens", type=int, default=64,
-                   help="max sampled tokens per turn (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--max-turns", type=int, default=4,
-                   help="turn limit (default: 4, so a CPU run finishes in minutes; 0 = the env's own)")
-    p.add_argument("--max-episode-tokens", type=int, default=None, help="token budget per episode")
-    p.add_argument("--max-parse-failures", type=int, default=None,
-                   help="end an episode after this many unparseable actions in a row")
-    p.add_argument("--max-concurrent", type=int, default=16, help="episodes in flight (largest batch)")
-    p.add_argument("--env-workers", type=int, default=8, help="threads running env steps")
-    p.add_argument("--no-kv-reuse", action="store_true",
-                   help="prefill each turn's whole history instead of keeping each episode's KV "
-                        "cache between its turns (hf backend)")
-    p.add_argument("--cache-implementation", choices=["growing", "dynamic", "static"],
-                   default="growing", help="hf backend: KV cache kind (static: fixed shapes, no "
-                                           "reuse across turns)")
-    p.add_argument("--render-tools", action="store_true",
-                   help="pass the env's tool schemas to the chat template (tools=)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--summary-json", default=None, help="also write the run summary as JSON here")
-    p.set_defaults(func=_cmd_rollout)
+    """Add the ``rollout`` subcommand (:mod:`agentsd.rollout_cli`) to ``sub``."""
+    from agentsd.rollout_cli import register_rollout as register
 
-
-def _cmd_rollout(args: Any) -> int:
-    import sys
-    from pathlib import Path
-
-    import agentsd
-    from agentsd.policy import ModelNotFoundError, load_policy
-    from agentsd.store import TrajectoryWriter, write_parquet
-
-    try:
-        env_ids = sorted(agentsd.registry()) if "all" in args.env else list(args.env)
-        tasks = []
-        for env_id in env_ids:
-            s = agentsd.spec(env_id)
-            tasks += (split_tasks(env_id, args.split, args.num_tasks, args.seed_offset)
-                      if args.split in s.splits else
-                      [Task(env_id, sd) for sd in range(args.seed_offset,
-                                                        args.seed_offset + args.num_tasks)])
-        params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                max_tokens=args.max_tokens, seed=args.seed)
-        cfg = RolloutConfig(max_turns=args.max_turns or None, max_episode_tokens=args.max_episode_tokens,
-                            max_parse_failures=args.max_parse_failures,
-                            max_concurrent=args.max_concurrent, env_workers=args.env_workers,
-                            progress=not args.no_progress, render_tools=args.render_tools,
-                            kv_reuse=not args.no_kv_reuse)
-        kw: dict[str, Any] = {}
-        if args.backend == "hf":
-            kw["device"] = args.device
-            kw["cache_implementation"] = args.cache_implementation
-            if args.threads:
-                import torch
-
-                torch.set_num_threads(args.threads)
-        elif args.backend == "openai":
-            kw = {"base_url": args.base_url, "api_key": args.api_key, "tokenizer": args.tokenizer}
-        print(f"loading {args.backend} policy {args.model!r} ...", file=sys.stderr)
-        policy = load_policy(args.backend, args.model, **kw)
-    except (ModelNotFoundError, ValueError, KeyError, ImportError) as e:
-        print(f"agentsd rollout: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    print(f"{len(tasks)} tasks x {args.samples} samples on {', '.join(env_ids)} -> {out}",
-          file=sys.stderr)
-    if out.suffix == ".parquet":
-        res = run_rollouts(policy, tasks=tasks, samples_per_task=args.samples, params=params, config=cfg)
-        write_parquet(res.trajectories, out)
-    else:
-        with TrajectoryWriter(out) as w:
-            res = run_rollouts(policy, tasks=tasks, samples_per_task=args.samples, params=params,
-                               config=cfg, on_trajectory=w.write)
-    print(res.summary.format())
-    print(f"wrote {len(res.trajectories)} trajectories to {out}")
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(res.summary.to_dict(), indent=2))
-    return 0
+    register(sub)
