@@ -10,7 +10,8 @@ collects stdout/stderr up to the cap, enforces the wall clock, kills everything 
 it (different uid, no capabilities left after ``setuid``).
 
 The payload (files and stdin base64-encoded, argv, limits) arrives on its stdin as a length line
-and that many bytes of JSON.
+and that many bytes of JSON. ``fetch_files`` are read by the shared reader
+(:mod:`agentsd.sandbox._fetch`), whose source the docker backend puts in front of this one.
 """
 
 import base64
@@ -126,8 +127,11 @@ def main():
     while open_fds and not flooded:  # writers are dead now: drain to EOF
         pump(1.0)
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    files = fetch(cfg.get("fetch_files") or [], uid, lim["output_kb"] * 1024)
+    # fetch_as/FETCH_ERROR: the shared reader (_fetch.py), whose source the docker backend
+    # prepends to this one (the container has no agentsd to import)
+    files = fetch_as(uid, cfg.get("fetch_files"), "/work", lim["output_kb"] * 1024)  # noqa: F821
     report = {
+        "files_error": files.pop(FETCH_ERROR, ""),  # noqa: F821
         "files": files,
         "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
@@ -139,47 +143,6 @@ def main():
     }
     sys.stdout.write("\nAGENTSD-REPORT " + json.dumps(report) + "\n")
     sys.stdout.flush()
-
-
-def fetch(names, uid, budget):
-    """The requested files (base64), read by a child as the program's uid (a planted symlink
-    reaches nothing the program could not read itself); regular files only."""
-    if not names:
-        return {}
-    import stat
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            out = {}
-            for name in names:
-                path = name if name.startswith("/") else os.path.join("/work", name)
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-                except OSError:
-                    continue
-                with os.fdopen(fd, "rb") as f:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        continue
-                    data = f.read(budget + 1)
-                budget -= len(data)
-                if budget < 0:
-                    break
-                out[name] = base64.b64encode(data).decode()
-            with os.fdopen(w, "w") as f:
-                f.write(json.dumps(out))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        text = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(text or "{}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,22 @@ BACKSTOP_GRACE_S = 3
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _load_fetch():
+    """The shared ``fetch_files`` reader (``_fetch.py`` beside this file), loaded by path now:
+    this script runs with ``-I -S`` (no agentsd import) and the host tree is gone after
+    ``pivot_root``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "agentsd_sandbox_fetch", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fetch.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_fetch = _load_fetch()
+
+
 def _check(ret, what):
     if ret != 0:
         e = ctypes.get_errno()
@@ -201,47 +217,6 @@ def install_filter(bpf):
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
 
 
-def fetch(cfg, uid):
-    """The files the caller asked back, read as the run's uid (so a symlink planted by the
-    program reaches nothing it could not read itself), hex-encoded, capped in total."""
-    names = cfg.get("fetch_files") or []
-    if not names:
-        return {}
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            out, budget = {}, int(cfg["limits"]["output_kb"]) * 1024
-            for name in names:
-                path = name if name.startswith("/") else os.path.join("/work", name)
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-                except OSError:
-                    continue
-                with os.fdopen(fd, "rb") as f:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        continue
-                    data = f.read(budget + 1)
-                if len(data) > budget:
-                    out = {"\x00error": "the fetched files exceed the output limit"}
-                    break
-                budget -= len(data)
-                out[name] = data.hex()
-            with os.fdopen(w, "w") as f:
-                f.write(json.dumps(out))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        text = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(text or "{}")
-
-
 def run_in_namespace(cfg_fd, status_fd):
     """The pid-1 part: build the root, run the program, reap, report (returns an exit code)."""
     status = os.fdopen(status_fd, "w")
@@ -301,11 +276,12 @@ def run_in_namespace(cfg_fd, status_fd):
         report({"error": f"could not start the program: {exec_error}"})
         return 0
     try:
-        files = fetch(cfg, int(cfg["uid"]))
+        files = _fetch.fetch_as(int(cfg["uid"]), cfg.get("fetch_files"), "/work",
+                                int(cfg["limits"]["output_kb"]) * 1024)
     except Exception as e:  # noqa: BLE001
-        files = {"\x00error": f"fetching files failed: {type(e).__name__}: {e}"}
+        files = {_fetch.FETCH_ERROR: f"fetching files failed: {type(e).__name__}: {e}"}
     report({
-        "files_error": files.pop("\x00error", ""),
+        "files_error": files.pop(_fetch.FETCH_ERROR, ""),
         "files": files,
         "exit_code": os.WEXITSTATUS(main_status) if os.WIFEXITED(main_status) else None,
         "signal": os.WTERMSIG(main_status) if os.WIFSIGNALED(main_status) else None,

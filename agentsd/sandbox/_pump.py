@@ -9,40 +9,23 @@ zygote) lives in :mod:`agentsd.sandbox.local` and :mod:`agentsd.sandbox._launche
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import selectors
 import signal
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
 
+from agentsd.sandbox._fetch import fetch_files
 from agentsd.sandbox.types import ExecResult, Limits, Status
 
 
 def _fetch_weak(work: str, names: tuple[str, ...], budget: int) -> dict[str, str]:
-    """Weak mode's ``fetch_files``: regular files under its temp dir only (no isolation to
-    read through, so absolute paths are refused)."""
-    out = {}
-    for name in names:
-        if name.startswith("/"):
-            continue
-        try:
-            fd = os.open(os.path.join(work, name), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            data = f.read(budget + 1)
-        budget -= len(data)
-        if budget < 0:
-            break
-        out[name] = base64.b64encode(data).decode()
-    return out
+    """Weak mode's ``fetch_files``: the shared reader (:mod:`agentsd.sandbox._fetch`) on its
+    temp dir, absolute paths refused (nothing isolates them)."""
+    return fetch_files(names, work, budget, absolute=False)
 
 
 def _reap(proc: subprocess.Popen) -> int:
@@ -219,7 +202,7 @@ def _classify(io: _IO, lim: Limits, oom_killed: bool) -> ExecResult:
             res.signal = -io.returncode
         if res.exit_code is None and res.signal is None:
             res.status, res.detail = Status.SANDBOX_ERROR, "no status from the sandbox"
-    res.files = {k: base64.b64encode(bytes.fromhex(v)).decode() for k, v in (st.get("files") or {}).items()}
+    res.files = {k: v for k, v in (st.get("files") or {}).items() if isinstance(v, str)}
     if st.get("files_error") and res.status is Status.OK:
         res.status, res.detail = Status.OUTPUT_LIMIT, st["files_error"]
     if res.status is not Status.OK:

@@ -39,9 +39,18 @@ __all__ = ["DockerSandbox", "build_runtime_image", "DEFAULT_IMAGE", "LABEL", "co
 #: the runtime image (its tag carries the runtime layout version, so an old image is never reused)
 DEFAULT_IMAGE = "agentsd-sandbox-python:view-2"
 LABEL = "agentsd.sandbox"
-_INIT_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_container_init.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_INIT_SRC = os.path.join(_HERE, "_container_init.py")
+_FETCH_SRC = os.path.join(_HERE, "_fetch.py")
 #: the view's libpython (shared builds) is found through this
 _LIB_ENV = {"LD_LIBRARY_PATH": SANDBOX_PREFIX + "/lib"}
+
+
+def _init_source() -> str:
+    """The in-container supervisor's source: the shared ``fetch_files`` reader
+    (:mod:`agentsd.sandbox._fetch`), then ``_container_init.py`` (no agentsd in the image)."""
+    with open(_FETCH_SRC) as f, open(_INIT_SRC) as g:
+        return f.read() + "\n\n" + g.read()
 
 
 def connect(timeout: float = 10.0):
@@ -305,8 +314,7 @@ class DockerSandbox:
                        "wall_s": lim.wall_s, "output_kb": lim.output_kb},
         }
         blob = json.dumps(payload).encode()
-        with open(_INIT_SRC) as f:
-            init_src = f.read()
+        init_src = _init_source()
         mem = (lim.memory_mb + lim.file_mb + 64) * 1024 * 1024  # tmpfs pages count as memory
         tmpfs_opts = f"size={lim.file_mb}m,nr_inodes=16384"
         container = client.containers.create(
@@ -367,10 +375,10 @@ class DockerSandbox:
         io_ = _IO(stdout=base64.b64decode(rep["stdout"]), stderr=base64.b64decode(rep["stderr"]),
                   out_trunc=rep["stdout_truncated"], err_trunc=rep["stderr_truncated"],
                   timed_out=rep["timed_out"], flooded=rep["flooded"],
-                  status={"exit_code": rep["exit_code"], "signal": rep["signal"], "cpu_s": rep["cpu_s"]},
+                  status={"exit_code": rep["exit_code"], "signal": rep["signal"], "cpu_s": rep["cpu_s"],
+                          "files": rep.get("files"), "files_error": rep.get("files_error", "")},
                   wall_s=rep["wall_s"])
         res = _classify(io_, lim, oom)
-        res.files = {k: v for k, v in (rep.get("files") or {}).items() if isinstance(v, str)}
         res.backend = self.name
         return res
 

@@ -71,6 +71,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from agentsd.sandbox._fetch import FETCH_ERROR
 from agentsd.sandbox._pump import (  # noqa: F401 - re-exported: the docker backend and tests use them
     _FILE_MARKERS,
     _IO,
@@ -539,7 +540,10 @@ class LocalSandbox:
             kill()  # leftovers of the session; setsid'd grandchildren can escape weak mode
             fetched = _fetch_weak(work, req.fetch_files, lim.output_kb * 1024)
         res = _classify(io, lim, False)
+        files_error = fetched.pop(FETCH_ERROR, "")
         res.files = fetched
+        if files_error and res.status is Status.OK:
+            res.status, res.detail = Status.OUTPUT_LIMIT, files_error
         res.backend = self.name + "-weak"
         return res
 
