@@ -26,8 +26,9 @@ depends on the server, and each generation says which path was taken in ``meta``
   ``token_ids``; the rollout engine's renderer closes the turn with the template's own tokens.
 
 Requests run concurrently (``concurrency``) with a timeout, and are retried with exponential
-backoff on 429, 5xx and connection errors. Authentication failures and model names the server
-does not serve raise :class:`OpenAIAuthError` / :class:`ModelNotServedError` with what to do.
+backoff on 429, 5xx and connection errors (:func:`agentsd.retrying.retrying`). Authentication
+failures and model names the server does not serve raise :class:`OpenAIAuthError` /
+:class:`ModelNotServedError` with what to do.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ import math
 import os
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agentsd.policy.base import Generation, SamplingParams
+from agentsd.retrying import retrying
 
 __all__ = ["OpenAIPolicy", "OpenAIPool", "OpenAIBackendError", "OpenAIAuthError", "ModelNotServedError",
            "AdapterRefusedError"]
@@ -247,46 +248,49 @@ class OpenAIPolicy:
         """POST with retries on connection errors only; the response whatever its status."""
         import httpx
 
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._client.post(path, json=body)
-            except (httpx.TransportError, httpx.TimeoutException) as e:
-                last = f"{type(e).__name__}: {e}"
-            if attempt < self.max_retries:
-                time.sleep(self.backoff_s * 2 ** attempt)
-        raise OpenAIBackendError(f"{self.base_url}{path} did not answer after {self.max_retries + 1} "
-                                 f"attempts ({last}); is the server running at {self.base_url}?")
+        transport = (httpx.TransportError, httpx.TimeoutException)
+        try:
+            return retrying(self.max_retries + 1, backoff_s=self.backoff_s,
+                            on_exception=transport)(self._client.post, path, json=body)
+        except transport as e:
+            raise OpenAIBackendError(f"{self.base_url}{path} did not answer after {self.max_retries + 1} "
+                                     f"attempts ({type(e).__name__}: {e}); is the server running at "
+                                     f"{self.base_url}?") from e
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on connection errors and transient statuses (waiting what the
+        server's ``Retry-After`` says, at most 30 s, when it names seconds); the JSON answer."""
         import httpx
 
-        last: str = ""
-        for attempt in range(self.max_retries + 1):
+        transport = (httpx.TransportError, httpx.TimeoutException)
+
+        def transient(r: Any) -> bool:
+            # llama-cpp-python answers request validation errors with HTTP 500: not transient
+            return r.status_code in _RETRY_STATUS and "validation error" not in r.text[:500].lower()
+
+        def retry_after(state: Any) -> float | None:
+            ra = None if state.outcome.failed else state.outcome.result().headers.get("retry-after")
+            return min(float(ra), 30.0) if ra and ra.replace(".", "", 1).isdigit() else None
+
+        def failed(last: str) -> OpenAIBackendError:
+            return OpenAIBackendError(f"{self.base_url}{path} failed after {self.max_retries + 1} "
+                                      f"attempts; last error: {last}. Is the server running and "
+                                      f"reachable at {self.base_url}?")
+
+        try:
+            r = retrying(self.max_retries + 1, backoff_s=self.backoff_s, on_exception=transport,
+                         on_result=transient, wait=retry_after)(self._client.post, path, json=body)
+        except transport as e:
+            raise failed(f"{type(e).__name__}: {e}") from e
+        if r.status_code < 400:
             try:
-                r = self._client.post(path, json=body)
-            except (httpx.TransportError, httpx.TimeoutException) as e:
-                last = f"{type(e).__name__}: {e}"
-            else:
-                if r.status_code < 400:
-                    try:
-                        return r.json()
-                    except ValueError as e:
-                        raise OpenAIBackendError(f"{self.base_url}{path} answered non-JSON: "
-                                                 f"{r.text[:200]!r}") from e
-                # llama-cpp-python answers request validation errors with HTTP 500: not transient
-                if r.status_code not in _RETRY_STATUS or "validation error" in r.text[:500].lower():
-                    raise self._http_error(path, r)
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                retry_after = r.headers.get("retry-after")
-                if retry_after and retry_after.replace(".", "", 1).isdigit() and attempt < self.max_retries:
-                    time.sleep(min(float(retry_after), 30.0))
-                    continue
-            if attempt < self.max_retries:
-                time.sleep(self.backoff_s * 2 ** attempt)
-        raise OpenAIBackendError(f"{self.base_url}{path} failed after {self.max_retries + 1} "
-                                 f"attempts; last error: {last}. Is the server running and "
-                                 f"reachable at {self.base_url}?")
+                return r.json()
+            except ValueError as e:
+                raise OpenAIBackendError(f"{self.base_url}{path} answered non-JSON: "
+                                         f"{r.text[:200]!r}") from e
+        if transient(r):
+            raise failed(f"HTTP {r.status_code}: {r.text[:200]}")
+        raise self._http_error(path, r)
 
     def _http_error(self, path: str, r: Any) -> OpenAIBackendError:
         msg = _error_message(r)

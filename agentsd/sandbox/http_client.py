@@ -5,7 +5,8 @@ SandboxFusion-compatible ``/run_code`` service), with retries.
     >>> box.run(ExecRequest(code="print(1)")).stdout                        # doctest: +SKIP
     '1\\n'
 
-Connection failures, 429 and 5xx answers are retried with exponential backoff; when retries run
+Connection failures, 429 and 5xx answers are retried with exponential backoff
+(:func:`agentsd.retrying.retrying`, tenacity); when retries run
 out the result is ``Status.SANDBOX_ERROR`` (never a wrong-answer status). Isolation is whatever
 the server's backend provides.
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 from typing import Any
 
+from agentsd.retrying import retrying
 from agentsd.sandbox.types import ExecRequest, ExecResult, Status
 
 __all__ = ["HttpSandbox"]
@@ -74,24 +75,29 @@ class HttpSandbox:
 
         body = self.body(request)
         timeout = request.limits.wall_s + self.timeout_slack_s
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        last = [""]
+
+        def post() -> Any:
             try:
                 r = self._http().post(self.url + "/run_code", json=body, timeout=timeout)
             except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
-                continue
+                last[0] = f"{type(e).__name__}: {e}"
+                return None
             if r.status_code == 429 or r.status_code >= 500:
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                continue
-            if r.status_code != 200:  # 4xx other than 429: our request is wrong; do not retry
-                return ExecResult(Status.SANDBOX_ERROR, backend=self.name,
-                                  detail=f"HTTP {r.status_code}: {_message(r)}")
-            return self._parse(r.json())
-        return ExecResult(Status.SANDBOX_ERROR, backend=self.name,
-                          detail=f"{self.url} failed after {self.retries + 1} attempts: {last}")
+                last[0] = f"HTTP {r.status_code}: {r.text[:200]}"
+            return r
+
+        def transient(r: Any) -> bool:
+            return r is None or r.status_code == 429 or r.status_code >= 500
+
+        r = retrying(self.retries + 1, backoff_s=self.backoff_s, on_result=transient)(post)
+        if transient(r):
+            return ExecResult(Status.SANDBOX_ERROR, backend=self.name,
+                              detail=f"{self.url} failed after {self.retries + 1} attempts: {last[0]}")
+        if r.status_code != 200:  # 4xx other than 429: our request is wrong; do not retry
+            return ExecResult(Status.SANDBOX_ERROR, backend=self.name,
+                              detail=f"HTTP {r.status_code}: {_message(r)}")
+        return self._parse(r.json())
 
     def _parse(self, data: dict) -> ExecResult:
         if isinstance(data.get("agentsd"), dict):

@@ -31,6 +31,7 @@ no new trajectory changes nothing and says so.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import re
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from agentsd.retrying import retrying
 from agentsd.skills.deterministic import (
     DETERMINISTIC_VERSION,
     _slug,
@@ -306,8 +308,12 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
     now = now or now_iso()
     rejected: list[str] = []
     raw: list[str] = []
-    skills: list[Skill] = []
-    for attempt in range(retries + 1):
+    tries = itertools.count()
+
+    def one_try() -> list[Skill]:
+        """One request (a new seed each try); the skills of its answer that pass."""
+        attempt = next(tries)
+        skills: list[Skill] = []
         params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + attempt)
         try:
             gen = policy.chat([messages], params)[0] if use_chat else policy.generate([ids], params)[0]
@@ -339,8 +345,10 @@ def summarize_llm(policy: Any, trajectories: Sequence[Trajectory], env_id: str |
             except SkillError as e:
                 rejected.append(f"attempt {attempt + 1}: skill {d.get('name')!r}: {e}")
                 log.warning("summarizer skill rejected (%s): %s", prompt.id, e)
-        if skills:
-            break
+        return skills
+
+    # no valid skill: ask again (the shared retry policy, no wait: a model is not overloaded)
+    skills = retrying(retries + 1, on_result=lambda got: not got)(one_try)
     return SummaryResult(skills, rejected, raw, prompt.id)
 
 
