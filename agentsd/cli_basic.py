@@ -19,7 +19,7 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     import agentsd
 
     if args.json:
-        for s in agentsd.registry().values():
+        for s in agentsd.list_envs().values():
             print(json.dumps({"id": s.id, "entry_point": str(s.entry_point), "kwargs": dict(s.kwargs),
                               "max_turns": s.max_turns, "tags": list(s.tags),
                               "splits": {k: list(v.seeds) for k, v in s.splits.items()},

@@ -16,7 +16,7 @@ def scratch_registry():
 
     import gymnasium
 
-    agentsd.registry()  # built-ins and plugins loaded first
+    agentsd.list_envs()  # built-ins and plugins loaded first
     saved = dict(reg._REGISTRY)
     gym_saved = dict(gymnasium.envs.registration.registry)  # agentsd.register mirrors ids there
     yield reg

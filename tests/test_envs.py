@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import agentsd
 
-ALL_IDS = sorted(agentsd.registry())
+ALL_IDS = sorted(agentsd.list_envs())
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)

@@ -175,7 +175,7 @@ def test_replay_privileged_matches_live_play():
 
 # ---- the student never sees teacher material, for every registered env ------------------------
 
-ALL_IDS = sorted(agentsd.registry())
+ALL_IDS = sorted(agentsd.list_envs())
 ALL_VIEWS = TeacherContextConfig(views=("skills", "answer", "solution", "plan", "next_step", "hidden_tests",
                                         "notes", "feedback"), exposure=1.0)
 
@@ -249,7 +249,7 @@ def test_rollout_tokens_carry_no_teacher_material_and_prefixes_align(tiny_policy
     from agentsd.skills.library import load_library
     from agentsd.store import write_jsonl
 
-    if env_id not in agentsd.registry():
+    if env_id not in agentsd.list_envs():
         pytest.skip(f"{env_id} is not registered")
     trajs = rollout(tiny_policy, env_id, seeds=[0, 1], max_turns=2,
                     params=SamplingParams(temperature=1.0, max_tokens=8, seed=0))

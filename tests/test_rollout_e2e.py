@@ -44,7 +44,7 @@ def test_every_registered_env_end_to_end_and_loads_back_identically(tmp_path):
     from agentsd.store import TrajectoryWriter
 
     policy = HFPolicy.from_pretrained("smollm2", device="cpu")
-    envs = sorted(agentsd.registry())
+    envs = sorted(agentsd.list_envs())
     out = tmp_path / "all.jsonl"
     with TrajectoryWriter(out) as w:
         res = run_rollouts(policy, envs, seeds=[0], params=SamplingParams(max_tokens=48, seed=0),

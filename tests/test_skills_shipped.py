@@ -16,7 +16,7 @@ from agentsd.hints import TeacherContextConfig, compose_teacher_context
 from agentsd.skills.library import default_root, load_library
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN = sorted(i for i, s in agentsd.registry().items() if str(s.entry_point).startswith("agentsd.envs."))
+BUILTIN = sorted(i for i, s in agentsd.list_envs().items() if str(s.entry_point).startswith("agentsd.envs."))
 
 
 def test_shipped_library_loads_strictly():

@@ -22,7 +22,7 @@ from agentsd.types import ParseStatus
 def _env_tools() -> dict[str, tuple[str, Tool]]:
     """Every distinct tool of the registry, by name, with one env id that offers it."""
     out: dict[str, tuple[str, Tool]] = {}
-    for env_id in sorted(agentsd.registry()):
+    for env_id in sorted(agentsd.list_envs()):
         env = agentsd.make(env_id)
         for t in env.unwrapped.tools:
             out.setdefault(t.name, (env_id, t))
