@@ -479,8 +479,9 @@ def test_server_rejects_bad_requests(server):
     big = httpx.post(url, json={"code": "#" * 100_000}, headers=h)
     assert big.status_code == 413 and "KiB" in big.json()["message"]
     lang = httpx.post(url, json={"code": "x", "language": "cobol"}, headers=h)
-    assert lang.status_code == 400 and "cobol" in lang.json()["message"]
-    assert httpx.post(url, content=b"{nope", headers=h).status_code == 400
+    assert lang.status_code == 422 and "cobol" in lang.json()["message"]
+    assert lang.json()["detail"][0]["loc"] == ["body", "language"]
+    assert httpx.post(url, content=b"{nope", headers=h).status_code == 422
 
 
 def test_server_queue_limit_answers_429(server):
@@ -777,7 +778,7 @@ def _post(server, body, raw: bytes | None = None, headers=None):
     return httpx.post(server.url + "/run_code", json=body, headers=h, timeout=60)
 
 
-def test_server_answers_malformed_requests_with_400(server):
+def test_server_answers_malformed_requests_with_422(server):
     base = {"code": "print(1)", "language": "python"}
     cases = [
         (None, b"[" * 20_000 + b"]" * 20_000),  # nesting beyond the JSON parser's recursion
@@ -792,13 +793,20 @@ def test_server_answers_malformed_requests_with_400(server):
     ]
     for body, raw in cases:
         r = _post(server, body, raw)
-        assert r.status_code == 400, (body if raw is None else raw[:60], r.status_code, r.text[:200])
-        assert r.json()["message"]
+        assert r.status_code == 422, (body if raw is None else raw[:60], r.status_code, r.text[:200])
+        assert r.json()["message"] and r.json()["detail"]
+    # the field path is named: in the message and in FastAPI's detail list
+    r = _post(server, {**base, "agentsd": {"limits": {"processes": 2 ** 63}}})
+    assert r.json()["message"].startswith("agentsd.limits: ") and "processes" in r.json()["message"]
+    assert r.json()["detail"][0]["loc"] == ["body", "agentsd", "limits"]
+    r = _post(server, {**base, "files": {"ok.txt": "eA==", "bad.txt": "not base64!"}})
+    assert r.json()["detail"][0]["loc"] == ["body", "files", "bad.txt"], r.json()
     r = _post(server, {"code": "print(1)"})
-    assert "python" in r.json()["message"]  # names the supported languages
+    assert "language: Field required" in r.json()["message"]
+    assert "python" in r.json()["message"]  # names the languages this machine has
 
 
-def test_http_client_does_not_retry_400():
+def test_http_client_does_not_retry_422():
     from agentsd.sandbox.http_client import HttpSandbox
     from agentsd.sandbox.local import probe
     from agentsd.sandbox.server import ServerConfig, serve_in_thread
@@ -822,7 +830,7 @@ def test_http_client_does_not_retry_400():
         box = HttpSandbox(srv.url, retries=3, backoff_s=0.01)
         box.body = lambda req: {"code": "x", "language": "python", "run_timeout": 5000}
         r = box.run(ExecRequest(code="print(1)"))
-        assert r.status is Status.SANDBOX_ERROR and "HTTP 400" in r.detail and seen == []
+        assert r.status is Status.SANDBOX_ERROR and "HTTP 422" in r.detail and seen == []
     finally:
         srv.stop()
 

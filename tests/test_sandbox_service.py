@@ -1,6 +1,6 @@
 """Issue 23, the HTTP service bounds itself: body bytes in flight (429 before buffering), a
-connection limit, strict types for the ``agentsd`` extension, one log line for a client that
-disconnects mid-body. A fake backend keeps these tests off the sandbox."""
+connection limit, strict types for the ``agentsd`` extension (422 with the field path), one log
+line for a client that disconnects mid-body. A fake backend keeps these tests off the sandbox."""
 
 from __future__ import annotations
 
@@ -102,12 +102,14 @@ def test_connection_limit(srv):
 @pytest.mark.parametrize("ext", [[], 0, "x", 1.5, True, {"limits": {}, "nope": 1}])
 def test_extension_field_is_strictly_typed(srv, ext):
     r = _post(srv, {"code": "print(1)", "language": "python", "agentsd": ext})
-    assert r.status_code == 400 and "agentsd" in r.json()["message"], (ext, r.text)
+    assert r.status_code == 422 and "agentsd" in r.json()["message"], (ext, r.text)
+    assert r.json()["detail"][0]["loc"][:2] == ["body", "agentsd"], r.json()
 
 
-def test_directory_file_names_are_400(srv):
+def test_directory_file_names_are_422(srv):
     r = _post(srv, {"code": "print(1)", "language": "python", "files": {"d/": "eA==", "d/x": "eA=="}})
-    assert r.status_code == 400 and "directory" in r.json()["message"], r.text
+    assert r.status_code == 422 and "directory" in r.json()["message"], r.text
+    assert r.json()["message"].startswith("files: "), r.text
 
 
 def test_client_disconnect_is_one_log_line(srv, caplog):

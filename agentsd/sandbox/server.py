@@ -1,64 +1,65 @@
-"""``agentsd sandbox serve``: the sandbox as an HTTP service (ASGI, starlette + uvicorn).
+"""``agentsd sandbox serve``: the sandbox as an HTTP service (FastAPI + uvicorn), speaking
+SandboxFusion's ``/run_code`` protocol, so its clients (the official ``sandbox-fusion`` package
+among them) work unchanged.
 
-Endpoints (the run endpoint follows SandboxFusion's ``/run_code`` shape, so its clients work):
+Endpoints:
 
-- ``POST /run_code`` — request ``{"code", "language": "python", "run_timeout", "compile_timeout",
-  "memory_limit_MB", "stdin", "files": {name: base64}, "fetch_files": [path, ...], "args":
-  [str, ...]}`` plus an optional ``"agentsd": {"limits": {...}, "cmd": [...]}`` extension;
-  response ``{"status": "Success" | "Failed" | "SandboxError", "message", "compile_result": null,
-  "run_result": {"status": "Finished" | "TimeLimitExceeded" | "Error", "execution_time",
-  "return_code", "stdout", "stderr"}, "files": {path: base64}, "agentsd": <ExecResult as a dict
-  plus "limits" (what ran) and "clamped" ({field: [asked, given]})>}``;
-- ``GET /v1/ping`` (``"pong"``) and ``GET /health`` (backend, capacity, runs in flight).
+- ``POST /run_code`` — request and response are the pydantic models of
+  :mod:`agentsd.sandbox.fusion` (SandboxFusion's ``RunCodeRequest`` / ``RunCodeResponse`` plus
+  an optional ``agentsd`` extension: ``{"limits": {...}, "cmd": [...]}`` in, the full
+  ``ExecResult`` with ``limits`` (what ran), ``clamped`` ({field: [asked, given]}) and ``stage``
+  out). Status semantics are SandboxFusion's: a run that hit a memory or output limit is a
+  *finished* run with a non-zero ``return_code``; ``Error``/``SandboxError`` only when the sandbox
+  failed; ``cpu_time`` is reported; ``files`` values of ``null`` are skipped;
+- ``POST /run_jupyter`` — 501 (not provided: use ``/run_code``);
+- ``GET /v1/ping`` (``"pong"``), ``GET /health`` (backend, capacity, runs in flight, languages),
+  ``GET /docs`` and ``GET /openapi.json`` (FastAPI's, from the models).
 
-``language`` is required (``python``/``python3``; anything else gets 400 naming them). Python has
-no compile stage, so ``compile_timeout`` bounds nothing here: it is validated (a positive finite
-number) and otherwise has no effect, as in SandboxFusion's own Python runner. ``args`` are appended
-to ``python main.py``; ``fetch_files`` come back base64-encoded (missing ones are left out).
+``language``: one of :data:`agentsd.sandbox.languages.LANGUAGES` (``python``/``python3``,
+``pytest``, ``bash``, ``cpp``, ``c``, ``nodejs``) that this machine has — its toolchain visible in
+the sandbox's view and a probe program passing through the sandbox (checked on the language's
+first request, then remembered). Any other gets 422 naming the languages it has. ``args``
+follow the program (for ``pytest``: pytest's); ``compile_timeout`` bounds the compile stage of
+``cpp``/``c`` (and nothing for the others, as in SandboxFusion).
 
+Malformed requests — not JSON, invalid UTF-8, nested too deeply, wrong types, values out of
+range — get 422 with the field path in ``message`` and FastAPI's ``detail`` list, never 500.
 Limits: every client limit is clamped to ``ServerConfig.max_limits`` and the response says which
-were (``agentsd.clamped``); values that no ``Limits`` accepts (non-finite, negative, absurd) get
-400. A request that fails to set up (e.g. its cgroup) fails alone; the service's limits never
-switch off. Malformed requests — not JSON, invalid UTF-8, nested too deeply, wrong types — get
-400, never 500. Headers must arrive within ``header_timeout_s`` and the body within
-``body_timeout_s`` (then the connection is closed, or 408).
+were; values no ``Limits`` accepts get 422. A request that fails to set up (e.g. its cgroup)
+fails alone; the service's limits never switch off. Headers must arrive within
+``header_timeout_s`` and the body within ``body_timeout_s`` (then the connection is closed, or
+408).
 
 A token (``--token`` or the env var named by ``--token-env``) is required as
-``Authorization: Bearer <token>`` on ``/run_code`` when set. The service bounds its own memory:
-a body over ``max_body_kb`` gets 413 (from its declared length, before any of it is read, or as
-soon as the bytes read pass it); bodies held by all requests together — read, parsed or waiting
-to run — never exceed ``max_inflight_body_kb`` (a request that would pass it gets 429 before
-its body is buffered); at most ``max_connections`` connections are served at once (uvicorn's
-``limit_concurrency``: 503 beyond it); more than ``concurrency`` runs never execute at once,
-and more than ``max_queue`` waiting get 429. A client that disconnects mid-body is logged as one
-line. Every rejection names the limit and the ``ServerConfig`` field / CLI flag that sets it.
+``Authorization: Bearer <token>`` on ``/run_code`` when set. The service bounds its own memory
+(:class:`BoundedBodies`, in front of FastAPI): a body over ``max_body_kb`` gets 413 (from its
+declared length, before any of it is read, or as soon as the bytes read pass it); bodies held by
+all requests together — read, parsed or waiting to run — never exceed ``max_inflight_body_kb``
+(a request that would pass it gets 429 before its body is buffered); at most
+``max_connections`` connections are served at once (uvicorn's ``limit_concurrency``: 503 beyond
+it); more than ``concurrency`` runs never execute at once, and more than ``max_queue`` waiting
+get 429. A client that disconnects mid-body is logged as one line. Every rejection names the
+limit and the ``ServerConfig`` field / CLI flag that sets it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
 import json
 import logging
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentsd.sandbox.types import ExecRequest, ExecResult, Limits, Status
+from agentsd.sandbox.fusion import RunCodeRequest, RunCodeResponse, error_response, to_job, to_response
+from agentsd.sandbox.languages import LANGUAGES, Language, host_support, probe, requests_for, run_job
+from agentsd.sandbox.types import Limits
 
-#: the languages ``/run_code`` runs
-LANGUAGES = ("python", "python3")
-
-__all__ = ["ServerConfig", "build_app", "serve", "serve_in_thread", "request_from_fusion",
-           "result_to_fusion"]
+__all__ = ["ServerConfig", "build_app", "serve", "serve_in_thread", "Catalog", "BoundedBodies"]
 
 log = logging.getLogger("agentsd.sandbox.server")
-#: the keys of the ``agentsd`` extension object
-EXTENSION_KEYS = ("limits", "cmd")
 
 
 @dataclass(frozen=True)
@@ -101,203 +102,237 @@ class ServerConfig:
                 raise ValueError(f"ServerConfig.{name} must be in (0, 3600] seconds, got {v!r}")
 
 
-class BadRequest(ValueError):
-    """A request the service rejects with 400 (the message says what is wrong)."""
+class Catalog:
+    """The languages this service runs and the backends that run them: ``backend`` for plain
+    code, and one per package allow-list (``pytest``), built lazily from ``backend``'s own
+    settings (``__getstate__``) with ``packages=``. A language is checked once: its toolchain on
+    the host (:func:`~agentsd.sandbox.languages.host_support`), then a probe program through the
+    sandbox; the verdict is remembered."""
+
+    def __init__(self, backend: Any, probe_limits: Limits) -> None:
+        self.backend, self.probe_limits = backend, probe_limits
+        self._backends: dict[tuple[str, ...], Any] = {(): backend}
+        self._verdict: dict[str, str] = {"python": "", "python3": ""}  # name -> "" (ok) or why not
+        self._host = {name: host_support(lang) for name, lang in LANGUAGES.items()}
+        self._lock = threading.Lock()
+
+    def backend_for(self, lang: Language) -> Any:
+        from agentsd.sandbox.languages import closure
+
+        packages = closure(lang.packages) if lang.packages else ()
+        with self._lock:
+            if packages not in self._backends:
+                state = getattr(self.backend, "__getstate__", lambda: None)()
+                if not isinstance(state, dict) or "packages" not in state:
+                    raise RuntimeError(f"the {getattr(self.backend, 'name', '?')} backend cannot hold "
+                                       f"Python packages ({', '.join(packages)})")
+                self._backends[packages] = type(self.backend)(**{**state, "packages": packages})
+            return self._backends[packages]
+
+    def why_not(self, name: str) -> str:
+        """``""`` when ``name`` is known and not (yet) found wanting, else why it cannot run."""
+        if name not in LANGUAGES:
+            return "unknown"
+        return self._host[name] or self._verdict.get(name, "")
+
+    def check(self, name: str) -> str:
+        """Probe ``name`` through the sandbox unless done (blocking; a worker thread calls it)."""
+        if name not in self._verdict and not self.why_not(name):
+            lang = LANGUAGES[name]
+            try:
+                why = probe(lang, self.backend_for(lang), self.probe_limits.replace(
+                    memory_mb=max(self.probe_limits.memory_mb, lang.min_memory_mb)))
+            except Exception as e:  # noqa: BLE001 - e.g. the allow-listed view cannot be built
+                why = f"{type(e).__name__}: {e}"
+            if why:
+                log.warning("language %s is unavailable here: %s", name, why)
+            self._verdict[name] = why
+        return self.why_not(name)
+
+    def available(self) -> list[str]:
+        return [n for n in LANGUAGES if not self.why_not(n)]
+
+    def describe(self) -> dict[str, str]:
+        return {n: self.why_not(n) or ("ok" if n in self._verdict else "not yet probed") for n in LANGUAGES}
+
+    def close(self) -> None:
+        for packages, b in list(self._backends.items()):
+            if packages:
+                with contextlib.suppress(Exception):
+                    b.close()
 
 
-def _number(body: dict, name: str, default: Any) -> Any:
-    v = body.get(name, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise BadRequest(f"'{name}' must be a finite number, got {v!r:.100}")
-    return v
+def _invalid(loc: tuple, msg: str, value: Any = None):
+    from fastapi.exceptions import RequestValidationError
+
+    return RequestValidationError([{"type": "value_error", "loc": ("body", *loc), "msg": msg,
+                                    "input": value}])
 
 
-def _strings(value: Any, name: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
-        raise BadRequest(f"'{name}' must be a list of strings, got {value!r:.100}")
-    return tuple(value)
+class BoundedBodies:
+    """ASGI middleware in front of the app for the bounded paths: the token (401), the declared
+    length (413), the in-flight body budget (429, before buffering), the body's arrival time
+    (408) and its size as read (413); a client that disconnects mid-body is one log line. The
+    app then gets the buffered body; its bytes stay counted until the response is sent."""
+
+    def __init__(self, app: Any, cfg: ServerConfig, paths: tuple[str, ...] = ("/run_code",)) -> None:
+        self.app, self.cfg, self.paths = app, cfg, paths
+        self.held_total = 0  # the event loop is single-threaded: no lock needed
+        self.limit, self.budget = cfg.max_body_kb * 1024, cfg.max_inflight_body_kb * 1024
+        self.busy = (f"busy: request bodies in flight would pass {cfg.max_inflight_body_kb} KiB "
+                     "(ServerConfig.max_inflight_body_kb, --max-inflight-body-kb); retry later")
+        self.too_big = f"request body over {cfg.max_body_kb} KiB (ServerConfig.max_body_kb, --max-body-kb)"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.cfg.token is not None:
+            auth = headers.get("authorization", "")
+            given = auth[7:] if auth.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(given.encode(), self.cfg.token.encode()):
+                return await _send_json(send, 401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        declared = headers.get("content-length", "")
+        declared_n = int(declared) if declared.isdigit() else 0
+        if declared_n > self.limit:
+            return await _send_json(send, 413, self.too_big)
+        held = [0]
+        try:
+            if not self._take(held, declared_n):
+                return await _send_json(send, 429, self.busy)
+            body = await self._read(scope, receive, send, held)
+            if body is None:
+                return
+            if "content-type" not in headers:  # a bare JSON body is still JSON
+                scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
+            replayed = [False]
+
+            async def replay():
+                if not replayed[0]:
+                    replayed[0] = True
+                    return {"type": "http.request", "body": bytes(body), "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+        finally:
+            self.held_total -= held[0]
+
+    def _take(self, held: list, n: int) -> bool:
+        if self.held_total + n > self.budget:
+            return False
+        self.held_total += n
+        held[0] += n
+        return True
+
+    async def _read(self, scope, receive, send, held: list) -> bytearray | None:
+        """The whole body, or ``None`` after answering (408/413/429) or a disconnect."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.body_timeout_s
+        body = bytearray()
+        while True:
+            try:
+                msg = await asyncio.wait_for(receive(), timeout=max(deadline - loop.time(), 0.001))
+            except asyncio.TimeoutError:
+                await _send_json(send, 408, f"the body did not arrive within {self.cfg.body_timeout_s:g}s "
+                                            "(ServerConfig.body_timeout_s)")
+                return None
+            if msg["type"] == "http.disconnect":
+                client = scope.get("client")
+                log.warning("client %s disconnected after %d of its body's bytes; request dropped",
+                            f"{client[0]}:{client[1]}" if client else "?", len(body))
+                return None
+            chunk = msg.get("body", b"")
+            if len(body) + len(chunk) > self.limit:
+                await _send_json(send, 413, self.too_big)
+                return None
+            if len(body) + len(chunk) > held[0] and not self._take(held, len(body) + len(chunk) - held[0]):
+                await _send_json(send, 429, self.busy)
+                return None
+            body += chunk
+            if not msg.get("more_body", False):
+                return body
 
 
-def request_from_fusion(body: Any, cfg: ServerConfig) -> tuple[ExecRequest, dict[str, list]]:
-    """Translate a SandboxFusion ``run_code`` body (plus our extension) into an ExecRequest with
-    limits clamped to ``cfg.max_limits``; also returns ``{field: [asked, given]}`` per clamp.
-    Raises :class:`BadRequest` (400) for anything malformed."""
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    lang = body.get("language")
-    if lang is None:
-        raise BadRequest(f"'language' is required; supported: {', '.join(LANGUAGES)}")
-    if lang not in LANGUAGES:
-        raise BadRequest(f"language {str(lang)[:40]!r} is not supported; supported: {', '.join(LANGUAGES)}")
-    code = body.get("code")
-    if not isinstance(code, str):
-        raise BadRequest("'code' must be a string")
-    ext = body.get("agentsd")
-    if ext is None:
-        ext = {}
-    if not isinstance(ext, dict):
-        raise BadRequest(f"'agentsd' must be an object with keys {list(EXTENSION_KEYS)}, got "
-                         f"{type(ext).__name__} {ext!r:.60}")
-    unknown = sorted(str(k) for k in ext if k not in EXTENSION_KEYS)
-    if unknown:
-        raise BadRequest(f"unknown 'agentsd' key(s) {unknown}; allowed: {list(EXTENSION_KEYS)}")
-    compile_timeout = _number(body, "compile_timeout", 10)
-    if compile_timeout <= 0:
-        raise BadRequest(f"'compile_timeout' must be positive, got {compile_timeout!r}")
-    try:
-        if ext.get("limits") is not None:
-            if not isinstance(ext["limits"], dict):
-                raise BadRequest("'agentsd.limits' must be an object")
-            limits = Limits.from_dict(ext["limits"])
-        else:
-            kw: dict[str, Any] = {"wall_s": _number(body, "run_timeout", cfg.default_wall_s)}
-            mem = _number(body, "memory_limit_MB", -1)
-            if mem > 0:
-                kw["memory_mb"] = max(32, math.ceil(mem))
-            limits = Limits(**kw)
-    except (TypeError, ValueError) as e:
-        raise BadRequest(f"bad limits: {e}") from e
-    limits, clamped = limits.clamp(cfg.max_limits)
-    files_in = body.get("files", {})
-    if files_in is None:
-        files_in = {}
-    if not isinstance(files_in, dict):
-        raise BadRequest("'files' must be an object mapping names to base64 strings")
-    try:
-        files = {k: base64.b64decode(v, validate=True) for k, v in files_in.items()}
-    except (binascii.Error, TypeError, ValueError) as e:
-        raise BadRequest(f"'files' values must be base64 strings ({e})") from e
-    stdin = body.get("stdin") or ""
-    if not isinstance(stdin, str):
-        raise BadRequest("'stdin' must be a string")
-    cmd = ext.get("cmd")
-    if cmd is not None and (not isinstance(cmd, list) or not cmd):
-        raise BadRequest(f"'agentsd.cmd' must be a non-empty list of strings, got {cmd!r:.100}")
-    try:
-        req = ExecRequest(code=code, files=files, cmd=_strings(cmd, "agentsd.cmd") or None,
-                          stdin=stdin, limits=limits, args=_strings(body.get("args"), "args"),
-                          fetch_files=_strings(body.get("fetch_files"), "fetch_files"))
-    except (TypeError, ValueError) as e:
-        raise BadRequest(str(e)) from e
-    return req, clamped
+async def _send_json(send, status: int, message: str) -> None:
+    data = json.dumps(error_response(message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
 
 
-_FUSION_RUN_STATUS = {Status.OK: "Finished", Status.RUNTIME_ERROR: "Finished",
-                      Status.TIMEOUT: "TimeLimitExceeded"}
-
-
-def result_to_fusion(res: ExecResult) -> dict[str, Any]:
-    """An ExecResult in SandboxFusion's response shape (with the full result under ``agentsd``)."""
-    if res.status is Status.SANDBOX_ERROR:
-        return {"status": "SandboxError", "message": res.detail, "compile_result": None,
-                "run_result": None, "files": {}, "agentsd": res.to_dict()}
-    files = dict(res.files)
-    return {
-        "status": "Success" if res.ok else "Failed",
-        "message": res.detail,
-        "compile_result": None,
-        "run_result": {"status": _FUSION_RUN_STATUS.get(res.status, "Error"),
-                       "execution_time": res.wall_s, "return_code": res.exit_code,
-                       "stdout": res.stdout, "stderr": res.stderr},
-        "files": files,
-        "agentsd": res.to_dict(),
-    }
+def _field_errors(errors: list[dict], available: list[str]) -> tuple[str, list[dict]]:
+    """A one-line message naming each field path, and the errors without their inputs."""
+    parts, clean = [], []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ())]
+        path = ".".join(loc[1:] if loc[:1] == ["body"] else loc) or "body"
+        msg = str(e.get("msg", ""))
+        ctx_error = (e.get("ctx") or {}).get("error")
+        if e.get("type") == "json_invalid" and ctx_error:
+            msg = f"{msg}: {ctx_error}"
+        if loc[1:2] == ["language"] and "available" not in msg:
+            msg += f"; available here: {', '.join(available)}"
+        parts.append(f"{path}: {msg}")
+        clean.append({k: v for k, v in e.items() if k not in ("input", "url", "ctx")})
+    return "; ".join(parts), clean
 
 
 def build_app(cfg: ServerConfig, backend: Any = None):
-    """The starlette app. ``backend`` defaults to ``get_backend(cfg.backend, slots=concurrency)``."""
-    from starlette.applications import Starlette
+    """The ASGI app (FastAPI behind :class:`BoundedBodies`). ``backend`` defaults to
+    ``get_backend(cfg.backend, slots=concurrency)``; the app owns and closes the backends it
+    builds, and closes ``backend`` at shutdown too."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
     from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse, Response
-    from starlette.routing import Route
+    from starlette.exceptions import HTTPException
 
     from agentsd.sandbox import get_backend
 
     if backend is None:
         kw = {"slots": cfg.concurrency} if cfg.backend in ("local", "docker") else {}
         backend = get_backend(cfg.backend, **kw)
-    state = {"in_flight": 0, "waiting": 0, "served": 0, "body_bytes": 0}
+    catalog = Catalog(backend, Limits(wall_s=min(30.0, cfg.max_limits.wall_s)).clamp(cfg.max_limits)[0])
+    state = {"in_flight": 0, "waiting": 0, "served": 0}
     sem = asyncio.Semaphore(cfg.concurrency)
-    limit = cfg.max_body_kb * 1024
-    inflight = cfg.max_inflight_body_kb * 1024
 
-    def err(code: int, msg: str) -> JSONResponse:
-        return JSONResponse({"status": "SandboxError", "message": msg}, status_code=code)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        catalog.close()
+        backend.close()
 
-    async def run_code(request: Request):
-        if cfg.token is not None:
-            auth = request.headers.get("authorization", "")
-            given = auth[7:] if auth.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(given.encode(), cfg.token.encode()):
-                return err(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return err(413, f"request body over {cfg.max_body_kb} KiB (ServerConfig.max_body_kb, "
-                            "--max-body-kb)")
-        held = [0]  # bytes this request holds in the in-flight budget (released at the end)
+    app = FastAPI(title="agentsd sandbox", version="1", lifespan=lifespan,
+                  description="SandboxFusion-compatible code execution (`/run_code`) on agentsd's sandbox.")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        message, detail = _field_errors(list(exc.errors()), catalog.available())
+        return JSONResponse(error_response(message, detail=detail), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 400:  # FastAPI could not parse the body (invalid UTF-8, too deep)
+            return JSONResponse(error_response(f"body: {exc.detail} (not UTF-8 JSON, or nested too deeply)",
+                                               detail=[{"type": "json_invalid", "loc": ["body"],
+                                                        "msg": str(exc.detail)}]), status_code=422)
+        return JSONResponse(error_response(str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.post("/run_code", response_model=RunCodeResponse, tags=["sandbox"])
+    async def run_code(req: RunCodeRequest):
+        """Run ``code`` in ``language`` (SandboxFusion's ``/run_code``)."""
+        why = catalog.why_not(req.language)
+        if why:
+            raise _not_available(req.language, why, catalog.available())
         try:
-            return await _serve_body(request, int(declared) if declared and declared.isdigit() else 0,
-                                     held)
-        finally:
-            state["body_bytes"] -= held[0]
-
-    def take(held: list, n: int) -> bool:
-        """Hold ``n`` more body bytes if the in-flight budget allows (the loop is single-threaded)."""
-        if state["body_bytes"] + n > inflight:
-            return False
-        state["body_bytes"] += n
-        held[0] += n
-        return True
-
-    busy_body = (f"busy: request bodies in flight would pass {cfg.max_inflight_body_kb} KiB "
-                 "(ServerConfig.max_inflight_body_kb, --max-inflight-body-kb); retry later")
-
-    async def _serve_body(request: Request, declared: int, held: list):
-        from starlette.requests import ClientDisconnect
-
-        if not take(held, declared):
-            return err(429, busy_body)
-        body = bytearray()
-        stream = request.stream().__aiter__()
-        deadline = asyncio.get_running_loop().time() + cfg.body_timeout_s
-        while True:
-            left = deadline - asyncio.get_running_loop().time()
-            try:
-                chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
-                return err(408, f"the body did not arrive within {cfg.body_timeout_s:g}s "
-                                "(ServerConfig.body_timeout_s)")
-            except ClientDisconnect:
-                client = request.client
-                log.warning("client %s disconnected after %d of its body's bytes; request dropped",
-                            f"{client.host}:{client.port}" if client else "?", len(body))
-                return Response(status_code=499)
-            if len(body) + len(chunk) > limit:
-                return err(413, f"request body over {cfg.max_body_kb} KiB (ServerConfig.max_body_kb, "
-                                "--max-body-kb)")
-            if len(body) + len(chunk) > held[0] and not take(held, len(body) + len(chunk) - held[0]):
-                return err(429, busy_body)
-            body += chunk
-        try:
-            req, clamped = request_from_fusion(json.loads(bytes(body).decode("utf-8")), cfg)
-        except UnicodeDecodeError as e:
-            return err(400, f"the body is not UTF-8: {e}")
-        except RecursionError:
-            return err(400, "the body is nested too deeply")
-        except BadRequest as e:
-            return err(400, str(e))
-        except ValueError as e:  # json.JSONDecodeError and anything else malformed
-            return err(400, f"the body is not valid JSON: {e}")
+            job, clamped = to_job(req, cfg.max_limits, cfg.default_wall_s)
+            requests_for(job)  # shape errors (names, argv size) before queueing
+        except (TypeError, ValueError) as e:
+            raise _invalid((), str(e)) from None
         if state["waiting"] >= cfg.max_queue:
-            return err(429, f"busy: {cfg.max_queue} requests already waiting (ServerConfig.max_queue, "
-                            "--max-queue); retry later")
+            return JSONResponse(error_response(f"busy: {cfg.max_queue} requests already waiting "
+                                               "(ServerConfig.max_queue, --max-queue); retry later"), 429)
         state["waiting"] += 1
         try:
             await sem.acquire()
@@ -305,34 +340,41 @@ def build_app(cfg: ServerConfig, backend: Any = None):
             state["waiting"] -= 1
         state["in_flight"] += 1
         try:
-            res = await run_in_threadpool(backend.run, req)
+            why = await run_in_threadpool(catalog.check, req.language)
+            stages = None if why else await run_in_threadpool(run_job, job, catalog.backend_for(job.language))
         finally:
             state["in_flight"] -= 1
             sem.release()
+        if stages is None:
+            raise _not_available(req.language, why, catalog.available())
         state["served"] += 1
-        out = result_to_fusion(res)
-        out["agentsd"]["limits"] = req.limits.to_dict()
-        out["agentsd"]["clamped"] = clamped
-        return JSONResponse(out)
+        return JSONResponse(to_response(stages, job.limits, clamped).model_dump(mode="json"))
 
-    async def ping(request: Request):
-        return PlainTextResponse("pong")
+    @app.post("/run_jupyter", status_code=501, tags=["sandbox"])
+    async def run_jupyter():
+        """Not provided by agentsd: run notebook cells as one ``/run_code`` program instead."""
+        return JSONResponse(error_response("/run_jupyter is not implemented by agentsd sandbox serve; "
+                                           "send the cells joined as one program to /run_code"), 501)
 
-    async def health(request: Request):
+    @app.get("/v1/ping", response_class=PlainTextResponse)
+    async def ping():
+        return "pong"
+
+    @app.get("/health")
+    async def health():
         desc = backend.describe() if hasattr(backend, "describe") else {"backend": backend.name}
-        return JSONResponse({"ok": True, "backend": desc, "concurrency": cfg.concurrency,
-                             **state})
+        return {"ok": True, "backend": desc, "concurrency": cfg.concurrency, **state,
+                "languages": catalog.describe()}
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        yield
-        backend.close()
-
-    app = Starlette(routes=[Route("/run_code", run_code, methods=["POST"]),
-                            Route("/v1/ping", ping), Route("/health", health)],
-                    lifespan=lifespan)
     app.state.backend = backend
-    return app
+    app.state.catalog = catalog
+    return BoundedBodies(app, cfg)
+
+
+def _not_available(name: str, why: str, available: list[str]):
+    head = f"{name[:40]!r} is not a language agentsd knows" if why == "unknown" else \
+        f"{name[:40]!r} is not available on this machine ({why})"
+    return _invalid(("language",), f"{head}; available here: {', '.join(available)}", name)
 
 
 def serve(cfg: ServerConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
