@@ -94,8 +94,30 @@ def _check(args: argparse.Namespace) -> int:
         report["docker"] = {"ok": True}
     except Exception as e:  # noqa: BLE001 - report, do not fail
         report["docker"] = {"ok": False, "reason": str(e)}
+    report["languages"] = _languages(p.ok)
     print(json.dumps(report, indent=2))
     return 0 if p.ok else 1
+
+
+def _languages(local_ok: bool) -> dict[str, str]:
+    """Each ``/run_code`` language: ``"ok"`` when a probe program passed through the local
+    sandbox, else why it cannot run here."""
+    from agentsd.sandbox.languages import LANGUAGES, Catalog, host_support
+    from agentsd.sandbox.types import Limits
+
+    if not local_ok:
+        return {n: host_support(lang) or "not probed (no local sandbox)" for n, lang in LANGUAGES.items()}
+    from agentsd.sandbox.local import LocalSandbox
+
+    box = LocalSandbox(slots=1)
+    catalog = Catalog(box, Limits(wall_s=30))
+    try:
+        for name in LANGUAGES:
+            catalog.check(name)
+        return catalog.describe()
+    finally:
+        catalog.close()
+        box.close()
 
 
 def _build_image(args: argparse.Namespace) -> int:
@@ -137,7 +159,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--stdin", action="store_true", help="forward this command's stdin")
     r.add_argument("--json", action="store_true", help="print the full result as JSON")
     r.set_defaults(func=_run)
-    c = sub.add_parser("check", help="report which backends this machine supports")
+    c = sub.add_parser("check", help="report which backends and /run_code languages this machine supports")
     c.set_defaults(func=_check)
     b = sub.add_parser("build-image", help="build the docker runtime image from local files")
     b.add_argument("--tag", default="agentsd-sandbox-python:latest", help="image tag")

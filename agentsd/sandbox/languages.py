@@ -21,13 +21,19 @@ toolchain that cannot run inside the view is reported unavailable, never given a
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from agentsd.sandbox.types import ExecRequest, ExecResult, Limits, Status
 
-__all__ = ["Language", "LANGUAGES", "Job", "Stages", "run_job", "host_support", "probe", "closure"]
+__all__ = ["Language", "LANGUAGES", "Job", "Stages", "Catalog", "run_job", "host_support", "probe", "closure"]
+
+log = logging.getLogger("agentsd.sandbox.languages")
 
 #: where the sandbox looks up a language's programs (``/usr`` and ``/bin`` are bound read-only)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -171,6 +177,64 @@ def probe(lang: Language, backend, limits: Limits) -> str:
     stage = "compiling" if stages.run is None else "running"
     why = res.detail or (res.stderr.strip().splitlines() or [""])[-1][:200] or f"exit code {res.exit_code}"
     return f"{stage} a probe program inside the sandbox failed ({res.status.value}: {why})"
+
+
+class Catalog:
+    """The languages this service runs and the backends that run them: ``backend`` for plain
+    code, and one per package allow-list (``pytest``), built lazily from ``backend``'s own
+    settings (``__getstate__``) with ``packages=``. A language is checked once: its toolchain on
+    the host (:func:`~agentsd.sandbox.languages.host_support`), then a probe program through the
+    sandbox; the verdict is remembered."""
+
+    def __init__(self, backend: Any, probe_limits: Limits) -> None:
+        self.backend, self.probe_limits = backend, probe_limits
+        self._backends: dict[tuple[str, ...], Any] = {(): backend}
+        self._verdict: dict[str, str] = {"python": "", "python3": ""}  # name -> "" (ok) or why not
+        self._host = {name: host_support(lang) for name, lang in LANGUAGES.items()}
+        self._lock = threading.Lock()
+
+    def backend_for(self, lang: Language) -> Any:
+        packages = closure(lang.packages) if lang.packages else ()
+        with self._lock:
+            if packages not in self._backends:
+                state = getattr(self.backend, "__getstate__", lambda: None)()
+                if not isinstance(state, dict) or "packages" not in state:
+                    raise RuntimeError(f"the {getattr(self.backend, 'name', '?')} backend cannot hold "
+                                       f"Python packages ({', '.join(packages)})")
+                self._backends[packages] = type(self.backend)(**{**state, "packages": packages})
+            return self._backends[packages]
+
+    def why_not(self, name: str) -> str:
+        """``""`` when ``name`` is known and not (yet) found wanting, else why it cannot run."""
+        if name not in LANGUAGES:
+            return "unknown"
+        return self._host[name] or self._verdict.get(name, "")
+
+    def check(self, name: str) -> str:
+        """Probe ``name`` through the sandbox unless done (blocking; a worker thread calls it)."""
+        if name not in self._verdict and not self.why_not(name):
+            lang = LANGUAGES[name]
+            try:
+                why = probe(lang, self.backend_for(lang), self.probe_limits.replace(
+                    memory_mb=max(self.probe_limits.memory_mb, lang.min_memory_mb)))
+            except Exception as e:  # noqa: BLE001 - e.g. the allow-listed view cannot be built
+                why = f"{type(e).__name__}: {e}"
+            if why:
+                log.warning("language %s is unavailable here: %s", name, why)
+            self._verdict[name] = why
+        return self.why_not(name)
+
+    def available(self) -> list[str]:
+        return [n for n in LANGUAGES if not self.why_not(n)]
+
+    def describe(self) -> dict[str, str]:
+        return {n: self.why_not(n) or ("ok" if n in self._verdict else "not yet probed") for n in LANGUAGES}
+
+    def close(self) -> None:
+        for packages, b in list(self._backends.items()):
+            if packages:
+                with contextlib.suppress(Exception):
+                    b.close()
 
 
 def closure(names: tuple[str, ...]) -> tuple[str, ...]:
