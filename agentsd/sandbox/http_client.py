@@ -114,6 +114,7 @@ class HttpSandbox:
         files = data.get("files") if isinstance(data.get("files"), dict) else {}
         return ExecResult(status, exit_code=rr.get("return_code"), stdout=rr.get("stdout") or "",
                           stderr=rr.get("stderr") or "", wall_s=float(rr.get("execution_time") or 0),
+                          cpu_s=float(rr.get("cpu_time") or 0),
                           backend=self.name, files={str(k): str(v) for k, v in files.items()})
 
     def health(self) -> dict:
