@@ -510,13 +510,23 @@ class TeacherContexts:
         if state:
             self.bandit = UsefulnessBandit.from_dict(state)
 
-    def env_factory(self, task: Any, max_turns: int) -> Any:
-        """A zero-argument factory of ``task``'s env as the teacher sees it (for acting)."""
+    def set_library(self, library: Any) -> None:
+        """A refreshed library (dynamic skills): the next :meth:`pick` and acting teacher read
+        it. The bandit keeps its statistics, keyed by skill name, so a skill that stays keeps
+        what it learned and a new one starts at the prior."""
+        self.library = library
+
+    def env_factory(self, task: Any, max_turns: int, context: TeacherContextConfig | None = None,
+                    ) -> Any:
+        """A zero-argument factory of ``task``'s env as the teacher sees it (for acting);
+        ``context`` replaces the run's views (the step-0 advantage measures each view)."""
         import agentsd
+
+        ctx, library = context or self.ctx, self.library
 
         def make() -> Any:
             env = agentsd.make(task.env, max_turns=max_turns, **task.kwargs)
-            return TeacherViewEnv(env, self.ctx, library=self.library, env_id=task.env)
+            return TeacherViewEnv(env, ctx, library=library, env_id=task.env)
 
         return make
 
@@ -531,8 +541,8 @@ def snapshot_library(cfg: Any) -> Any:
     snap = Path(cfg.out_dir) / "skills"
     if distributed.world().is_main and not (snap / ".complete").exists():
         src = cfg.teacher.skills_dir or None
-        try:
-            lib = load_library(src, env=cfg.rollout.env)
+        try:  # an invalid skill file is skipped with a warning naming it; the rest load
+            lib = load_library(src, env=cfg.rollout.env, strict=False)
         except Exception as e:  # a missing library is allowed: the teacher then sees hints only
             import warnings
 

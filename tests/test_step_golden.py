@@ -110,7 +110,8 @@ def _metrics(out_dir: str, name: str) -> list[dict[str, float]]:
 
 
 #: recorded from ade242f (before the issue-21 refactor) with 54afb2c (skill retrieval reads the
-#: task's user content), Sokoban-Easy-v0 with the skills above
+#: task's user content), Sokoban-Easy-v0 with the skills above; opd's step 0 gained the
+#: teacher-advantage keys (issue 26: skills-only / hints-only / both acting), values unchanged
 GOLDEN: dict[str, list[dict[str, float | str]]] = {
     'opd': [
         {
@@ -123,9 +124,18 @@ GOLDEN: dict[str, list[dict[str, float | str]]] = {
             'eval/turns': 2.0,
             'eval/turns_t1': 2.0,
             'step': 0,
+            'teacher/advantage/both': 0.0,
+            'teacher/advantage/hints': 0.0,
+            'teacher/advantage/skills': 0.0,
             'teacher/eval_parse_rate': 0.0,
+            'teacher/eval_parse_rate/both': 0.0,
+            'teacher/eval_parse_rate/hints': 0.0,
+            'teacher/eval_parse_rate/skills': 0.0,
             'teacher/eval_reward': -1.0,
             'teacher/eval_success': 0.0,
+            'teacher/eval_success/both': 0.0,
+            'teacher/eval_success/hints': 0.0,
+            'teacher/eval_success/skills': 0.0,
             'teacher/eval_turns': 2.0,
         },
         {

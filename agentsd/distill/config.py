@@ -23,9 +23,9 @@ from typing import Any
 
 from agentsd.hints import SKILLS_AT, TeacherContextConfig
 
-__all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig", "DemoConfig",
-           "TrainConfig", "ALGOS", "config_to_dict", "config_from_dict", "read_config_file",
-           "load_config", "resolve_device"]
+__all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig",
+           "DemoConfig", "SkillsConfig", "TrainConfig", "ALGOS", "config_to_dict", "config_from_dict",
+           "read_config_file", "load_config", "resolve_device"]
 
 #: training algorithms, all on the same loop: skill-conditioned OPD, plain OPSD (hints only),
 #: GRPO on the env reward, rejection-sampling fine-tuning on successful samples, supervised
@@ -425,16 +425,61 @@ class DemoConfig:
                                "(.jsonl/.parquet; its successful episodes)")
     teacher_frac: float = _f(0.5, "share of demos rendered in the teacher's context (skills + the "
                                   "per-turn reference reply), so the teacher learns to use it")
+    split: str = _f("train", "oracle demos: the env split whose seeds *and* kwargs they are drawn "
+                             "from (e.g. ToolWorld-Lite-v0's 'warm': templates never trained or "
+                             "evaluated on); never the held-out 'test' split")
 
     def __post_init__(self) -> None:
         _check(isinstance(self.source, str) and bool(self.source), "DemoConfig", "source",
                "must be 'oracle' or a trajectory file", self.source)
+        _check(isinstance(self.split, str) and bool(self.split) and self.split != "test",
+               "DemoConfig", "split", "must name a split of the env other than the held-out "
+               "'test' split (demos from it would train on the evaluation tasks)", self.split)
         _check(0 <= self.teacher_frac <= 1, "DemoConfig", "teacher_frac", "must be in [0, 1]",
                self.teacher_frac)
         if self.source != "oracle":
             from agentsd.demos import load_demos
 
             load_demos(self.source)  # missing or empty file: fail before a model loads
+
+
+#: summarizers a run's skill refresh can use (:mod:`agentsd.distill.skill_refresh`)
+SKILL_SUMMARIZERS = ("deterministic", "llm", "openai")
+#: teacher views measured acting at step 0 (``teacher_eval_views``)
+ADVANTAGE_VIEWS = ("skills", "hints", "both")
+
+
+@dataclass(frozen=True)
+class SkillsConfig:
+    """Dynamic skills (Skill-SD): every ``refresh_every`` steps the student's recent rollouts
+    are summarized into the run's library, one saved version per refresh
+    (``<run>/skills_versions/vNNN``); see :mod:`agentsd.distill.skill_refresh`."""
+
+    refresh_every: int = _f(0, "summarize the student's recent rollouts into the run's skill "
+                               "library every N steps (0 = off: the library stays as the run "
+                               "started)")
+    window: int = _f(4, "how many recent steps' rollouts a refresh summarizes (those not "
+                        "summarized by an earlier refresh)")
+    summarizer: str = _f("deterministic", "deterministic (offline, no model) | llm (the "
+                                          "trainer's own model, in process) | openai (an "
+                                          "OpenAI-compatible server: skills.base_url, skills.model)")
+    base_url: str = _f("", "openai summarizer: the server's base URL (e.g. http://127.0.0.1:8000/v1)")
+    model: str = _f("", "openai summarizer: the model name the server serves")
+    max_new: int = _f(0, "most skills one refresh adds (0 = no cap; merged and replaced skills "
+                         "do not count)")
+    llm_max_tokens: int = _f(400, "llm/openai summarizer: tokens per answer")
+
+    def __post_init__(self) -> None:
+        for n in ("refresh_every", "max_new"):
+            v = getattr(self, n)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, "SkillsConfig", n,
+                   "must be an int >= 0", v)
+        _pos_int("SkillsConfig", self, "window", "llm_max_tokens")
+        _check(self.summarizer in SKILL_SUMMARIZERS, "SkillsConfig", "summarizer",
+               f"must be one of {SKILL_SUMMARIZERS}", self.summarizer)
+        _check(self.summarizer != "openai" or bool(self.base_url and self.model), "SkillsConfig",
+               "summarizer", "'openai' needs --skills.base-url and --skills.model (or use "
+               "--skills.summarizer deterministic)", self.summarizer)
 
 
 @dataclass(frozen=True)
@@ -494,6 +539,12 @@ class TrainConfig:
     teacher_eval: bool = _f(True, "opd/opsd: before training, let the teacher context act on the "
                                   "held-out tasks and report its success and parse rate "
                                   "(teacher/eval_*), warning when it is below the student's")
+    teacher_eval_views: tuple[str, ...] = _f(ADVANTAGE_VIEWS, "with teacher_eval: the teacher views "
+                                              "also measured acting at step 0, each against the "
+                                              "student (teacher/advantage/<view>): skills (skills "
+                                              "only), hints (the configured non-skill views), both; "
+                                              "views the context lacks are skipped; empty = off")
+    skills: SkillsConfig = _f(SkillsConfig(), "dynamic skills (Skill-SD refresh)")
 
     def __post_init__(self) -> None:
         _check(self.algo in ALGOS, "TrainConfig", "algo", f"must be one of {ALGOS}", self.algo)
@@ -525,7 +576,32 @@ class TrainConfig:
         if self.uses_teacher and not [v for v in self.teacher_views().views]:
             raise ValueError(f"TrainConfig.teacher.context.views leaves the {self.algo} teacher "
                              "nothing to see beyond the task (add 'plan', 'notes' or 'skills')")
+        self._check_skills_and_demos()
         self._check_family()
+
+    def _check_skills_and_demos(self) -> None:
+        """The teacher-eval views, a skill refresh's teacher and the demos' split."""
+        views = (tuple(self.teacher_eval_views) if not isinstance(self.teacher_eval_views, str)
+                 else (self.teacher_eval_views,))
+        object.__setattr__(self, "teacher_eval_views", views)
+        _check(all(v in ADVANTAGE_VIEWS for v in views) and len(set(views)) == len(views),
+               "TrainConfig", "teacher_eval_views", f"must list distinct names of {ADVANTAGE_VIEWS}",
+               views)
+        if self.skills.refresh_every and not (self.uses_teacher
+                                              and "skills" in self.teacher_views().views):
+            raise ValueError("TrainConfig.skills.refresh_every needs a teacher that reads skills "
+                             "(--algo opd with 'skills' in --teacher.context.views); set "
+                             "--skills.refresh-every 0 or add them")
+        if self.algo == "sft" and self.demos.source == "oracle" and self.demos.split != "train":
+            import agentsd
+
+            try:
+                splits = agentsd.spec(self.rollout.env).splits
+            except Exception as e:  # noqa: BLE001 - an unknown env id gets the registry's error
+                raise ValueError(f"TrainConfig.rollout.env {self.rollout.env!r}: {e}") from e
+            _check(self.demos.split in splits, "TrainConfig", "demos.split",
+                   f"is not a split of {self.rollout.env} (it has: {', '.join(sorted(splits))})",
+                   self.demos.split)
 
     def _check_family(self) -> None:
         """SOD, π-Distill, TRACE, feedback teachers, several teachers, ATESD: each method that

@@ -17,8 +17,9 @@ from typing import Any
 from agentsd.distill.config import TrainConfig
 from agentsd.trajectory import Trajectory
 
-__all__ = ["train_seeds", "rollouts", "demos", "eval_tasks", "evaluate", "evaluate_teacher",
-           "check_teacher", "fmt_eval"]
+__all__ = ["train_seeds", "split_seeds_at", "rollouts", "demos", "eval_tasks", "evaluate",
+           "evaluate_teacher", "advantage_contexts", "teacher_advantage", "fmt_advantage",
+           "no_advantage_message", "check_teacher", "fmt_eval"]
 
 
 def train_seeds(cfg: TrainConfig, step: int, n: int | None = None) -> list[int]:
@@ -31,6 +32,25 @@ def train_seeds(cfg: TrainConfig, step: int, n: int | None = None) -> list[int]:
     pool = agentsd.split_seeds(cfg.rollout.env, "train", 1, offset=0)[0]
     picks = rng.choice(100_000, size=n or cfg.rollout.tasks_per_step, replace=False)
     return [pool + int(p) for p in picks]
+
+
+def split_seeds_at(cfg: TrainConfig, step: int, n: int, split: str) -> list[int]:
+    """``n`` task seeds of ``split`` for ``step``, a pure function of (run seed, step): the
+    train split's are :func:`train_seeds`; another split's are drawn the same way from its own
+    seed range (at most its first 100,000 seeds)."""
+    import numpy as np
+
+    import agentsd
+
+    if split == "train":
+        return train_seeds(cfg, step, n)
+    lo, hi = agentsd.spec(cfg.rollout.env).splits[split].seeds
+    size = min(hi - lo, 100_000)
+    if n > size:
+        raise ValueError(f"split {split!r} of {cfg.rollout.env} has {hi - lo} seeds; a step asks "
+                         f"for {n} demos (lower --rollout.tasks-per-step)")
+    picks = np.random.default_rng([cfg.seed, step, 7]).choice(size, size=n, replace=False)
+    return [lo + int(p) for p in picks]
 
 
 def rollouts(policy: Any, cfg: TrainConfig, seeds: Sequence[int] | None, samples: int,
@@ -66,7 +86,8 @@ def demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any,
            pool: list[Trajectory] | None = None) -> list[Trajectory]:
     """The step's demonstrations: ``tasks_per_step * samples_per_task`` of them (the episode
     budget of a rollout step), drawn from ``pool`` (a demo file's, loaded once a run) or played
-    by the oracle, a ``demos.teacher_frac`` share in the teacher's context."""
+    by the oracle on ``demos.split``'s seeds *and* kwargs (ToolWorld-Lite's ``warm``: templates
+    never trained or evaluated), a ``demos.teacher_frac`` share in the teacher's context."""
     import numpy as np
 
     from agentsd.demos import oracle_demos
@@ -77,8 +98,9 @@ def demos(cfg: TrainConfig, step: int, tokenizer: Any, library: Any,
     in_teacher = rng.random(n) < cfg.demos.teacher_frac
     if pool is not None:
         return [pool[int(i)] for i in rng.integers(0, len(pool), size=n)]
-    seeds = train_seeds(cfg, step, n)
-    kw = dict(kwargs=split_kwargs(cfg.rollout.env, "train"), max_turns=cfg.rollout.max_turns)
+    split = cfg.demos.split
+    seeds = split_seeds_at(cfg, step, n, split)
+    kw = dict(kwargs=split_kwargs(cfg.rollout.env, split), max_turns=cfg.rollout.max_turns)
     ctx = cfg.teacher_views()
     out = []
     for seed, t in zip(seeds, in_teacher):
@@ -139,19 +161,84 @@ def evaluate(policy: Any, cfg: TrainConfig, progress: bool = False, tasks: Seque
 
 
 def evaluate_teacher(policy: Any, teacher: Any, contexts: Any, cfg: TrainConfig,
-                     progress: bool = False) -> dict[str, float]:
+                     progress: bool = False, context: Any = None,
+                     prefix: str = "teacher/eval_") -> dict[str, float]:
     """The teacher context *acting* (teacher weights, skills and per-turn hints in its prompt)
-    on the held-out tasks: ``teacher/eval_success``, ``teacher/eval_parse_rate`` ..."""
+    on the held-out tasks: ``teacher/eval_success``, ``teacher/eval_parse_rate`` ...;
+    ``context`` (a :class:`~agentsd.hints.TeacherContextConfig`) replaces the run's views."""
     from agentsd.distill.fsdp import sharded
     from agentsd.rollout import Task
 
-    tasks = [Task(contexts.env_factory(t, cfg.rollout.max_turns), t.seed) for t in eval_tasks(cfg)]
+    tasks = [Task(contexts.env_factory(t, cfg.rollout.max_turns, context), t.seed)
+             for t in eval_tasks(cfg)]
     greedy = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, eval_sampled=False))
     if sharded(policy.model):  # FSDP: the teacher's shards swapped in once, then gathered
         with teacher.scoring():
-            return evaluate(policy, greedy, progress, tasks=tasks, prefix="teacher/eval_")
-    return evaluate(_ActingTeacher(policy, teacher), greedy, progress, tasks=tasks,
-                    prefix="teacher/eval_")
+            return evaluate(policy, greedy, progress, tasks=tasks, prefix=prefix)
+    return evaluate(_ActingTeacher(policy, teacher), greedy, progress, tasks=tasks, prefix=prefix)
+
+
+# ---------------------------------------------------------------------------------------------
+# the teacher's advantage at step 0
+
+def advantage_contexts(ctx: Any, wanted: Sequence[str]) -> dict[str, Any]:
+    """The teacher contexts behind each wanted view name, as far as ``ctx``'s views allow:
+    ``skills`` (skills only), ``hints`` (the configured non-skill views), ``both`` (skills and
+    hints: the configured context). A name the context cannot form is left out.
+
+    >>> from agentsd.hints import TeacherContextConfig
+    >>> out = advantage_contexts(TeacherContextConfig(views=("skills", "reference")), ("skills", "hints", "both"))
+    >>> {k: v.views for k, v in out.items()}
+    {'skills': ('skills',), 'hints': ('reference',), 'both': ('skills', 'reference')}
+    >>> list(advantage_contexts(TeacherContextConfig(views=("reference",)), ("skills", "hints", "both")))
+    ['hints']
+    """
+    hints = tuple(v for v in ctx.views if v != "skills")
+    has_skills = "skills" in ctx.views
+    views = {"skills": ("skills",) if has_skills else (), "hints": hints,
+             "both": ctx.views if has_skills and hints else ()}
+    return {name: dataclasses.replace(ctx, views=views[name]) for name in wanted if views[name]}
+
+
+def teacher_advantage(ev: dict[str, float], acting: Any, ctx: Any,
+                      wanted: Sequence[str]) -> dict[str, float]:
+    """``teacher/eval_success/<view>``, ``teacher/eval_parse_rate/<view>`` and
+    ``teacher/advantage/<view>`` (teacher success minus the student's ``eval/success``) for each
+    view of :func:`advantage_contexts`. ``ev`` holds the student's step-0 numbers and, when
+    measured, the configured context's (``teacher/eval_*``), reused for the view equal to it;
+    ``acting(context)`` measures any other view (its ``teacher/eval_*`` numbers)."""
+    out: dict[str, float] = {}
+    for name, view_ctx in advantage_contexts(ctx, wanted).items():
+        got = (ev if view_ctx.views == ctx.views and "teacher/eval_success" in ev
+               else acting(view_ctx))
+        out[f"teacher/eval_success/{name}"] = got["teacher/eval_success"]
+        out[f"teacher/eval_parse_rate/{name}"] = got["teacher/eval_parse_rate"]
+        out[f"teacher/advantage/{name}"] = got["teacher/eval_success"] - ev["eval/success"]
+    return out
+
+
+def fmt_advantage(ev: dict[str, float], n_tasks: int) -> str:
+    """The one line a run prints at step 0: the student's held-out success and each teacher
+    view's, with its advantage in points."""
+    names = [k.rsplit("/", 1)[1] for k in ev if k.startswith("teacher/advantage/")]
+    parts = [f"{n} {ev[f'teacher/eval_success/{n}']:.1%} "
+             f"({100 * ev[f'teacher/advantage/{n}']:+.1f} pts)" for n in names]
+    return (f"teacher advantage at step 0 (held-out success, {n_tasks} tasks, greedy): student "
+            f"{ev['eval/success']:.1%}; " + "; ".join(parts))
+
+
+def no_advantage_message(ev: dict[str, float]) -> str | None:
+    """The plain sentence for a run whose skills alone give the teacher no advantage (``None``
+    when they do, or when skills-only was not measured)."""
+    adv = ev.get("teacher/advantage/skills")
+    if adv is None or adv > 0:
+        return None
+    rest = [n for n in ("hints", "both") if ev.get(f"teacher/advantage/{n}", 0.0) > 0]
+    where = (f"whatever the teacher teaches comes from the {' and '.join(rest)} view"
+             if rest else "no measured view acts better than the student either")
+    return (f"the skills alone give the teacher no advantage: skills-only "
+            f"{ev['teacher/eval_success/skills']:.1%} vs student {ev['eval/success']:.1%} held-out "
+            f"success; {where}. Training goes on.")
 
 
 def fmt_eval(e: dict[str, float]) -> str:
@@ -164,16 +251,19 @@ def fmt_eval(e: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
-def check_teacher(e: dict[str, float]) -> None:
-    """Distilling from a teacher that acts worse than the student pulls the student down: say
-    so loudly (the fix is a warm start that covers the teacher's context, ``--algo sft``)."""
+def check_teacher(e: dict[str, float], stacklevel: int = 2) -> str | None:
+    """Distilling from a teacher that succeeds less often than the student pulls the student
+    down: say so loudly (the fix is a warm start that covers the teacher's context,
+    ``--algo sft``). Success decides; the parse rates are context. The warning is attributed
+    ``stacklevel`` frames up (2: the caller, the trainer). Returns the message, or ``None``."""
     import warnings
 
-    if (e["teacher/eval_success"] < e["eval/success"]
-            or e["teacher/eval_parse_rate"] < e["eval/parse_rate"]):
-        warnings.warn(
-            f"the teacher context acts worse than the student (success "
-            f"{e['teacher/eval_success']:.1%} vs {e['eval/success']:.1%}, parse rate "
-            f"{e['teacher/eval_parse_rate']:.0%} vs {e['eval/parse_rate']:.0%}); distilling from it "
-            "can make the student worse. Warm-start first: agentsd train --algo sft "
-            "(demos.teacher_frac > 0), then --model.init-from that run", stacklevel=3)
+    if not e["teacher/eval_success"] < e["eval/success"]:
+        return None
+    msg = (f"the teacher context acts worse than the student (held-out success "
+           f"{e['teacher/eval_success']:.1%} vs {e['eval/success']:.1%}; parse rate "
+           f"{e['teacher/eval_parse_rate']:.0%} vs {e['eval/parse_rate']:.0%}); distilling from it "
+           "can make the student worse. Warm-start first: agentsd train --algo sft "
+           "(demos.teacher_frac > 0), then --model.init-from that run")
+    warnings.warn(msg, stacklevel=stacklevel)
+    return msg

@@ -10,6 +10,8 @@ One step of :func:`train`, stage by stage (each a function below)::
                                   # (each term its loss and stats) -> backward; optimizer step
     m     = step_metrics(m)       # rollout, length and timing metrics over every rank
     m    |= evaluate(step)        # held-out success (and the samples kept for the report)
+    m    |= refresh_skills(step)  # skills.refresh_every: the step's rollouts summarized into
+                                  # the library, a new version the teacher reads next step
     log(m); checkpoint(step)
 
 ``algo`` picks the objective (:mod:`agentsd.distill.objectives`); everything else (sampling,
@@ -25,7 +27,9 @@ Where each option lives: resume in :func:`_start` (what a checkpoint restores) a
 :func:`_checkpoint` (what it saves); DDP in the stages' reductions; FSDP in :func:`_start` and
 :func:`_checkpoint`; overlap (``rollout.overlap``) in :func:`_sample` and :func:`_optimize`;
 ATESD's exposure in :func:`_batch` (decided) and :func:`_optimize` (observed); the skill
-bandit in :func:`_optimize`; the family's batch and loss options in
+bandit in :func:`_optimize`; dynamic skills in :func:`_refresh_skills`
+(:mod:`agentsd.distill.skill_refresh`; the version in the checkpoint); the teacher's advantage
+at step 0 in :func:`_evaluate_at_start`; the family's batch and loss options in
 :mod:`agentsd.distill.batch` and :mod:`agentsd.distill.objectives`; the teacher's context in
 :mod:`agentsd.teacher_context`.
 
@@ -47,8 +51,11 @@ from agentsd.distill.config import TrainConfig, config_to_dict
 from agentsd.distill.episodes import check_teacher as _check_teacher
 from agentsd.distill.episodes import demos as _demos
 from agentsd.distill.episodes import eval_tasks, evaluate, evaluate_teacher, train_seeds
+from agentsd.distill.episodes import fmt_advantage as _fmt_advantage
 from agentsd.distill.episodes import fmt_eval as _fmt_eval
+from agentsd.distill.episodes import no_advantage_message as _no_advantage_message
 from agentsd.distill.episodes import rollouts as _rollouts
+from agentsd.distill.episodes import teacher_advantage as _teacher_advantage
 from agentsd.distill.update import update
 from agentsd.teacher_context import TeacherContexts
 from agentsd.teacher_context import snapshot_library as _snapshot_library
@@ -147,6 +154,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> Trai
             m, scores, t_train = _optimize(run, batch, step)
             m = _step_metrics(run, batch, rolled, m, t_train)
             m |= _evaluate(run, step, batch, scores)
+            m |= _refresh_skills(run, step, batch)
             _log(run, bar, step, m, history)
             _checkpoint(run, step)
     finally:
@@ -178,6 +186,7 @@ class _Run:
     start: int
     sft_library: Any = None
     demo_pool: list[Trajectory] | None = None
+    skills: Any = None  # SkillRefresh with skills.refresh_every, else None
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
@@ -219,10 +228,12 @@ def _start(cfg: TrainConfig, model: Any, tokenizer: Any) -> _Run:
                             weight_decay=cfg.optim.weight_decay)
     teacher, contexts, exposure = _teacher_parts(cfg, model, tokenizer)
     sft_library, demo_pool = _demo_sources(cfg)
-    start, pending = _resume(cfg, run_dir, rank, model, opt, teacher, contexts, exposure)
+    start, pending, skills_version = _resume(cfg, run_dir, rank, model, opt, teacher, contexts,
+                                             exposure)
     metrics = (MetricsWriter(run_dir, resume_step=start, tensorboard=cfg.tensorboard)
                if rank.is_main else distributed.Silent())
     policy = HFPolicy(model, tokenizer, model_id=f"student:{cfg.model.name}")
+    skills = _skill_refresh(cfg, run_dir, contexts, policy, rank, skills_version)
     # rollouts: --rollout.sampler (hf | vllm | openai), sampled at each step's start or, with
     # --rollout.overlap, during the previous step's update (agentsd.distill.samplers)
     sampler = samplers.build_sampler(cfg, model, tokenizer, policy, run_dir, version=start)
@@ -234,7 +245,20 @@ def _start(cfg: TrainConfig, model: Any, tokenizer: Any) -> _Run:
     if rank.is_main:
         (run_dir / "samples").mkdir(exist_ok=True)
     return _Run(cfg, rank, run_dir, model, tokenizer, opt, teacher, contexts, exposure, policy,
-                sampler, stream, metrics, start, sft_library, demo_pool)
+                sampler, stream, metrics, start, sft_library, demo_pool, skills)
+
+
+def _skill_refresh(cfg: TrainConfig, run_dir: Path, contexts: Any, policy: Any, rank: Any,
+                   version: int) -> Any:
+    """Dynamic skills (``skills.refresh_every``): the refresh stage, its versions started or
+    cut back to the checkpoint's ``version`` (the teacher then reads that version)."""
+    if not cfg.skills.refresh_every or contexts is None:
+        return None
+    from agentsd.distill.skill_refresh import SkillRefresh
+
+    skills = SkillRefresh(cfg, run_dir, contexts, policy, rank)
+    skills.start(version)
+    return skills
 
 
 def _teacher_parts(cfg: TrainConfig, model: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
@@ -266,14 +290,15 @@ def _demo_sources(cfg: TrainConfig) -> tuple[Any, list[Trajectory] | None]:
 
 
 def _resume(cfg: TrainConfig, run_dir: Path, rank: Any, model: Any, opt: Any, teacher: Any,
-            contexts: Any, exposure: Any) -> tuple[int, Any]:
-    """The latest checkpoint's step (0 without one) and the rollouts it had prefetched; the
-    model, optimizer, teacher, skill bandit and exposure controller are restored in place."""
+            contexts: Any, exposure: Any) -> tuple[int, Any, int]:
+    """The latest checkpoint's step (0 without one), the rollouts it had prefetched and its
+    skill library version; the model, optimizer, teacher, skill bandit and exposure controller
+    are restored in place."""
     from agentsd.distill.checkpoint import latest_checkpoint, load_checkpoint
 
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is None:
-        return 0, None
+        return 0, None, 0
     state = load_checkpoint(ckpt, model, opt)
     if state.get("world_size", 1) != rank.world_size:
         raise ValueError(f"checkpoint {ckpt} was written by {state.get('world_size', 1)} "
@@ -285,12 +310,13 @@ def _resume(cfg: TrainConfig, run_dir: Path, rank: Any, model: Any, opt: Any, te
         contexts.load_state_dict(state.get("bandit"))
     if exposure is not None and state.get("exposure"):
         exposure.load_state_dict(state["exposure"])
-    return int(state["step"]), state.get("prefetch")
+    return int(state["step"]), state.get("prefetch"), int(state.get("skills_version") or 0)
 
 
 def _evaluate_at_start(run: _Run) -> list[dict[str, Any]]:
     """Step 0 (a fresh run with ``eval_at_start``): the student and, with a teacher, the
-    teacher context acting on the held-out tasks (warning when it acts worse)."""
+    teacher context acting on the held-out tasks (warning when it succeeds less often), then
+    the teacher's advantage per view (:func:`_advantage_at_start`)."""
     cfg, teacher = run.cfg, run.teacher
     if run.start != 0 or not cfg.eval_at_start:
         return []
@@ -299,13 +325,38 @@ def _evaluate_at_start(run: _Run) -> list[dict[str, Any]]:
     if teacher is not None and cfg.teacher_eval:
         _say(cfg, "evaluating the teacher context acting on the same tasks ...")
         ev.update(evaluate_teacher(run.policy, teacher, run.contexts, cfg, progress=cfg.progress))
-        _check_teacher(ev)
+        _check_teacher(ev)  # attributed here (stacklevel 2), not to the CLI
+        ev.update(_advantage_at_start(run, ev))
     _say(cfg, "step 0: " + _fmt_eval(ev))
     run.metrics.log(0, ev)
     if teacher is not None:
         teacher.report_eval(ev["eval/success"])
     run.last_eval = ev
     return [{"step": 0, **ev}]
+
+
+def _advantage_at_start(run: _Run, ev: dict[str, float]) -> dict[str, float]:
+    """``teacher/eval_success/<view>`` and ``teacher/advantage/<view>`` for each of
+    ``teacher_eval_views`` the context allows (skills only, hints only, both: each view acting
+    greedily on the held-out tasks; the configured one is the measurement just made), one line
+    saying them, and a plain sentence when the skills alone give the teacher no advantage. Adds
+    keys only: greedy acting draws from no generator a later step uses."""
+    cfg = run.cfg
+    if not cfg.teacher_eval_views:
+        return {}
+
+    def acting(ctx: Any) -> dict[str, float]:
+        _say(cfg, f"evaluating the teacher acting with views {'+'.join(ctx.views)} ...")
+        return evaluate_teacher(run.policy, run.teacher, run.contexts, cfg, progress=cfg.progress,
+                                context=ctx)
+
+    adv = _teacher_advantage(ev, acting, run.contexts.ctx, cfg.teacher_eval_views)
+    if adv:
+        _say(cfg, _fmt_advantage({**ev, **adv}, cfg.rollout.eval_tasks))
+    msg = _no_advantage_message({**ev, **adv})
+    if msg:
+        _say(cfg, msg)
+    return adv
 
 
 def _progress_bar(run: _Run) -> Any:
@@ -422,6 +473,17 @@ def _evaluate(run: _Run, step: int, batch: Batch, scores: list[dict]) -> dict[st
     return dict(run.last_eval)
 
 
+def _refresh_skills(run: _Run, step: int, batch: Batch) -> dict[str, float]:
+    """8. Dynamic skills (``skills.refresh_every``): the step's rollouts recorded with the
+    skills their teacher rows saw (``skills/shown/<name>``, ``skills/solved/<name>``,
+    ``skills/library_size``); every N steps the recent ones summarized into a new library
+    version (``skills/added``, ``skills/version``) that the teacher reads from the next step
+    (:class:`agentsd.distill.skill_refresh.SkillRefresh`)."""
+    if run.skills is None:
+        return {}
+    return run.skills.step(step, batch.trajs, batch.skills)
+
+
 def _log(run: _Run, bar: Any, step: int, m: dict[str, float], history: list[dict]) -> None:
     run.metrics.log(step, m)
     history.append({"step": step, **m})
@@ -433,7 +495,8 @@ def _log(run: _Run, bar: Any, step: int, m: dict[str, float], history: list[dict
 
 def _checkpoint(run: _Run, step: int) -> None:
     """Every ``checkpoint_every`` steps and at the end: the model, optimizer and what a resume
-    restores (teacher, skill bandit, exposure controller, the prefetched rollouts). FSDP: every
+    restores (teacher, skill bandit, exposure controller, the prefetched rollouts, the skill
+    library version). FSDP: every
     rank gathers its shards (the teacher's too), rank 0 writes them."""
     from agentsd.distill import distributed, fsdp
     from agentsd.distill.checkpoint import save_checkpoint
@@ -445,11 +508,14 @@ def _checkpoint(run: _Run, step: int) -> None:
         "teacher": run.teacher.state_dict() if run.teacher is not None else None,
         "bandit": run.contexts.state_dict() if run.contexts is not None else None,
         "exposure": run.exposure.state_dict() if run.exposure is not None else None,
-        "world_size": run.rank.world_size, "prefetch": run.stream.pending_state()})
+        "world_size": run.rank.world_size, "prefetch": run.stream.pending_state(),
+        "skills_version": run.skills.version if run.skills is not None else 0})
     full = fsdp.checkpoint_tensors(run.model, run.opt)
     if run.rank.is_main:
         save_checkpoint(run.run_dir, step, run.model, run.opt, state, keep=cfg.keep_checkpoints,
                         full=full)
+        if run.skills is not None:
+            run.skills.after_checkpoint(step)
     distributed.barrier()
 
 
