@@ -11,6 +11,11 @@ Hovering a token shows both log-probabilities.
 
 ``plot_comparison`` draws several algorithms' held-out curves, mean ± std over seeds
 (``scripts/compare.py``).
+
+The page also shows the teacher's advantage measured at step 0 (each teacher view acting next to
+the student: ``teacher/advantage/<view>``) and, for a run with dynamic skills
+(``skills.refresh_every``), when each skill appeared (``skills_versions/index.json``) and how
+the episodes whose teacher saw it did (:func:`skill_history`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from agentsd.distill.metrics import Series, mean_curve, metric_series, read_metrics
 
 __all__ = ["write_report", "plot_learning_curve", "plot_training_curves", "plot_comparison",
-           "render_html", "token_spans", "HELDOUT_CURVES"]
+           "render_html", "token_spans", "skill_history", "HELDOUT_CURVES"]
 
 #: what the held-out panels draw: (key, label, line style); keys absent from the metrics are skipped
 HELDOUT_CURVES: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -206,6 +211,66 @@ def _eval_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _advantage_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Step 0: each teacher view's held-out success next to the student's, and the difference."""
+    first = next((r for r in rows if any(k.startswith("teacher/advantage/") for k in r)), None)
+    if first is None:
+        return []
+    views = [k.rsplit("/", 1)[1] for k in first if k.startswith("teacher/advantage/")]
+    out = ["<h2>The teacher's advantage at step 0</h2><p>Held-out success, greedy: each teacher "
+           f"view acting next to the student ({_pct(first.get('eval/success'))}).</p><table>"
+           "<tr><th>view</th><th>teacher success</th><th>parse rate</th><th>advantage</th></tr>"]
+    for v in views:
+        adv = first[f"teacher/advantage/{v}"]
+        out.append(f"<tr><td>{html.escape(v)}</td><td>{_pct(first.get(f'teacher/eval_success/{v}'))}"
+                   f"</td><td>{_pct(first.get(f'teacher/eval_parse_rate/{v}'))}</td>"
+                   f"<td>{100 * adv:+.1f} pts</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def skill_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One entry per skill a dynamic-skills run's library held: ``name``, the ``step`` and
+    ``version`` it appeared in (0: the library the run started with), and over every logged
+    step the ``shown`` episodes whose teacher rows saw it, how many were ``solved``, and the
+    success ``rate`` (``None`` when never shown). Empty for a run without ``skills_versions``."""
+    from agentsd.distill.skill_refresh import SkillVersions
+
+    run_dir = Path(run_dir)
+    index = SkillVersions(run_dir).index()
+    if not index:
+        return []
+    rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+    first: dict[str, tuple[int, int]] = {}
+    for e in index:
+        for name in e.get("added", []):
+            first.setdefault(name, (e["step"], e["version"]))
+    out = []
+    for name, (step, version) in first.items():
+        shown = sum(r.get(f"skills/shown/{name}") or 0 for r in rows)
+        solved = sum(r.get(f"skills/solved/{name}") or 0 for r in rows)
+        out.append({"name": name, "step": step, "version": version, "shown": int(shown),
+                    "solved": int(solved), "rate": solved / shown if shown else None})
+    return out
+
+
+def _skills_table(run_dir: Path) -> list[str]:
+    hist = skill_history(run_dir)
+    if not hist:
+        return []
+    out = ["<h2>Skills</h2><p>When each skill entered the run's library (step 0: the library the "
+           "run started with) and how the training episodes whose teacher saw it did.</p><table>"
+           "<tr><th>skill</th><th>appeared</th><th>episodes shown</th><th>solved</th>"
+           "<th>success rate</th></tr>"]
+    for h in hist:
+        when = "start" if h["version"] == 0 else f"step {h['step']} (v{h['version']:03d})"
+        rate = f"{_pct(h['rate'])} ({h['solved']}/{h['shown']})" if h["shown"] else "not shown"
+        out.append(f"<tr><td>{html.escape(h['name'])}</td><td>{when}</td><td>{h['shown']}</td>"
+                   f"<td>{h['solved']}</td><td>{rate}</td></tr>")
+    out.append("</table>")
+    return out
+
+
 def render_html(run_dir: str | Path) -> str:
     """The report page of a run folder as a string. The first screen is the held-out learning
     curve (``learning_curve.png``) and a one-line summary; training curves, the evaluation table,
@@ -228,6 +293,8 @@ def render_html(run_dir: str | Path) -> str:
         parts.append("<h2>Training</h2><img src='training_curves.png' "
                      "alt='train success, reverse KL and loss vs step'>")
     parts += _eval_table(rows)
+    parts += _advantage_table(rows)
+    parts += _skills_table(run_dir)
     parts.append("<h2>Trajectories</h2><p>Action tokens are coloured by log p<sub>teacher</sub> "
                  "&minus; log p<sub>student</sub>: <span style='background:rgba(40,160,60,.6)'>"
                  "teacher prefers</span>, <span style='background:rgba(220,50,50,.6)'>teacher "

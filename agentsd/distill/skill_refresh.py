@@ -293,7 +293,8 @@ class SkillRefresh:
             new, rep = refresh_once(self.contexts.library, trajs, seen, summarizer, env,
                                     self.cfg.skills.max_new)
         except SummarizerUnavailable as e:
-            _warn(f"skill refresh at step {step} skipped: {e}; {keep}")
+            _warn(f"skill refresh at step {step} skipped: {e} [in agentsd train: --skills.base-url, "
+                  f"--skills.model, --skills.summarizer]; {keep}")
             return 0.0
         if new is None:
             _notice(self.cfg, f"skill refresh at step {step}: {rep.message} (a no-op; {keep})")
