@@ -244,9 +244,52 @@ def build_batch(trajs: list[Trajectory], cfg: TrainConfig, G: int,
 # ---------------------------------------------------------------------------------------------
 # micro-batches
 
-def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+def micro_batches(lengths: Sequence[int], max_tokens: int,
+                  tok_ids: Sequence[Sequence[int]] | None = None,
+                  min_shared: int = 0) -> list[list[int]]:
     """Indices grouped (longest first) so each padded micro-batch holds at most ``max_tokens``
-    tokens; a longer single sequence goes alone."""
+    tokens; a longer single sequence goes alone.
+
+    With ``tok_ids`` (shared-prefix forwards, :mod:`agentsd.distill.prefix`) a micro-batch is
+    charged the tokens its forward computes: rows in token order, each adding what it does not
+    share with the one before, where the micro-batch saves at least ``min_shared`` tokens (its
+    forward shares), else its padded size. When no micro-batch would share, the grouping is
+    the unshared one. Within a micro-batch the order is always longest first.
+    """
+    plain = _by_length(lengths, max_tokens)
+    if tok_ids is None:
+        return plain
+    groups = _by_prefix(lengths, max_tokens, tok_ids, min_shared)
+    if not any(saved >= max(min_shared, 1) for _, saved in groups):
+        return plain
+    return [sorted(g, key=lambda i: (-lengths[i], i)) for g, _ in groups]
+
+
+def _by_prefix(lengths: Sequence[int], max_tokens: int, tok_ids: Sequence[Sequence[int]],
+               min_shared: int) -> list[tuple[list[int], int]]:
+    """Greedy groups in token order, each with the tokens its shared forward saves."""
+    from agentsd.distill.prefix import _lcp
+
+    order = sorted(range(len(lengths)), key=lambda i: (list(tok_ids[i]), i))
+    out: list[tuple[list[int], int]] = []
+    cur: list[int] = []
+    computed = longest = 0
+    for i in order:
+        new = lengths[i] - (_lcp(tok_ids[cur[-1]], tok_ids[i], 0) if cur else 0)
+        c, lg = computed + new, max(longest, lengths[i])
+        saved = sum(lengths[j] for j in cur) + lengths[i] - c
+        cost = c if saved >= max(min_shared, 1) else lg * (len(cur) + 1)
+        if cur and cost > max_tokens:
+            out.append((cur, sum(lengths[j] for j in cur) - computed))
+            cur, c, lg = [], lengths[i], lengths[i]
+        cur.append(i)
+        computed, longest = c, lg
+    if cur:
+        out.append((cur, sum(lengths[j] for j in cur) - computed))
+    return out
+
+
+def _by_length(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     out: list[list[int]] = []
     for i in order:

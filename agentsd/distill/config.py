@@ -498,6 +498,20 @@ class OptimConfig:
                                                 "(gradients accumulate over micro-batches)")
     updates_per_step: int = _f(1, "optimizer updates per rollout batch (>1 makes later updates "
                                   "off-policy; the IS weight corrects for it)")
+    share_prefix: bool = _f(True, "compute the identical token prefixes of a micro-batch's rows "
+                                  "once (system prompt, tools, task; a teacher's step-wise "
+                                  "history) and reuse their keys/values, for the student (with "
+                                  "gradients) and the teacher; the same numbers to float32 "
+                                  "round-off (false: the unshared path)")
+    share_prefix_min_tokens: int = _f(1024, "share only a forward that saves at least this many "
+                                            "tokens (a smaller saving does not pay for the extra "
+                                            "forwards; such forwards stay bit-identical to the "
+                                            "unshared path)")
+    memory_budget_gb: float = _f(0.0, "memory the update may use (GB): picks the micro-batch "
+                                      "size (when --optim.max-tokens-per-micro-batch is left at "
+                                      "its default) and gradient checkpointing (when a row does "
+                                      "not fit without it); 0 = auto, a safe share of the "
+                                      "machine's free RAM or GPU memory; < 0 = off")
 
     def __post_init__(self) -> None:
         _check(self.lr > 0 and math.isfinite(self.lr), "OptimConfig", "lr", "must be > 0", self.lr)
@@ -505,6 +519,11 @@ class OptimConfig:
         for n in ("beta1", "beta2"):
             _check(0 <= getattr(self, n) < 1, "OptimConfig", n, "must be in [0, 1)", getattr(self, n))
         _pos_int("OptimConfig", self, "max_tokens_per_micro_batch", "updates_per_step")
+        _check(isinstance(self.share_prefix_min_tokens, int) and self.share_prefix_min_tokens >= 0,
+               "OptimConfig", "share_prefix_min_tokens", "must be an int >= 0",
+               self.share_prefix_min_tokens)
+        _check(math.isfinite(self.memory_budget_gb), "OptimConfig", "memory_budget_gb",
+               "must be a finite number of GB (0 = auto, < 0 = off)", self.memory_budget_gb)
         _check(self.lr_schedule in ("constant", "linear"), "OptimConfig", "lr_schedule",
                "must be 'constant' or 'linear'", self.lr_schedule)
 

@@ -67,7 +67,7 @@ def _unwrap(model: Any) -> Any:
 def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
                      chunk_size: int = 256, want_logits: bool = False, want_entropy: bool = False,
                      temperature: float = 1.0, positions_BT: torch.Tensor | None = None,
-                     ) -> dict[str, torch.Tensor]:
+                     share: Any = None) -> dict[str, torch.Tensor]:
     """Log-probability of every token given the ones before it, ``logp_BT`` (position 0 is 0).
 
     The decoder's last hidden states go through the output head ``chunk_size`` rows at a time
@@ -80,28 +80,37 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
     ``logits_rows`` (a :class:`~agentsd.distill.losses.RowLogits`), else all of them as
     ``logits_BTV``; ``want_entropy`` the per-position entropy
     ``entropy_BT`` (detached). ``temperature`` divides the logits first (score with the
-    distribution the sampler drew from).
+    distribution the sampler drew from). ``share`` (a :class:`~agentsd.distill.prefix.Sharing`,
+    with ``positions_BT``) computes the rows' common prefixes once
+    (:func:`agentsd.distill.prefix.hidden_at`), the same numbers to float32 round-off.
     """
     import torch
 
     from agentsd.distill.head import token_logprobs
 
-    base = _unwrap(model)
-    hidden = base.get_decoder()(input_ids=ids_BT, attention_mask=attn_BT).last_hidden_state
+    decoder = _unwrap(model).get_decoder()
     head = model.get_output_embeddings()
-    B, T, D = hidden.shape
-    h = hidden[:, :-1].reshape(-1, D)
+    B, T = ids_BT.shape
     tgt = ids_BT[:, 1:].reshape(-1)
-    rows = None
+    rows = hidden = h = None
     if positions_BT is not None and T > 1:
-        rows = positions_BT[:, 1:].reshape(-1).nonzero().squeeze(-1).to(h.device)
-        h, tgt = h.index_select(0, rows), tgt.index_select(0, rows)
+        rows = positions_BT[:, 1:].reshape(-1).nonzero().squeeze(-1).to(ids_BT.device)
+        tgt = tgt.index_select(0, rows)
+        if share is not None:
+            from agentsd.distill.prefix import hidden_at
+
+            h = hidden_at(decoder, ids_BT, attn_BT, rows, share)
+    if h is None:
+        hidden = decoder(input_ids=ids_BT, attention_mask=attn_BT).last_hidden_state
+        h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+        if rows is not None:
+            h = h.index_select(0, rows.to(h.device))
     lp, ent = token_logprobs(head, h, tgt, chunk_size, temperature, want_entropy)
 
     def place(v: torch.Tensor) -> torch.Tensor:
         full = v if rows is None else torch.zeros(B * (T - 1), dtype=v.dtype,
                                                   device=v.device).index_put((rows,), v)
-        zero = hidden.new_zeros(B, 1, dtype=torch.float32)
+        zero = h.new_zeros(B, 1, dtype=torch.float32)
         return torch.cat([zero, full.view(B, T - 1)], dim=1) if T > 1 else zero
 
     out = {"logp_BT": place(lp)}
@@ -125,11 +134,14 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
 
 def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], pad_id: int = 0,
                max_tokens: int = 4096, want_logits: bool = False, chunk_size: int = 256,
-               temperature: float = 1.0) -> dict[str, torch.Tensor]:
+               temperature: float = 1.0, share: Any = None) -> dict[str, torch.Tensor]:
     """Run the teacher over ``rows`` (no gradient) and scatter its log-probs back onto the
     students' positions: ``teacher_logp_BT`` of shape ``[len(student_lengths), max(lengths)]``,
     zero where the teacher scored nothing. Rows are packed into forwards of at most
-    ``max_tokens`` padded tokens. ``want_logits`` also returns ``teacher_logits_rows`` (for
+    ``max_tokens`` padded tokens; with ``share`` (a :class:`~agentsd.distill.prefix.Sharing`)
+    their common prefixes (system prompt, skills, task; one episode's history across its
+    step-wise rows) are computed once, each node's children in forwards of at most
+    ``max_tokens``. ``want_logits`` also returns ``teacher_logits_rows`` (for
     full-vocabulary divergences), a :class:`~agentsd.distill.losses.RowLogits` on the same
     ``[B, T]`` grid with a row for each scored position only. Every tensor lives on the model's
     device.
@@ -144,14 +156,15 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
     index = torch.full((B, T), -1, dtype=torch.long, device=dev)
     values: list[torch.Tensor] = []
     n_rows = 0
-    for batch in _pack(rows, max_tokens):
+    for batch in _batches(model, rows, max_tokens, share):
         ids, attn = pad_rows([r.input_ids for r in batch], pad_id, device=dev)
         pos = torch.zeros(ids.shape, dtype=torch.bool)  # the head runs on scored positions only
         for b, r in enumerate(batch):
             pos[b, r.row_pos] = True
         with torch.no_grad():
             res = forward_logprobs(model, ids, attn, chunk_size=chunk_size, want_logits=want_logits,
-                                   temperature=temperature, positions_BT=pos.to(dev))
+                                   temperature=temperature, positions_BT=pos.to(dev),
+                                   share=share if len(batch) == len(rows) else None)
         for b, r in enumerate(batch):
             out_lp[r.traj_index, r.student_pos] = res["logp_BT"][b, r.row_pos].float()
             if want_logits:
@@ -165,6 +178,20 @@ def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], p
         res["teacher_logits_rows"] = RowLogits(
             torch.cat(values) if values else torch.zeros(0, head.out_features, device=dev), index)
     return res
+
+
+def _batches(model: Any, rows: list[TeacherRow], max_tokens: int,
+             share: Any) -> Iterator[list[TeacherRow]]:
+    """All rows in one shared forward when their prefixes are worth sharing, else packed."""
+    if share is not None and rows:
+        from agentsd.distill.prefix import plan
+
+        ids = [r.input_ids for r in rows]
+        if plan(_unwrap(model).get_decoder(), ids, share, count=False) is not None:
+            yield list(rows)
+            return
+        share.count(sum(map(len, ids)), sum(map(len, ids)))
+    yield from _pack(rows, max_tokens)
 
 
 def _pack(rows: list[TeacherRow], max_tokens: int) -> Iterator[list[TeacherRow]]:

@@ -68,6 +68,10 @@ class _Plan:
     denom: float
     device: Any
     forward: Callable[..., dict[str, Any]]
+    #: shared-prefix forwards (``optim.share_prefix``): the student's and the teacher's, each
+    #: with its own forward size; ``None`` runs the unshared path
+    share_student: Any = None
+    share_teacher: Any = None
 
 
 def _plan(model: Any, data: Batch, cfg: TrainConfig) -> _Plan:
@@ -83,7 +87,44 @@ def _plan(model: Any, data: Batch, cfg: TrainConfig) -> _Plan:
     return _Plan(terms, any(t.needs_teacher for t in terms), needs_logits(cfg),
                  cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0, tok_ids,
                  [len(x) for x in tok_ids], n_action, max(distributed.sum_scalar(denom), 1.0),
-                 next(model.parameters()).device, fwd)
+                 next(model.parameters()).device, fwd, *_sharing(model, cfg))
+
+
+def _sharing(model: Any, cfg: TrainConfig) -> tuple[Any, Any]:
+    """The student's and the teacher's :class:`~agentsd.distill.prefix.Sharing` (``None``: off).
+    FSDP's student forward stays unshared: every layer's forward is a collective and the
+    number of node forwards differs by rank (the teacher scores inside ``full_weights``, where
+    forwards make no collective, so it still shares)."""
+    from agentsd.distill import fsdp
+    from agentsd.distill.prefix import Sharing
+
+    oc = cfg.optim
+    if not oc.share_prefix:
+        return None, None
+    student = Sharing(min_tokens=oc.share_prefix_min_tokens, max_tokens=oc.max_tokens_per_micro_batch)
+    teacher = Sharing(min_tokens=oc.share_prefix_min_tokens,
+                      max_tokens=cfg.teacher.max_tokens_per_forward)
+    if fsdp.sharded(model):
+        student.fallback("FSDP shards the student (the shared forward's collectives would differ "
+                         "by rank); the teacher still shares")
+        student.enabled = False
+    return student, teacher
+
+
+def _share_metrics(plan: _Plan) -> dict[str, float]:
+    """``prefix/shared_tokens`` and ``prefix/total_tokens``: tokens the update's forwards did
+    not recompute, of all the rows' tokens (student and teacher), summed over ranks; absent
+    when nothing was shared and nothing fell back."""
+    from agentsd.distill import distributed
+
+    shares = [s for s in (plan.share_student, plan.share_teacher) if s is not None]
+    if not shares:
+        return {}
+    m = {k: distributed.sum_scalar(sum(s.metrics()[k] for s in shares))
+         for k in ("prefix/shared_tokens", "prefix/total_tokens")}
+    # quiet when nothing was worth sharing (short rows): the metrics of such runs stay as before
+    fell_back = distributed.sum_scalar(float(any(s.fell_back for s in shares)))
+    return m if m["prefix/shared_tokens"] > 0 or fell_back > 0 else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +147,7 @@ def teacher_scores(teacher: Any, mb: MicroBatch, plan: _Plan, cfg: TrainConfig, 
             return score_rows(tm, rows, [plan.lengths[i] for i in mb.index], pad_id,
                               max_tokens=cfg.teacher.max_tokens_per_forward,
                               want_logits=plan.want_logits, chunk_size=cfg.loss.chunk_size,
-                              temperature=plan.temperature)
+                              temperature=plan.temperature, share=plan.share_teacher)
 
     out = score(mb.data.rows)
     if mb.data.rows_by_view:
@@ -119,10 +160,15 @@ def student_forward(mb: MicroBatch, plan: _Plan, cfg: TrainConfig, model: Any,
                     autocast: Callable[[Any], Any]) -> dict[str, torch.Tensor]:
     """The student's log-probs (with grad) and entropies; the head runs on action tokens only,
     as every objective reads them there alone."""
+    share = plan.share_student
+    if share is not None and not share.enabled:
+        share.count(int(mb.attn_BT.sum()), int(mb.attn_BT.sum()))
+        share = None
+    kw = {"share": share} if share is not None else {}
     with autocast(model):
         return plan.forward(mb.ids_BT, mb.attn_BT, chunk_size=cfg.loss.chunk_size,
                             want_logits=plan.want_logits, want_entropy=True,
-                            temperature=plan.temperature, positions_BT=mb.mask_BT)
+                            temperature=plan.temperature, positions_BT=mb.mask_BT, **kw)
 
 
 def _backward(model: Any, mb: MicroBatch, losses: Sequence[torch.Tensor]) -> None:
@@ -220,7 +266,8 @@ def _metrics(totals: dict[str, float], col: dict[str, list[float]], grad_norm: f
     m["loss/total"] = sum(totals.values())
     m["optim/grad_norm"] = grad_norm
     m["optim/updated"] = float(grad_norm > 0)  # e.g. GRPO with equal rewards: zero gradient
-    return {**m, **summarize_stats(distributed.gather_lists(col)), **_trace_metrics(data, plan.n_action)}
+    return {**m, **summarize_stats(distributed.gather_lists(col)), **_trace_metrics(data, plan.n_action),
+            **_share_metrics(plan)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,8 +287,11 @@ def update(model: Any, opt: Any, teacher: Any, data: Batch, cfg: TrainConfig, pa
     opt.zero_grad(set_to_none=True)
     # FSDP: each forward is a collective, so every rank runs as many micro-batches, a rank short
     # of data idle ones
-    for idx in fsdp.pad_micro_batches(model, micro_batches(plan.lengths,
-                                                           cfg.optim.max_tokens_per_micro_batch)):
+    share = plan.share_student
+    shared_ids = plan.tok_ids if share is not None and share.enabled else None
+    for idx in fsdp.pad_micro_batches(model, micro_batches(
+            plan.lengths, cfg.optim.max_tokens_per_micro_batch, shared_ids,
+            cfg.optim.share_prefix_min_tokens)):
         if not idx:
             fsdp.idle_pass(model, teacher, max(1, len(data.rows_by_view)) if plan.use_teacher else 0)
             continue
