@@ -300,6 +300,34 @@ class LossConfig:
                                      "falls linearly to 0 (its tokens move to GRPO)")
     div_clip: float = _f(0.0, "UniSD divergence clipping: drop tokens whose per-token "
                               "divergence exceeds this (nats) from distillation (0 = off)")
+    cepo: bool = _f(False, "CEPO (contrastive evidence policy optimization): replace the "
+                           "distillation loss by a policy gradient on token credit "
+                           "relu(min(e+, -e-)) - relu(min(-e+, e-)), e+/e- the correct-answer / "
+                           "wrong-answer teacher's log-prob minus the student's; the wrong-answer "
+                           "teacher reads a rejected rollout of the group in place of the answer; "
+                           "groups without a failed rollout are not distilled")
+    cepo_coef: float = _f(1.0, "CEPO: scale of the token credit")
+    curio_sft: bool = _f(False, "CurioSFT (entropy-preserving SFT by self-distillation), algo "
+                                "sft/rft: add KL(q || p) toward the student's own distribution at a "
+                                "per-token temperature tau = 1 + (tau_max - 1) * clamp(1 - H / "
+                                "entropy_target, 0, 1) (stop-gradient q)")
+    curio_coef: float = _f(1.0, "CurioSFT: weight of the self-distillation term")
+    curio_tau_max: float = _f(2.0, "CurioSFT: temperature at zero entropy (>= 1)")
+    curio_entropy_target: float = _f(1.0, "CurioSFT: entropy (nats) at and above which the "
+                                          "temperature is 1 (no flattening)")
+    gt_mix: float = _f(0.0, "ground-truth target mixing (Even your Teacher Needs Guidance): "
+                            "target (1 - w) pT + w * ground truth on the tokens of turns that "
+                            "match the env's reference step, fixed weight w (0 = off)")
+    gt_floor: float = _f(0.0, "ground-truth target mixing with the closed-form weight "
+                              "w = clamp((floor - pT) / (1 - pT), 0, 1): the ground truth gets at "
+                              "least this share of the target (0 = off; not with gt_mix)")
+    task_divergence: bool = _f(False, "OPAD task-adaptive divergence: reverse KL on code envs "
+                                      "(tag 'code'), the symmetric JSD (alpha 0.5, full "
+                                      "vocabulary) on agentic ones; overrides kind and alpha")
+    tsd_select: bool = _f(False, "TSD-KD token selection: distill only tokens where the teacher "
+                                 "is relatively more confident than the student, log pT(y) - "
+                                 "log pS(y) > tsd_margin")
+    tsd_margin: float = _f(0.0, "TSD-KD: the log-ratio margin a token must exceed")
 
     def __post_init__(self) -> None:
         _check(self.kind in ("reverse_kl", "pg", "jsd", "pi_distill"), "LossConfig", "kind",
@@ -327,6 +355,16 @@ class LossConfig:
         _check(self.is_clip == 0 or self.is_clip >= 1, "LossConfig", "is_clip",
                "must be 0 (off) or >= 1", self.is_clip)
         _pos_int("LossConfig", self, "chunk_size")
+        _nonneg("LossConfig", self, "cepo_coef", "curio_coef")
+        _check(self.curio_tau_max >= 1, "LossConfig", "curio_tau_max", "must be >= 1",
+               self.curio_tau_max)
+        _check(self.curio_entropy_target > 0, "LossConfig", "curio_entropy_target", "must be > 0",
+               self.curio_entropy_target)
+        _check(0 <= self.gt_mix <= 1, "LossConfig", "gt_mix", "must be in [0, 1]", self.gt_mix)
+        _check(0 <= self.gt_floor <= 1, "LossConfig", "gt_floor", "must be in [0, 1]",
+               self.gt_floor)
+        _check(not (self.gt_mix and self.gt_floor), "LossConfig", "gt_floor",
+               "and gt_mix are two ways to set one weight: set one of them", self.gt_floor)
 
 
 @dataclass(frozen=True)
@@ -356,7 +394,8 @@ class TeacherConfig:
     combine: str = _f("agreement", "several teachers: agreement (UniSD: mean target, token "
                                    "weight exp(-agreement_scale * std of their log-probs)), "
                                    "avsd (AVSD: consensus gap + aligned, bounded per-view "
-                                   "residuals) or mean")
+                                   "residuals), mean, or confidence (MAD-OPD: each "
+                                   "teacher weighted by its confidence in the token)")
     agreement_scale: float = _f(1.0, "UniSD agreement: weight = exp(-scale * teacher spread)")
     avsd_residual: float = _f(0.5, "AVSD: bound on each view's residual gap (nats)")
     exposure_control: str = _f("none", "how much of the privileged solution the teacher sees "
@@ -371,6 +410,18 @@ class TeacherConfig:
     atesd_hold: int = _f(1, "ATESD: steps one sampled exposure is held for (a window)")
     atesd_horizon: int = _f(2, "ATESD: windows of later learning progress that score a decision")
     atesd_discount: float = _f(0.5, "ATESD: discount of later windows' progress in the reward")
+    confidence_scale: float = _f(1.0, "MAD-OPD (combine=confidence): teacher n's weight on a "
+                                      "token is softmax_n(scale * log pT_n(y)), the target their "
+                                      "weighted mixture (0: plain mixture, large: the most "
+                                      "confident teacher)")
+    refine: str = _f("none", "none, or vpd (Variational Policy Distillation): after each update "
+                             "the teacher's own weights (mode ema or sync) take a trust-region "
+                             "policy-gradient step on the trajectories' outcomes in its context "
+                             "(E-step) while the student distills it (M-step)")
+    vpd_lr: float = _f(1e-4, "VPD: SGD learning rate of the teacher's E-step")
+    vpd_steps: int = _f(1, "VPD: gradient steps per E-step")
+    vpd_kl: float = _f(0.1, "VPD: weight of the KL(teacher before || teacher after) penalty")
+    vpd_clip: float = _f(0.2, "VPD: ratio clip epsilon of the E-step's surrogate")
 
     def __post_init__(self) -> None:
         from agentsd.distill.teacher import TEACHER_MODES
@@ -400,8 +451,8 @@ class TeacherConfig:
             TeacherContextConfig(views=views)  # unknown or repeated view names fail here
             _check(len(views) >= 2 and "skills" not in views, "TeacherConfig", "score_views",
                    "must name at least two views, not 'skills' (each view is one teacher)", views)
-        _check(self.combine in ("agreement", "avsd", "mean"), "TeacherConfig", "combine",
-               "must be 'agreement', 'avsd' or 'mean'", self.combine)
+        _check(self.combine in ("agreement", "avsd", "mean", "confidence"), "TeacherConfig",
+               "combine", "must be 'agreement', 'avsd', 'mean' or 'confidence'", self.combine)
         _nonneg("TeacherConfig", self, "agreement_scale", "avsd_residual")
         _check(self.exposure_control in ("none", "atesd"), "TeacherConfig", "exposure_control",
                "must be 'none' or 'atesd'", self.exposure_control)
@@ -415,6 +466,10 @@ class TeacherConfig:
         _nonneg("TeacherConfig", self, "atesd_lr")
         _check(0 <= self.atesd_discount <= 1, "TeacherConfig", "atesd_discount",
                "must be in [0, 1]", self.atesd_discount)
+        _nonneg("TeacherConfig", self, "confidence_scale", "vpd_lr", "vpd_kl", "vpd_clip")
+        _check(self.refine in ("none", "vpd"), "TeacherConfig", "refine",
+               "must be 'none' or 'vpd'", self.refine)
+        _pos_int("TeacherConfig", self, "vpd_steps")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["turn_weights", "pi_distill_divergence", "sampled_token_forward_kl", "trace_kl_scale",
-           "agreement_weights", "avsd_teacher_logp", "divergence_clip_mask"]
+           "agreement_weights", "avsd_teacher_logp", "divergence_clip_mask", "cepo_advantages",
+           "cepo_loss", "curio_temperatures", "curio_divergence", "gt_mix_teacher_logp",
+           "confidence_teacher_logp", "opad_divergence", "tsd_select_mask", "vpd_teacher_loss"]
 
 
 def turn_weights(divergence_BT: torch.Tensor, turn_BT: torch.Tensor, mask_BT: torch.Tensor,
@@ -162,3 +164,183 @@ def divergence_clip_mask(divergence_BT: torch.Tensor, mask_BT: torch.Tensor, max
     none). Returns a 0/1 ``[B, T]`` mask (the input mask where kept)."""
     return mask_BT.to(divergence_BT.dtype) * (divergence_BT.detach().abs() <= max_divergence).to(
         divergence_BT.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 25: CEPO, CurioSFT, ground-truth target mixing, MAD-OPD / OPAD, TSD-KD, VPD
+
+def cepo_advantages(logp_BT: torch.Tensor, pos_logp_BT: torch.Tensor, neg_logp_BT: torch.Tensor,
+                    mask_BT: torch.Tensor) -> torch.Tensor:
+    """CEPO (contrastive evidence policy optimization) token credit from two teachers scoring
+    the student's sampled token ``y``: the correct-answer teacher ``T+`` (the usual privileged
+    context) and a wrong-answer teacher ``T-`` (the same context with a rejected rollout of the
+    group in place of the answer). With the evidence of each against the student,
+    ``e+ = log pT+(y) - log pθ(y)`` and ``e- = log pT-(y) - log pθ(y)``::
+
+        A = relu(min(e+, -e-)) - relu(min(-e+, e-))
+
+    A token earns credit only when ``T+`` favours it *and* ``T-`` disfavours it (the smaller of
+    the two margins), blame only in the mirrored case; a filler token both teachers rate alike
+    (``e+`` and ``e-`` of one sign) gets exactly 0. Detached, zero off the mask; ``[B, T]``.
+    """
+    import torch
+
+    lp = logp_BT.detach().float()
+    ep = pos_logp_BT.detach().float() - lp
+    en = neg_logp_BT.detach().float() - lp
+    credit = torch.relu(torch.minimum(ep, -en)) - torch.relu(torch.minimum(-ep, en))
+    return credit * mask_BT.to(credit.dtype)
+
+
+def cepo_loss(logp_BT: torch.Tensor, pos_logp_BT: torch.Tensor, neg_logp_BT: torch.Tensor,
+              sampler_logp_BT: torch.Tensor, mask_BT: torch.Tensor, coef: float = 1.0,
+              is_clip: float | None = 2.0) -> TokenLoss:
+    """CEPO's per-token policy-gradient loss ``-rho * coef * A * log pθ(y)`` with ``A`` from
+    :func:`cepo_advantages` and the importance weight ``rho`` of :mod:`losses`.
+    ``divergence_BT`` is the contrastive evidence ``log pT+ - log pT-`` (what the credit reads)."""
+    from agentsd.distill.losses import importance_weights
+
+    rho, ratio, clipped = importance_weights(logp_BT, sampler_logp_BT, is_clip)
+    adv = cepo_advantages(logp_BT, pos_logp_BT, neg_logp_BT, mask_BT).to(logp_BT.dtype)
+    m = mask_BT.to(logp_BT.dtype)
+    return TokenLoss(loss_BT=-rho * coef * adv * logp_BT * m,
+                     divergence_BT=(pos_logp_BT - neg_logp_BT).detach() * m,
+                     is_ratio_BT=ratio * m, is_clipped_BT=clipped * m)
+
+
+def curio_temperatures(entropy_N: torch.Tensor, tau_max: float = 2.0,
+                       entropy_target: float = 1.0) -> torch.Tensor:
+    """CurioSFT's per-token temperature, chosen by the student's own entropy ``H`` (nats)::
+
+        tau = 1 + (tau_max - 1) * clamp(1 - H / entropy_target, 0, 1)
+
+    ``tau_max`` where the student is certain (``H = 0``), 1 (no change) once ``H`` reaches
+    ``entropy_target``: the sharper the prediction, the more it is flattened. Detached."""
+    import torch
+
+    if tau_max < 1 or entropy_target <= 0:
+        raise ValueError(f"CurioSFT needs tau_max >= 1 and entropy_target > 0, got {tau_max}, "
+                         f"{entropy_target}")
+    h = entropy_N.detach().float()
+    return 1.0 + (tau_max - 1.0) * torch.clamp(1.0 - h / entropy_target, 0.0, 1.0)
+
+
+def curio_divergence(student_logits_NV: torch.Tensor, tau_max: float = 2.0,
+                     entropy_target: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """CurioSFT (entropy-preserving SFT by self-distillation) at ``N`` positions: the forward
+    KL from the student's own temperature-scaled distribution (stop-gradient) to the student::
+
+        q = softmax(sg(z) / tau),  tau = curio_temperatures(H(softmax(z)))
+        loss = KL(q || softmax(z)) = sum_v q(v) (log q(v) - log_softmax(z)(v))
+
+    ``tau = 1`` gives ``q = p``: zero loss and zero gradient, so a token the student is unsure
+    of is left to the NLL term; ``tau > 1`` pulls the student toward a flatter copy of itself,
+    keeping entropy an SFT step would remove. Returns ``(loss_N, tau_N)``."""
+    import torch
+
+    z = student_logits_NV.float()
+    logp = torch.log_softmax(z, dim=-1)
+    with torch.no_grad():
+        h = -(logp.exp() * logp).sum(-1)
+        tau = curio_temperatures(h, tau_max, entropy_target)
+        logq = torch.log_softmax(z.detach() / tau[:, None], dim=-1)
+    return (logq.exp() * (logq - logp)).sum(-1), tau
+
+
+def gt_mix_teacher_logp(teacher_logp_BT: torch.Tensor, gt_BT: torch.Tensor, mask_BT: torch.Tensor,
+                        weight: float = 0.0, floor: float = 0.0,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground-truth target mixing ("Even your Teacher Needs Guidance", Borup & Andersen 2021):
+    the distillation target is ``m = (1 - lam) pT + lam * e_gt`` where the ground truth is
+    known. ``gt_BT`` marks the sampled tokens that *are* the ground-truth token (the action
+    tokens of turns that match the env's reference step), so there the target log-prob of the
+    sampled token is ``log((1 - lam) pT(y) + lam)``; elsewhere it is the teacher's.
+
+    ``lam`` is ``weight`` (fixed) or, with ``floor`` > 0, the closed-form smallest weight that
+    gives the ground truth at least ``floor`` of the target's mass::
+
+        lam = clamp((floor - pT(y)) / (1 - pT(y)), 0, 1)     (so m(y) = max(pT(y), floor))
+
+    zero where the teacher already trusts the ground truth that much: guidance only where the
+    teacher's own smoothing would pull the student off it. Returns ``(target_logp_BT, lam_BT)``,
+    detached, zero off the mask."""
+    import torch
+
+    t = teacher_logp_BT.detach().float()
+    m = mask_BT.to(t.dtype)
+    g = gt_BT.to(t.dtype) * m
+    p = t.exp().clamp(max=1.0)
+    if floor > 0:
+        lam = ((floor - p) / (1.0 - p).clamp_min(1e-12)).clamp(0.0, 1.0)
+    else:
+        lam = torch.full_like(p, float(weight))
+    lam = lam * g
+    mixed = torch.log(((1.0 - lam) * p + lam).clamp_min(1e-30))
+    return torch.where(g > 0, mixed, t) * m, lam
+
+
+def confidence_teacher_logp(teacher_logp_NBT: torch.Tensor, mask_BT: torch.Tensor,
+                            scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MAD-OPD's confidence-weighted teachers: ``N`` teachers (privileged views) score the same
+    sampled token; each is weighted by its confidence in it, the probability it gives it, and
+    the target is the weighted mixture::
+
+        w_n = softmax_n(scale * log pT_n(y)),   pT(y) = sum_n w_n pT_n(y)
+
+    ``scale = 0`` is the plain mixture (mean of probabilities), ``scale -> inf`` the most
+    confident teacher (``max_n``). Without a debate round, the confidence is the one each view
+    shows on the token. Returns ``(teacher_logp_BT, max_n w_n)`` (detached, zero off the
+    mask)."""
+    import torch
+
+    t = teacher_logp_NBT.detach().float()
+    m = mask_BT.to(t.dtype)
+    logw = torch.log_softmax(scale * t, dim=0)
+    return torch.logsumexp(logw + t, dim=0) * m, logw.exp().amax(0) * m
+
+
+def opad_divergence(tags: tuple[str, ...] | list[str]) -> tuple[str, float]:
+    """OPAD's task-adaptive divergence from an env's tags: reverse KL (``loss.kind``
+    ``reverse_kl``) for code, where one right program is the mode to seek, the symmetric JSD
+    (``jsd``, ``alpha = 0.5``) for agentic tasks, where several action sequences succeed.
+
+    >>> opad_divergence(("code", "sandbox")), opad_divergence(("tool-use", "multi-turn"))
+    (('reverse_kl', 1.0), ('jsd', 0.5))
+    """
+    return ("reverse_kl", 1.0) if "code" in tags else ("jsd", 0.5)
+
+
+def tsd_select_mask(logp_BT: torch.Tensor, teacher_logp_BT: torch.Tensor, mask_BT: torch.Tensor,
+                    margin: float = 0.0) -> torch.Tensor:
+    """TSD-KD (token-selective dual distillation): distill only the tokens where the teacher is
+    relatively more confident than the student in the sampled token::
+
+        keep = [log pT(y) - log pθ(y) > margin]
+
+    Returns a 0/1 ``[B, T]`` mask (detached; the input mask where kept)."""
+    gap = (teacher_logp_BT - logp_BT).detach()
+    return mask_BT.to(gap.dtype) * (gap > margin).to(gap.dtype)
+
+
+def vpd_teacher_loss(teacher_logp_BT: torch.Tensor, old_logp_BT: torch.Tensor,
+                     advantages_B: torch.Tensor, mask_BT: torch.Tensor, clip_eps: float = 0.2,
+                     kl_coef: float = 0.1) -> torch.Tensor:
+    """VPD's E-step objective (Variational Policy Distillation) for the teacher's own weights,
+    on the student's sampled tokens in the teacher's context: a trust-region policy gradient on
+    the trajectories' outcomes, token mean over the mask::
+
+        r = pT(y) / pT_old(y)
+        loss = -min(r A, clip(r, 1 - eps, 1 + eps) A) + kl_coef * (r - 1 - log r)
+
+    ``A`` is each trajectory's group advantage, ``pT_old`` the teacher before the step (the
+    scores it distilled with), ``r - 1 - log r`` the k3 estimate of KL(pT_old || pT). At
+    ``pT = pT_old`` the loss is ``-mean A`` and its gradient the plain policy gradient. Scalar.
+    """
+    import torch
+
+    r = torch.exp((teacher_logp_BT - old_logp_BT.detach()).clamp(-50.0, 50.0))
+    adv = advantages_B.detach().to(r.dtype)[:, None]
+    surrogate = torch.minimum(r * adv, r.clamp(1 - clip_eps, 1 + clip_eps) * adv)
+    k3 = r - 1.0 - torch.log(r)
+    m = mask_BT.to(r.dtype)
+    return ((-surrogate + kl_coef * k3) * m).sum() / m.sum().clamp_min(1.0)
