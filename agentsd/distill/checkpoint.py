@@ -7,7 +7,8 @@ A checkpoint is a folder ``checkpoints/step_000010/`` holding
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's state dict, its tensors in the
   first file and everything else (hyper-parameters, step counts, structure) in the second;
 - ``state.json`` + ``state.safetensors``: the trainer state (step, teacher state, skill-bandit
-  statistics, RNG states), JSON with its tensors (teacher snapshot, torch RNG) split off;
+  statistics, ``skills_version``: the run's skill library version with dynamic skills, RNG
+  states), JSON with its tensors (teacher snapshot, torch RNG) split off;
 - ``adapter/``: with LoRA, a standard PEFT folder (``adapter_config.json`` +
   ``adapter_model.safetensors``) that ``PeftModel.from_pretrained(base, ckpt / "adapter")`` loads.
 

@@ -41,6 +41,7 @@ metrics of an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,11 +352,11 @@ def _advantage_at_start(run: _Run, ev: dict[str, float]) -> dict[str, float]:
                                 context=ctx)
 
     adv = _teacher_advantage(ev, acting, run.contexts.ctx, cfg.teacher_eval_views)
-    if adv:
-        _say(cfg, _fmt_advantage({**ev, **adv}, cfg.rollout.eval_tasks))
-    msg = _no_advantage_message({**ev, **adv})
-    if msg:
-        _say(cfg, msg)
+    lines = [_fmt_advantage({**ev, **adv}, cfg.rollout.eval_tasks) if adv else None,
+             _no_advantage_message({**ev, **adv})]
+    for line in filter(None, lines):  # printed with progress, logged always
+        _say(cfg, line)
+        logging.getLogger("agentsd.train").info(line)
     return adv
 
 
