@@ -563,10 +563,10 @@ class OptimConfig:
                                             "forwards; such forwards stay bit-identical to the "
                                             "unshared path)")
     memory_budget_gb: float = _f(0.0, "memory the update may use (GB): picks the micro-batch "
-                                      "size (when --optim.max-tokens-per-micro-batch is left at "
-                                      "its default) and gradient checkpointing (when a row does "
-                                      "not fit without it); 0 = auto, a safe share of the "
-                                      "machine's free RAM or GPU memory; < 0 = off")
+                                      "size (when max_tokens_per_micro_batch is left at its "
+                                      "default) and gradient checkpointing (when too few tokens "
+                                      "fit without it); 0 = auto, half the available RAM or 80% "
+                                      "of the free GPU memory; < 0 = off (the flags as given)")
 
     def __post_init__(self) -> None:
         _check(self.lr > 0 and math.isfinite(self.lr), "OptimConfig", "lr", "must be > 0", self.lr)

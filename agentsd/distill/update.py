@@ -9,9 +9,12 @@ each through the same named stages::
     terms   = [term.fn(mb, cfg) for term in terms_for(cfg)]   # each its loss and its stats
     backward(sum of the terms' losses)                # accumulated under one global normalization
 
-then :func:`optimizer_step` (gradient clipping; skipped, and reported, when nothing has a
-gradient, e.g. GRPO on a group with equal rewards) and :func:`summarize_stats` (the terms' stats
-as metrics). Micro-batching never changes the update. The batch itself is built once a step
+The micro-batch size and gradient checkpointing come from the memory budget
+(:mod:`agentsd.distill.memory`, ``--optim.memory-budget-gb``); with ``--optim.share-prefix``
+the rows' common prefixes are computed once (:mod:`agentsd.distill.prefix`), the student's
+with gradients flowing through the one prefix computation. Then :func:`optimizer_step`
+(gradient clipping; skipped, and reported, when nothing has a gradient, e.g. GRPO on a group
+with equal rewards) and :func:`summarize_stats` (the terms' stats as metrics). Micro-batching never changes the update. The batch itself is built once a step
 (:mod:`agentsd.distill.batch`), the loss terms live in :mod:`agentsd.distill.objectives`; both
 are importable from here as before.
 """
@@ -74,7 +77,7 @@ class _Plan:
     share_teacher: Any = None
 
 
-def _plan(model: Any, data: Batch, cfg: TrainConfig) -> _Plan:
+def _plan(model: Any, data: Batch, cfg: TrainConfig, max_tokens: int) -> _Plan:
     from agentsd.distill import distributed
     from agentsd.distill.teacher import forward_logprobs
 
@@ -87,10 +90,10 @@ def _plan(model: Any, data: Batch, cfg: TrainConfig) -> _Plan:
     return _Plan(terms, any(t.needs_teacher for t in terms), needs_logits(cfg),
                  cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0, tok_ids,
                  [len(x) for x in tok_ids], n_action, max(distributed.sum_scalar(denom), 1.0),
-                 next(model.parameters()).device, fwd, *_sharing(model, cfg))
+                 next(model.parameters()).device, fwd, *_sharing(model, cfg, max_tokens))
 
 
-def _sharing(model: Any, cfg: TrainConfig) -> tuple[Any, Any]:
+def _sharing(model: Any, cfg: TrainConfig, max_tokens: int) -> tuple[Any, Any]:
     """The student's and the teacher's :class:`~agentsd.distill.prefix.Sharing` (``None``: off).
     FSDP's student forward stays unshared: every layer's forward is a collective and the
     number of node forwards differs by rank (the teacher scores inside ``full_weights``, where
@@ -101,7 +104,7 @@ def _sharing(model: Any, cfg: TrainConfig) -> tuple[Any, Any]:
     oc = cfg.optim
     if not oc.share_prefix:
         return None, None
-    student = Sharing(min_tokens=oc.share_prefix_min_tokens, max_tokens=oc.max_tokens_per_micro_batch)
+    student = Sharing(min_tokens=oc.share_prefix_min_tokens, max_tokens=max_tokens)
     teacher = Sharing(min_tokens=oc.share_prefix_min_tokens,
                       max_tokens=cfg.teacher.max_tokens_per_forward)
     if fsdp.sharded(model):
@@ -153,6 +156,10 @@ def teacher_scores(teacher: Any, mb: MicroBatch, plan: _Plan, cfg: TrainConfig, 
     if mb.data.rows_by_view:
         out["teacher_logp_NBT"] = torch.stack(
             [out["teacher_logp_BT"]] + [score(r)["teacher_logp_BT"] for r in mb.data.rows_by_view[1:]])
+    if mb.data.family.get("rows"):  # more teachers (CEPO's wrong-answer teacher)
+        from agentsd.distill.family_more import score_extra_rows
+
+        out.update(score_extra_rows(mb.data.family, score))
     return out
 
 
@@ -244,7 +251,9 @@ def summarize_stats(col: dict[str, list[float]]) -> dict[str, float]:
         m["sod/turn_weight_max"] = float(max(col["sodw"]))
     if col.get("agree"):
         m["teacher/agreement_mean"] = _frac(col["agree"])
-    return m
+    from agentsd.distill.family_more import summarize  # issue 25's methods
+
+    return {**m, **summarize(col)}
 
 
 def _trace_metrics(data: Batch, n_action: Sequence[int]) -> dict[str, float]:
@@ -277,10 +286,13 @@ def update(model: Any, opt: Any, teacher: Any, data: Batch, cfg: TrainConfig, pa
            autocast: Callable[[Any], Any]) -> tuple[dict[str, float], list[dict]]:
     """One optimizer update over ``data`` (see the module docstring). Returns metrics and
     per-trajectory token scores (for the report)."""
-    from agentsd.distill import distributed, fsdp
+    from agentsd.distill import distributed, fsdp, memory
     from agentsd.distill.metrics import masked_values
 
-    plan = _plan(model, data, cfg)
+    choice = memory.resolve(model, cfg)  # once per model: printed and logged
+    max_tokens = choice.max_tokens_per_micro_batch if choice else cfg.optim.max_tokens_per_micro_batch
+    plan = _plan(model, data, cfg, max_tokens)
+    memory.check_rows(plan.lengths, max_tokens, choice)
     col: dict[str, list[float]] = {k: [] for k in _STATS}
     totals = {t.name: 0.0 for t in plan.terms}
     scores: list[dict] = [{} for _ in data.trajs]
@@ -290,8 +302,7 @@ def update(model: Any, opt: Any, teacher: Any, data: Batch, cfg: TrainConfig, pa
     share = plan.share_student
     shared_ids = plan.tok_ids if share is not None and share.enabled else None
     for idx in fsdp.pad_micro_batches(model, micro_batches(
-            plan.lengths, cfg.optim.max_tokens_per_micro_batch, shared_ids,
-            cfg.optim.share_prefix_min_tokens)):
+            plan.lengths, max_tokens, shared_ids, cfg.optim.share_prefix_min_tokens)):
         if not idx:
             fsdp.idle_pass(model, teacher, max(1, len(data.rows_by_view)) if plan.use_teacher else 0)
             continue
