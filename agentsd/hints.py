@@ -71,7 +71,7 @@ __all__ = [
 
 #: views the builder knows; ``extra:<key>`` names an entry of ``Privileged.extra``
 VIEW_NAMES = ("skills", "reference", "answer", "solution", "plan", "next_step", "hidden_tests",
-              "notes", "feedback")
+              "notes", "feedback", "construction")
 _EXPOSED = ("solution", "plan")
 _TITLES = {
     "skills": "Skills learned from earlier episodes",
@@ -83,6 +83,7 @@ _TITLES = {
     "notes": "Notes about this task",
     "feedback": "Feedback from an earlier attempt at this task",
     "reference": "Reference reply",
+    "construction": "How this task was built (its construction path)",
 }
 #: where the skills section goes: the task's system message, or the end of the latest
 #: user/observation message (next to where the teacher generates; a probe found a rule acts

@@ -67,6 +67,8 @@ class Privileged:
 
     ``next_step`` is step-wise: an env fills it from the state reached so far (for example the
     next moves of an optimal plan), so a teacher context can change turn by turn.
+    ``construction`` is π-Play's view, for envs whose tasks are generated: the steps by which
+    the task was built (the template drawn, the facts planted, what the grader was set to check).
     """
 
     answer: str | None = None
@@ -76,6 +78,7 @@ class Privileged:
     hidden_tests: str | None = None
     notes: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    construction: list[str] | None = None
 
     def views(self) -> dict[str, Any]:
         """The non-empty views by name (``extra`` entries included)."""

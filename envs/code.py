@@ -82,6 +82,9 @@ class Problem:
     setup: str = ""
     note: str = ""
     test_flags: tuple[bool, ...] = ()  # per hidden statement: is it a test (vs. setup)?
+    #: generated problems: how the generator built it (π-Play's ``construction`` view); empty
+    #: for HumanEval, whose problems were written by people
+    construction: tuple[str, ...] = ()
 
     def hidden_source(self) -> str:
         return "\n".join(s for s in (self.setup, *self.hidden_tests) if s)
@@ -285,10 +288,24 @@ def generate_problem(rng: np.random.Generator, templates: tuple[int, ...] = TRAI
     prompt = f"Write a Python function `{t.signature}`.\n{desc}"
     hidden = tuple(s.replace(f"assert {name}(", "assert candidate(", 1) for s in tests)
     key = json.dumps([t.name, c, args_list], default=repr)
+    index = TEMPLATES.index(t)
+    edges = [a for a in t.edge if repr(a) in {repr(x) for x in args_list}]
+    construction = (
+        f"Construction step 1: template {t.name!r} drawn from the seed (template {index} of "
+        f"{len(TEMPLATES)}, {'train' if index in TRAIN_TEMPLATES else 'held-out test'} group)",
+        f"Construction step 2: its constants drawn: {json.dumps(c, sort_keys=True)}",
+        f"Construction step 3: the reference {name} written from the template's body with those "
+        f"constants filled in",
+        f"Construction step 4: {len(args_list)} argument tuples, {n_visible} drawn by the "
+        f"template's sampler and shown as visible tests, the template's edge cases "
+        f"{', '.join(map(repr, edges)) or 'none'} and more sampled ones kept hidden",
+        "Construction step 5: every expected value computed by running the reference on its "
+        "arguments",
+        f"Construction step 6: the template's known pitfall: {t.note}")
     return Problem(task_id=f"gen/{t.name}/{hashlib.sha1(key.encode()).hexdigest()[:10]}",
                    prompt=prompt, entry_point=name, solution=solution,
                    visible_tests=tuple(tests[:n_visible]), hidden_tests=hidden,
-                   test_flags=(True,) * len(hidden), note=t.note)
+                   test_flags=(True,) * len(hidden), note=t.note, construction=construction)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +499,8 @@ class CodeEnv(TextEnv):
         if self.problem is None:
             return Privileged()
         return Privileged(solution=self.problem.solution, hidden_tests=self.problem.hidden_source(),
-                          notes=self.problem.note)
+                          notes=self.problem.note,
+                          construction=list(self.problem.construction) or None)
 
     def oracle_action(self) -> dict | None:
         if self.problem is None or self.done:

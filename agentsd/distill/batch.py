@@ -59,6 +59,9 @@ class Batch:
     trace_rev: list[list[float]] = field(default_factory=list)
     #: TRACE: the KL channel's strength this step (1 during the warm-up, then annealed to 0)
     kl_scale: float = 1.0
+    #: issue 25's methods (CEPO's wrong-answer rows, ground-truth marks): see
+    #: :func:`agentsd.distill.family_more.batch_extras`; empty when none is on
+    family: dict[str, Any] = field(default_factory=dict)
 
 
 #: the former name of :class:`Batch` (deprecated)
@@ -237,8 +240,12 @@ def build_batch(trajs: list[Trajectory], cfg: TrainConfig, G: int,
         by_view = [[r[v] for r in rows] for v in range(len(cfg.teacher.score_views))]
         rows = by_view[0]
     spans = _spans(trajs, cfg, step) if cfg.uses_teacher else {}
+    from agentsd.distill.family_more import batch_extras
+
+    family = batch_extras(trajs, cfg, G, feedback, teacher_rows) if cfg.uses_teacher else {}
     return Batch(trajs=list(trajs), **_weights(trajs, cfg, G, has_teacher), rows=rows,
-                 rows_by_view=by_view, skills=[list(s) for s in skills], feedback=feedback, **spans)
+                 rows_by_view=by_view, skills=[list(s) for s in skills], feedback=feedback,
+                 family=family, **spans)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,4 +337,8 @@ def micro_batch(data: Batch, idx: list[int], tok_ids: Sequence[Sequence[int]], d
     if data.trace_fwd:
         extra["trace_fwd_BT"] = _pad([data.trace_fwd[i] for i in idx], torch.float32).to(device)
         extra["trace_rev_BT"] = _pad([data.trace_rev[i] for i in idx], torch.float32).to(device)
+    if data.family:
+        from agentsd.distill.family_more import padded
+
+        extra.update(padded(data.family, idx, device))
     return MicroBatch(idx, ids, attn, mask, s_lp, tok_w, data, extra)

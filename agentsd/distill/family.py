@@ -40,7 +40,17 @@ def _needs_a_teacher(cfg: Any) -> None:
              (lc.trace, "TRACE (loss.trace)"), (tc.feedback != "none", "teacher.feedback"),
              (bool(tc.score_views), "several teachers (teacher.score_views)"),
              (tc.exposure_control == "atesd", "ATESD (teacher.exposure_control='atesd')"),
-             (lc.div_clip > 0, "UniSD divergence clipping (loss.div_clip)")]
+             (lc.div_clip > 0, "UniSD divergence clipping (loss.div_clip)"),
+             (lc.cepo, "CEPO (loss.cepo)"),
+             (lc.gt_mix > 0 or lc.gt_floor > 0,
+              "ground-truth target mixing (loss.gt_mix / loss.gt_floor)"),
+             (lc.task_divergence, "OPAD's task-adaptive divergence (loss.task_divergence)"),
+             (lc.tsd_select, "TSD-KD token selection (loss.tsd_select)"),
+             (tc.refine == "vpd", "VPD (teacher.refine='vpd')"),
+             (tc.combine == "confidence" and bool(tc.score_views),
+              "MAD-OPD confidence weights (teacher.combine='confidence')"),
+             ("construction" in tc.context.views or "construction" in tc.score_views,
+              "π-Play (the 'construction' view)")]
     for on, name in needs:
         if on and not cfg.uses_teacher:
             raise ValueError(f"{name} needs a teacher: algo 'opd' or 'opsd', got {cfg.algo!r}")
@@ -130,9 +140,109 @@ def _several_teachers(cfg: Any) -> None:
                          f"log-probs: loss.kind must be reverse_kl or pg, got {cfg.loss.kind!r}")
 
 
+def _cepo(cfg: Any) -> None:
+    """CEPO builds its wrong-answer teacher from the group's rejected rollouts (a group), in
+    place of a view that carries the answer, and is a sampled-token loss of its own."""
+    lc, G = cfg.loss, cfg.rollout.samples_per_task
+    if not lc.cepo or not cfg.uses_teacher:
+        return
+    if G < 2:
+        raise ValueError("CEPO (loss.cepo) builds its wrong-answer teacher from a failed rollout of "
+                         f"the same group: rollout.samples_per_task >= 2, got {G}")
+    from agentsd.distill.family_more import ANSWER_VIEWS
+
+    views = cfg.teacher_views().views
+    if not set(views) & set(ANSWER_VIEWS):
+        raise ValueError(f"CEPO (loss.cepo) swaps the answer the teacher reads for a rejected "
+                         f"rollout's: needs one of the views {list(ANSWER_VIEWS)} in "
+                         f"teacher.context.views, got {views}")
+    clash = [(lc.trace, "TRACE (loss.trace)"), (bool(cfg.teacher.score_views),
+             "several teachers (teacher.score_views)"), (lc.task_divergence,
+             "OPAD (loss.task_divergence)"), (lc.kind not in ("reverse_kl", "pg"),
+             f"loss.kind={lc.kind!r}"), (cfg.model.fsdp, "FSDP (model.fsdp)")]
+    for on, what in clash:
+        if on:
+            raise ValueError(f"CEPO (loss.cepo) is its own sampled-token loss on two teachers; "
+                             f"it does not combine with {what}")
+
+
+def _curio(cfg: Any) -> None:
+    """CurioSFT is an SFT objective (the warm start)."""
+    if cfg.loss.curio_sft and cfg.algo not in ("sft", "rft"):
+        raise ValueError("CurioSFT (loss.curio_sft) is entropy-preserving SFT: algo 'sft' (the "
+                         f"warm start) or 'rft', got {cfg.algo!r}")
+
+
+def _gt_mix(cfg: Any) -> None:
+    """Ground-truth mixing reads the env's reference step, on sampled-token targets."""
+    lc = cfg.loss
+    if not (lc.gt_mix > 0 or lc.gt_floor > 0) or not cfg.uses_teacher:
+        return
+    from agentsd.distill.family_more import loss_kind
+
+    if loss_kind(cfg)[0] not in ("reverse_kl", "pg"):
+        raise ValueError("ground-truth target mixing (loss.gt_mix / loss.gt_floor) mixes the "
+                         "sampled token's target: loss.kind must be reverse_kl or pg, got "
+                         f"{loss_kind(cfg)[0]!r}")
+    if not _config()._env_has_reference(cfg.rollout.env):
+        raise ValueError("ground-truth target mixing (loss.gt_mix / loss.gt_floor) needs the "
+                         f"env's reference step as ground truth: env {cfg.rollout.env} has no "
+                         "oracle_action()")
+
+
+def _opad(cfg: Any) -> None:
+    """OPAD's JSD (agentic envs) is full-vocabulary: one teacher."""
+    if not cfg.loss.task_divergence or not cfg.uses_teacher:
+        return
+    from agentsd.distill.family_more import loss_kind
+
+    kind = loss_kind(cfg)[0]
+    if kind == "jsd" and cfg.teacher.score_views:
+        raise ValueError(f"OPAD (loss.task_divergence) picks the full-vocabulary JSD for "
+                         f"{cfg.rollout.env} (an agentic env); several teachers "
+                         "(teacher.score_views) combine sampled-token log-probs only")
+
+
+def _vpd(cfg: Any) -> None:
+    """VPD refines the teacher's own weights on group advantages."""
+    tc = cfg.teacher
+    if tc.refine != "vpd" or not cfg.uses_teacher:
+        return
+    if tc.mode not in ("ema", "sync"):
+        raise ValueError("VPD (teacher.refine='vpd') updates the teacher's own copy of the "
+                         f"weights: teacher.mode 'ema' or 'sync', got {tc.mode!r}")
+    if cfg.rollout.samples_per_task < 2:
+        raise ValueError("VPD (teacher.refine='vpd') refines the teacher on group advantages: "
+                         f"rollout.samples_per_task >= 2, got {cfg.rollout.samples_per_task}")
+    if cfg.model.fsdp:
+        raise ValueError("VPD (teacher.refine='vpd') does not run under FSDP (model.fsdp): its "
+                         "E-step reads the teacher's whole tensors")
+
+
+def _mad_opd(cfg: Any) -> None:
+    """MAD-OPD weighs several teachers."""
+    if cfg.teacher.combine == "confidence" and cfg.uses_teacher and not cfg.teacher.score_views:
+        raise ValueError("MAD-OPD (teacher.combine='confidence') weighs several teachers by "
+                         "their confidence: set teacher.score_views to two or more views")
+
+
+def _pi_play(cfg: Any) -> None:
+    """π-Play's construction view exists only for envs whose tasks are generated."""
+    if not cfg.uses_teacher or "construction" not in _shown(cfg):
+        return
+    C = _config()
+    has = C._probe_env(cfg.rollout.env, lambda env: bool(getattr(env.privileged(), "construction",
+                                                                 None)))
+    if not has:
+        raise ValueError(f"π-Play (the 'construction' view): env {cfg.rollout.env} has no "
+                         "construction path (its tasks are not generated); drop the view or use "
+                         "a generated env (ToolWorld, ToolWorld-Lite, Code-Gen)")
+
+
 #: the checks, in the order they run
 FAMILY_CHECKS: tuple[Callable[[Any], None], ...] = (
-    _needs_a_teacher, _feedback_view, _trace, _sod, _groups, _atesd, _several_teachers)
+    _needs_a_teacher, _feedback_view, _trace, _sod, _groups, _atesd, _several_teachers, _cepo,
+    _curio, _gt_mix, _opad, _vpd, _mad_opd, _pi_play)
 
 
 def check_family(cfg: Any) -> None:

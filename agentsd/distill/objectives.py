@@ -9,7 +9,11 @@ here, one entry in :data:`OBJECTIVES`, and its tests.
 
 The self-distillation family's per-token options are applied in ``distill``: SOD turn weights,
 UniSD agreement and divergence clipping, AVSD's consensus target, TRACE's forward/reverse
-routing and π-Distill (``loss.kind``).
+routing and π-Distill (``loss.kind``); issue 25's: MAD-OPD's confidence-weighted teachers and
+ground-truth target mixing (the target), OPAD's task-adaptive divergence (the kind), CEPO's
+contrastive token credit (the loss), TSD-KD's token selection (the weights). CurioSFT is its own
+term (``curio``, summed with ``sft``); VPD's E-step runs after the update
+(:func:`agentsd.distill.family_more.vpd_e_step`).
 """
 
 from __future__ import annotations
@@ -53,36 +57,52 @@ def _token_loss(mb: MicroBatch, cfg: TrainConfig, t_lp: torch.Tensor, mask: torc
     """The per-token distillation loss of ``cfg.loss.kind`` on ``mask``; ``direction``
     (``"forward"`` / ``"reverse"``, TRACE) forces the KL direction."""
     from agentsd.distill import losses as L
+    from agentsd.distill.family_more import loss_kind
 
     lc, lp = cfg.loss, mb.out["logp_BT"]
-    if lc.kind in ("jsd", "pi_distill"):
-        alpha = {"forward": 0.0, "reverse": 1.0}.get(direction, lc.alpha)
+    kind, alpha0 = loss_kind(cfg)  # OPAD (loss.task_divergence): by the env's tags
+    if kind in ("jsd", "pi_distill"):
+        alpha = {"forward": 0.0, "reverse": 1.0}.get(direction, alpha0)
         return L.chunked_divergence(mb.out["logits_rows"], mb.teacher["teacher_logits_rows"],
                                     mask, alpha,
                                     lc.top_k or None, lc.token_clip or None, lc.chunk_size,
-                                    pi_alpha=lc.pi_alpha if lc.kind == "pi_distill" else None)
+                                    pi_alpha=lc.pi_alpha if kind == "pi_distill" else None)
     if direction == "forward":
         return L.sampled_token_forward_kl(lp, t_lp, mask, lc.is_clip or None)
-    if lc.kind == "pg":
+    if kind == "pg":
         return L.policy_gradient_distill(lp, t_lp, mb.sampler_logp_BT, mask, lc.pg_coef,
                                          lc.is_clip or None, lc.token_clip or None)
     return L.sampled_token_reverse_kl(lp, t_lp, mb.sampler_logp_BT, mask, lc.is_clip or None,
                                       lc.token_clip or None)
 
 
-def _teacher_target(mb: MicroBatch, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _teacher_target(mb: MicroBatch, cfg: TrainConfig, stats: dict[str, list[float]],
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The teacher's log-probs of the sampled tokens and, with several teachers under UniSD
-    agreement, a per-token weight (AVSD: the consensus target, no weight)."""
+    agreement, a per-token weight (AVSD: the consensus target, MAD-OPD: the confidence-weighted
+    mixture, no weight); then ground-truth target mixing where the ground truth is known."""
     from agentsd.distill import losses as L
+    from agentsd.distill.metrics import masked_values
 
-    lp, mask, tc = mb.out["logp_BT"], mb.mask_BT, cfg.teacher
+    lp, mask, tc, lc = mb.out["logp_BT"], mb.mask_BT, cfg.teacher, cfg.loss
+    agree_w = None
     if "teacher_logp_NBT" not in mb.teacher:
-        return mb.teacher["teacher_logp_BT"].to(lp.device), None
-    t_n = mb.teacher["teacher_logp_NBT"].to(lp.device)
-    if tc.combine == "avsd":
-        return L.avsd_teacher_logp(lp, t_n, mask, tc.avsd_residual), None
-    scale = tc.agreement_scale if tc.combine == "agreement" else 0.0
-    return L.agreement_weights(t_n, mask, scale)
+        t_lp = mb.teacher["teacher_logp_BT"].to(lp.device)
+    elif tc.combine == "avsd":
+        t_lp = L.avsd_teacher_logp(lp, mb.teacher["teacher_logp_NBT"].to(lp.device), mask,
+                                   tc.avsd_residual)
+    elif tc.combine == "confidence":  # MAD-OPD
+        t_lp, top_w = L.confidence_teacher_logp(mb.teacher["teacher_logp_NBT"].to(lp.device), mask,
+                                                tc.confidence_scale)
+        stats["confw"] = masked_values(top_w, mask)
+    else:
+        scale = tc.agreement_scale if tc.combine == "agreement" else 0.0
+        t_lp, agree_w = L.agreement_weights(mb.teacher["teacher_logp_NBT"].to(lp.device), mask, scale)
+    if lc.gt_mix > 0 or lc.gt_floor > 0:  # "Even your Teacher Needs Guidance"
+        gt = mb.extra["gt_BT"]
+        t_lp, lam = L.gt_mix_teacher_logp(t_lp, gt, mask, lc.gt_mix, lc.gt_floor)
+        stats["gtlam"] = masked_values(lam, gt * mask)
+    return t_lp, agree_w
 
 
 def _routed_loss(mb: MicroBatch, cfg: TrainConfig, t_lp: torch.Tensor) -> tuple[Any, Any]:
@@ -91,6 +111,11 @@ def _routed_loss(mb: MicroBatch, cfg: TrainConfig, t_lp: torch.Tensor) -> tuple[
     every action token."""
     from agentsd.distill import losses as L
 
+    if cfg.loss.cepo:  # CEPO: credit from the contrast of the correct- and wrong-answer teachers
+        mask = mb.mask_BT * mb.extra["cepo_has_B"][:, None]
+        lc = cfg.loss
+        return L.cepo_loss(mb.out["logp_BT"], t_lp, mb.teacher["cepo_neg_logp_BT"].to(t_lp.device),
+                           mb.sampler_logp_BT, mask, lc.cepo_coef, lc.is_clip or None), mask
     if not cfg.loss.trace:
         return _token_loss(mb, cfg, t_lp, mb.mask_BT), mb.mask_BT
     fwd, rev = mb.extra["trace_fwd_BT"], mb.extra["trace_rev_BT"]
@@ -103,9 +128,11 @@ def _routed_loss(mb: MicroBatch, cfg: TrainConfig, t_lp: torch.Tensor) -> tuple[
 
 
 def _token_weights(mb: MicroBatch, cfg: TrainConfig, tl: Any, mask: torch.Tensor,
-                   agree_w: torch.Tensor | None, stats: dict[str, list[float]]) -> torch.Tensor:
+                   agree_w: torch.Tensor | None, stats: dict[str, list[float]],
+                   t_lp: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token distillation weights: position weights, SOD's turn weights, UniSD divergence
-    clipping and multi-teacher agreement (each logged under its own name)."""
+    clipping, multi-teacher agreement and TSD-KD's token selection (each logged under its own
+    name)."""
     from agentsd.distill import losses as L
     from agentsd.distill.metrics import masked_values
 
@@ -121,6 +148,10 @@ def _token_weights(mb: MicroBatch, cfg: TrainConfig, tl: Any, mask: torch.Tensor
         tok_w = tok_w * keep
     if agree_w is not None:  # UniSD multi-teacher agreement
         tok_w = tok_w * agree_w
+    if lc.tsd_select and t_lp is not None:  # TSD-KD: the teacher relatively more confident
+        keep = L.tsd_select_mask(mb.out["logp_BT"], t_lp, mask, lc.tsd_margin)
+        stats["tsdkeep"] = masked_values(keep, mask)
+        tok_w = tok_w * keep
     return tok_w
 
 
@@ -128,12 +159,17 @@ def _distill(mb: MicroBatch, cfg: TrainConfig) -> Term:
     from agentsd.distill.metrics import masked_values
 
     lp = mb.out["logp_BT"]
-    t_lp, agree_w = _teacher_target(mb, cfg)
     stats: dict[str, list[float]] = {}
+    t_lp, agree_w = _teacher_target(mb, cfg, stats)
     if agree_w is not None:
         stats["agree"] = masked_values(agree_w, mb.mask_BT)
     tl, mask = _routed_loss(mb, cfg, t_lp)
-    tok_w = _token_weights(mb, cfg, tl, mask, agree_w, stats)
+    if cfg.loss.cepo:
+        from agentsd.distill import losses as L
+
+        stats["cepo"] = masked_values(L.cepo_advantages(
+            lp, t_lp, mb.teacher["cepo_neg_logp_BT"].to(lp.device), mask), mask)
+    tok_w = _token_weights(mb, cfg, tl, mask, agree_w, stats, t_lp)
     stats["div"] = masked_values(tl.divergence_BT, mask)
     stats["gap"] = masked_values(t_lp - lp.detach(), mask)
     if tl.is_ratio_BT is not None:
@@ -162,6 +198,21 @@ def _grpo(mb: MicroBatch, cfg: TrainConfig) -> Term:
     return Term((gl.loss_BT * tok_w * mb.per_seq(mb.data.grpo_w)[:, None]).sum(), stats)
 
 
+def _curio(mb: MicroBatch, cfg: TrainConfig) -> Term:
+    """CurioSFT: the student distilled toward its own per-token temperature-scaled distribution
+    on the demonstrations' action tokens, summed with the NLL (:func:`_sft`)."""
+    from agentsd.distill.family_more import curio_loss
+    from agentsd.distill.metrics import masked_values
+
+    lc, mask = cfg.loss, mb.mask_BT
+    logits = mb.out["logits_rows"] if "logits_rows" in mb.out else mb.out["logits_BTV"]
+    loss_BT, tau_BT = curio_loss(logits, mask, lc.curio_tau_max, lc.curio_entropy_target,
+                                 lc.chunk_size)
+    stats = {"curiotau": masked_values(tau_BT, mask), "curiokl": masked_values(loss_BT, mask)}
+    w = mb.tok_w_BT * mb.per_seq(mb.data.sft_w)[:, None]
+    return Term(lc.curio_coef * (loss_BT * mask * w).sum(), stats)
+
+
 def _sft(mb: MicroBatch, cfg: TrainConfig) -> Term:
     from agentsd.distill import losses as L
 
@@ -177,10 +228,12 @@ OBJECTIVES: dict[str, Objective] = {
                          doc="teacher-student divergence on the student's action tokens"),
     "grpo": Objective("grpo", _grpo, doc="clipped surrogate on group-relative env-reward advantages"),
     "sft": Objective("sft", _sft, doc="negative log-likelihood of action tokens (demos, RFT)"),
+    "curio": Objective("curio", _curio, needs_logits=True,
+                       doc="CurioSFT: KL toward the student's own entropy-tempered distribution"),
 }
 
 #: each term's per-sequence weight in the batch: a micro-batch where all are 0 skips the term
-_WEIGHT = {"grpo": "grpo_w", "sft": "sft_w"}
+_WEIGHT = {"grpo": "grpo_w", "sft": "sft_w", "curio": "sft_w"}
 
 
 def terms_for(cfg: TrainConfig) -> list[Objective]:
@@ -188,12 +241,19 @@ def terms_for(cfg: TrainConfig) -> list[Objective]:
     if cfg.algo in ("opd", "opsd"):
         return [OBJECTIVES["distill"]] + ([OBJECTIVES["grpo"]] if cfg.loss.grpo_coef > 0
                                           or cfg.loss.success_routing or cfg.loss.trace else [])
-    return [OBJECTIVES[{"grpo": "grpo", "rft": "sft", "sft": "sft"}[cfg.algo]]]
+    curio = [OBJECTIVES["curio"]] if cfg.loss.curio_sft and cfg.algo in ("sft", "rft") else []
+    return [OBJECTIVES[{"grpo": "grpo", "rft": "sft", "sft": "sft"}[cfg.algo]]] + curio
 
 
 def needs_logits(cfg: TrainConfig) -> bool:
-    """Whether the objective needs full-vocabulary logits (jsd, π-Distill), not only log-probs."""
-    return any(t.needs_teacher for t in terms_for(cfg)) and cfg.loss.kind in ("jsd", "pi_distill")
+    """Whether the objective needs full-vocabulary logits (jsd, π-Distill, OPAD's JSD, CurioSFT),
+    not only log-probs."""
+    from agentsd.distill.family_more import loss_kind
+
+    terms = terms_for(cfg)
+    return any(t.needs_logits for t in terms) or (
+        any(t.needs_teacher for t in terms) and not cfg.loss.cepo
+        and loss_kind(cfg)[0] in ("jsd", "pi_distill"))
 
 
 def applies(term: Objective, mb: MicroBatch) -> bool:

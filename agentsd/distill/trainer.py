@@ -427,6 +427,11 @@ def _optimize(run: _Run, batch: Batch, step: int) -> tuple[dict[str, float], lis
     seconds = time.perf_counter() - t0
     run.stream.after_update(run.model, step)  # join the prefetch; the sampler follows the update
     m.update(teacher.after_step(step) if teacher is not None else {})
+    if cfg.teacher.refine == "vpd" and teacher is not None:  # VPD: the teacher's E-step
+        from agentsd.distill.family_more import vpd_e_step
+
+        m.update(vpd_e_step(run.model, teacher, batch, cfg, run.policy.pad_token_id,
+                            lambda mdl: _autocast(mdl, cfg)))
     m["optim/lr"] = lr
     m.update(run.exposure.observe(m.get("kl/mean")) if run.exposure is not None else {})
     if run.contexts is not None:  # every rank's episodes, in task order: the bandits agree

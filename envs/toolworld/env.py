@@ -255,7 +255,25 @@ class ToolWorldEnv(TextEnv):
                  f"{'; '.join(wanted) or 'none (answer only)'}. Anything else changed counts as collateral damage.")
         return Privileged(answer=self.gold_answer, solution="\n".join(g.text() for g in self.gold),
                           plan=[g.text() for g in self.gold], next_step=nxt, notes=notes,
-                          extra={"gold_calls": len(self.gold), "level": tmpl.level})
+                          extra={"gold_calls": len(self.gold), "level": tmpl.level},
+                          construction=self._construction(tmpl, exp, wanted))
+
+    def _construction(self, tmpl: Template, exp: Any, wanted: list[str]) -> list[str]:
+        """π-Play's view: how the generator built this task, step by step (the world drawn from
+        the seed, the template, the facts its setup planted, what the grader was set to check).
+        Every step carries its own lead-in, so none equals a line the student is shown."""
+        tables = ", ".join(f"{len(rows)} {name}" for name, rows in sorted(self.before.tables.items()))
+        planted = json.dumps(self.params, sort_keys=True, ensure_ascii=False, default=str)
+        checks = "; ".join(wanted) or "no change to the world"
+        answer = "" if exp.answer is None else f"; the answer {exp.answer!r} ({exp.answer_kind})"
+        return [f"Construction step 1: a world generated from the episode seed at the "
+                f"{self.difficulty!r} size ({tables})",
+                f"Construction step 2: template {tmpl.name!r} drawn (level {tmpl.level}, split "
+                f"{tmpl.split!r}, apps {', '.join(tmpl.apps)})",
+                f"Construction step 3: its setup planted these facts in the world: {planted}",
+                f"Construction step 4: the task text written from those facts; the grader set to "
+                f"check {checks}{answer}",
+                f"Construction step 5: the template's trap: {tmpl.notes}"]
 
     def _namesake_note(self) -> str:
         name = self.params.get("name")

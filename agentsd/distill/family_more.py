@@ -1,0 +1,307 @@
+"""The stage-side parts of issue 25's methods (their pure math is in
+:mod:`agentsd.distill.family_losses`): what each needs from the batch, the teacher or the step.
+
+- **CEPO** (contrastive evidence policy optimization): the wrong-answer teacher. For each
+  trajectory, a rejected rollout of its group (the first failed *other* sample, else the
+  trajectory itself when it failed; groups without a failure get none and are not distilled)
+  replaces every answer-carrying view the teacher reads (:data:`ANSWER_VIEWS`: the reference
+  reply, the answer, the solution, the plan, the next step); the rest of the context (skills,
+  notes, hidden tests, feedback) stays, so the two teachers differ in the answer only. Its rows
+  ride in the batch (``Batch.family["rows"]["cepo_neg"]``) and are scored next to the usual
+  teacher's (:func:`score_extra_rows`).
+- **Ground-truth target mixing**: the tokens whose ground truth is known, the action tokens of
+  turns that match the env's reference step (TRACE's span test, success or not).
+- **OPAD**: the divergence picked from the env's tags (:func:`loss_kind`).
+- **CurioSFT**: the self-distillation term over the student's logits rows (:func:`curio_loss`).
+- **VPD**: the teacher's E-step (:func:`vpd_e_step`): what the teacher's own weights are here.
+  With the shared-weights design the teacher is the student's network with its own copy of the
+  trainable tensors (``teacher.mode`` ``ema`` or ``sync``: the adapter for LoRA). After each
+  student update (the M-step, the usual distillation toward the teacher), that copy takes
+  ``teacher.vpd_steps`` SGD steps on :func:`~agentsd.distill.family_losses.vpd_teacher_loss`:
+  a clipped policy gradient on the group advantages of the step's trajectories, scored in the
+  teacher's own context (its rows), with a KL penalty to the teacher before the step. This is
+  an honest reduction of the paper's variational E-step (a trust-region update of the
+  feedback-reading posterior toward reward), not its exact estimator.
+- **TSD-KD** token selection is applied in :mod:`agentsd.distill.objectives`; the teacher
+  re-ranking the student's own candidates is not done: a group's samples fall in different
+  micro-batches, so a ranking needs every teacher score before the objective runs (a second
+  pass of :mod:`agentsd.distill.update`).
+
+:func:`summarize` turns their per-token diagnostics into metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from agentsd.trajectory import Trajectory
+
+__all__ = ["ANSWER_VIEWS", "rejected_for", "wrong_answer_view", "batch_extras", "padded",
+           "score_extra_rows", "loss_kind", "curio_loss", "vpd_e_step", "summarize", "STATS"]
+
+#: views that carry the task's answer: CEPO's wrong-answer teacher reads a rejected rollout there
+ANSWER_VIEWS = ("reference", "answer", "solution", "plan", "next_step")
+#: the per-token diagnostics these methods collect (summarized by :func:`summarize`)
+STATS = ("cepo", "tsdkeep", "gtlam", "confw", "curiotau", "curiokl")
+
+
+# ---------------------------------------------------------------------------------------------
+# the batch stage: CEPO's wrong-answer rows, ground-truth marks
+
+def rejected_for(trajs: Sequence[Trajectory], G: int) -> list[int | None]:
+    """For each trajectory (task-major, ``G`` a task) the index of the rejected rollout its
+    wrong-answer teacher reads: the first failed other sample of its group, else itself when it
+    failed, else ``None`` (a group that never failed has no wrong answer to contrast).
+
+    >>> from agentsd.trajectory import Trajectory
+    >>> ts = [Trajectory(env_id="e", success=s) for s in (True, False, True, True)]
+    >>> rejected_for(ts, 2)
+    [1, 1, None, None]
+    """
+    out: list[int | None] = []
+    for s in range(0, len(trajs), G):
+        group = range(s, min(s + G, len(trajs)))
+        for i in group:
+            other = next((j for j in group if j != i and not trajs[j].success), None)
+            out.append(other if other is not None else (i if not trajs[i].success else None))
+    return out
+
+
+def wrong_answer_view(traj: Trajectory, rejected: Trajectory) -> Trajectory:
+    """``traj`` as CEPO's wrong-answer teacher reads it: a copy whose recorded views
+    (``Turn.privileged``) have every answer-carrying view it holds replaced by ``rejected``'s
+    attempt (turn ``k``'s reference reply by the rejected rollout's action at turn ``k``, or its
+    last; the answer by its last action; the solution, plan and next step by its actions). Views
+    the turn does not hold are not added; ``traj`` is unchanged."""
+    acts = [t.action_text for t in rejected.turns] or [""]
+    turns = []
+    for k, turn in enumerate(traj.turns):
+        views = dict(turn.privileged or {})
+        wrong = {"reference": acts[min(k, len(acts) - 1)], "answer": acts[-1],
+                 "solution": "\n".join(acts), "plan": list(acts),
+                 "next_step": "\n".join(acts[min(k, len(acts) - 1):])}
+        views.update({v: wrong[v] for v in ANSWER_VIEWS if views.get(v) not in (None, "", [])})
+        turns.append(dataclasses.replace(turn, privileged=views))
+    return dataclasses.replace(traj, turns=turns)
+
+
+def _gt_marks(traj: Trajectory) -> list[float]:
+    """1 on the action tokens of turns whose action matches the recorded reference step."""
+    from agentsd.distill.batch import turn_agrees
+
+    out: list[float] = []
+    for turn in traj.turns:
+        ref = (turn.privileged or {}).get("reference")
+        on = float(bool(ref) and turn_agrees(turn.action_text, ref))
+        out += [0.0] * len(turn.prompt_ids) + [on] * len(turn.action_ids)
+    return out
+
+
+def batch_extras(trajs: Sequence[Trajectory], cfg: Any, G: int, feedback: Sequence[str | None],
+                 teacher_rows: Callable[[Trajectory, int], list[Any]] | None) -> dict[str, Any]:
+    """What these methods add to the step's batch (``Batch.family``): ``rows`` (extra teachers'
+    rows per trajectory, by name), ``seq`` (per-sequence values), ``tok`` (per-token values).
+    Empty when none of them is on."""
+    from agentsd.teacher_context import with_feedback_view
+
+    lc, out = cfg.loss, {}
+    if lc.cepo and teacher_rows is not None:
+        rej = rejected_for(trajs, G)
+        out.setdefault("rows", {})["cepo_neg"] = [
+            [] if j is None else teacher_rows(with_feedback_view(wrong_answer_view(t, trajs[j]),
+                                                                 feedback[i]), i)
+            for i, (t, j) in enumerate(zip(trajs, rej, strict=True))]
+        out.setdefault("seq", {})["cepo_has"] = [float(j is not None) for j in rej]
+    if lc.gt_mix > 0 or lc.gt_floor > 0:
+        out.setdefault("tok", {})["gt"] = [_gt_marks(t) for t in trajs]
+    return out
+
+
+def padded(family: dict[str, Any], idx: Sequence[int], device: Any) -> dict[str, torch.Tensor]:
+    """The micro-batch's padded per-token extras (``<name>_BT``) and per-sequence ones
+    (``<name>_B``)."""
+    import torch
+
+    from agentsd.distill.batch import _pad
+
+    out = {f"{k}_BT": _pad([v[i] for i in idx], torch.float32).to(device)
+           for k, v in family.get("tok", {}).items()}
+    out.update({f"{k}_B": torch.tensor([v[i] for i in idx], dtype=torch.float32, device=device)
+                for k, v in family.get("seq", {}).items()})
+    return out
+
+
+def score_extra_rows(family: dict[str, Any], score: Callable[[list[list[Any]]], dict[str, Any]],
+                     ) -> dict[str, torch.Tensor]:
+    """Each extra teacher's log-probs on the micro-batch (``<name>_logp_BT``), through the same
+    ``score`` as the usual teacher's rows."""
+    return {f"{k}_logp_BT": score(rows)["teacher_logp_BT"]
+            for k, rows in family.get("rows", {}).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# OPAD, CurioSFT
+
+@functools.lru_cache(maxsize=64)
+def _env_tags(env_id: str) -> tuple[str, ...]:
+    import agentsd
+
+    return tuple(agentsd.spec(env_id).tags or ())
+
+
+def loss_kind(cfg: Any) -> tuple[str, float]:
+    """``(loss.kind, loss.alpha)`` as the objective uses them: OPAD's task-adaptive choice from
+    the env's tags with ``loss.task_divergence``, else the configured ones."""
+    from agentsd.distill.family_losses import opad_divergence
+
+    if cfg.loss.task_divergence:
+        return opad_divergence(_env_tags(cfg.rollout.env))
+    return cfg.loss.kind, cfg.loss.alpha
+
+
+def curio_loss(logits: Any, mask_BT: torch.Tensor, tau_max: float, entropy_target: float,
+               chunk_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """CurioSFT's per-token loss (:func:`~agentsd.distill.family_losses.curio_divergence`) at
+    the masked positions of the student's logits (dense ``[B, T, V]`` or
+    :class:`~agentsd.distill.losses.RowLogits`), ``chunk_size`` positions at a time under
+    activation checkpointing. Returns ``(loss_BT, tau_BT)``."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    from agentsd.distill.family_losses import curio_divergence
+    from agentsd.distill.losses import RowLogits
+
+    rows = logits if isinstance(logits, RowLogits) else RowLogits.dense(logits)
+    B, T = mask_BT.shape
+    pos = mask_BT.reshape(-1).nonzero().squeeze(-1).to(rows.values_NV.device)
+    loss = torch.zeros(B * T, dtype=torch.float32, device=rows.values_NV.device)
+    tau = torch.ones(B * T, dtype=torch.float32, device=rows.values_NV.device)
+
+    def div(z: torch.Tensor) -> torch.Tensor:
+        return curio_divergence(z, tau_max, entropy_target)[0]
+
+    for i in range(0, pos.numel(), chunk_size):
+        p = pos[i:i + chunk_size]
+        z = rows.at(p)
+        d = checkpoint(div, z, use_reentrant=False) if z.requires_grad else div(z)
+        loss = loss.index_put((p,), d)
+        with torch.no_grad():
+            tau[p] = curio_divergence(z.detach(), tau_max, entropy_target)[1]
+    return loss.view(B, T), tau.view(B, T)
+
+
+# ---------------------------------------------------------------------------------------------
+# VPD: the teacher's E-step
+
+def _teacher_chunks(items: list[tuple[int, Any]], max_tokens: int) -> list[list[tuple[int, Any]]]:
+    out: list[list[tuple[int, Any]]] = []
+    for it in sorted(items, key=lambda x: -len(x[1].input_ids)):
+        if out and len(out[-1][0][1].input_ids) * (len(out[-1]) + 1) <= max_tokens:
+            out[-1].append(it)
+        else:
+            out.append([it])
+    return out
+
+
+def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
+               autocast: Callable[[Any], Any]) -> dict[str, float]:
+    """VPD's E-step on the teacher's own weights (see the module docstring): ``vpd_steps`` SGD
+    steps of :func:`~agentsd.distill.family_losses.vpd_teacher_loss` over the batch's teacher
+    rows, the student's weights restored afterwards. Returns ``vpd/*`` metrics."""
+    import torch
+
+    from agentsd.distill.family_losses import vpd_teacher_loss
+    from agentsd.distill.teacher import forward_logprobs, pad_rows
+
+    tc = cfg.teacher
+    items = [(i, r) for i, rows in enumerate(batch.rows) for r in rows
+             if batch.advantages[i] != 0 and r.row_pos]
+    if teacher.snapshot is None or not items:
+        return {"vpd/updated": 0.0}
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    chunks = _teacher_chunks(items, tc.max_tokens_per_forward)
+    n_tok = float(sum(len(r.row_pos) for _, r in items))
+    temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    dev = next(model.parameters()).device
+    student = {n: p.detach().clone() for n, p in params.items()}
+    was_training = model.training
+    model.eval()  # dropout off, as in every teacher forward
+    old: list[torch.Tensor] = []
+    stats = {"vpd/loss": 0.0, "vpd/step_norm": 0.0}
+    try:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(teacher.snapshot[n])
+        for k in range(tc.vpd_steps):
+            grads = {n: torch.zeros_like(p) for n, p in params.items()}
+            total = 0.0
+            for c, chunk in enumerate(chunks):
+                ids, attn = pad_rows([r.input_ids for _, r in chunk], pad_id, device=dev)
+                pos = torch.zeros(ids.shape, dtype=torch.float32)
+                for b, (_, r) in enumerate(chunk):
+                    pos[b, r.row_pos] = 1.0
+                pos = pos.to(dev)
+                with autocast(model):
+                    lp = forward_logprobs(model, ids, attn, chunk_size=cfg.loss.chunk_size,
+                                          temperature=temp, positions_BT=pos)["logp_BT"]
+                if k == 0:
+                    old.append(lp.detach())
+                adv = torch.tensor([batch.advantages[i] for i, _ in chunk], device=dev)
+                loss = vpd_teacher_loss(lp, old[c], adv, pos, tc.vpd_clip, tc.vpd_kl) * (
+                    float(pos.sum()) / n_tok)
+                gs = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+                for (n, _), g in zip(params.items(), gs, strict=True):
+                    if g is not None:
+                        grads[n] += g
+                total += float(loss.detach())
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.sub_(tc.vpd_lr * grads[n])
+            stats["vpd/loss"] = total
+        with torch.no_grad():
+            stats["vpd/step_norm"] = float(torch.sqrt(sum(
+                ((p - teacher.snapshot[n]) ** 2).sum() for n, p in params.items())))
+            for n, p in params.items():
+                teacher.snapshot[n].copy_(p.detach())
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(student[n])
+        model.train(was_training)
+    return {**stats, "vpd/updated": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs))
+
+
+def summarize(col: dict[str, list[float]]) -> dict[str, float]:
+    """Metrics of these methods' collected per-token values (a name absent when nothing was
+    collected under it).
+
+    >>> summarize({"cepo": [0.0, 2.0, -1.0, 0.0], "tsdkeep": [1.0, 0.0]})
+    {'cepo/credit_mean': 0.25, 'cepo/credited_frac': 0.5, 'tsd/kept_frac': 0.5}
+    """
+    m: dict[str, float] = {}
+    if col.get("cepo"):
+        m["cepo/credit_mean"] = _mean(col["cepo"])
+        m["cepo/credited_frac"] = _mean([float(x != 0.0) for x in col["cepo"]])
+    if col.get("tsdkeep"):
+        m["tsd/kept_frac"] = _mean(col["tsdkeep"])
+    if col.get("gtlam"):
+        m["gtmix/weight_mean"] = _mean(col["gtlam"])
+    if col.get("confw"):
+        m["teacher/confidence_max_weight"] = _mean(col["confw"])
+    if col.get("curiotau"):
+        m["curio/tau_mean"] = _mean(col["curiotau"])
+        m["curio/kl_mean"] = _mean(col["curiokl"])
+    return m
