@@ -19,7 +19,18 @@ training and against a separate teacher copy.
   SFT loss, no teacher), ``frozen`` (OPD, adapter off) and ``copy`` (OPD with a deep copy of
   the model as the teacher).
 
+- **Shared prefixes** (``--optim.share-prefix``). By default the batch's prompt half is one
+  shared prefix (a system prompt, as in real steps): the step runs with and without
+  sharing in the same process, and both are reported against the floor over the *unshared*
+  tokens (``step_over_floor`` with sharing, ``unshared_step_over_floor`` without).
+  ``--episodes`` times the trainer's own OPD :func:`~agentsd.distill.update.update` on real
+  episodes instead (8 ToolWorld-Easy-v0 oracle episodes, 8 ten-turn Sokoban-Step-v0 episodes
+  of a detouring student, 8 ToolWorld-Lite-v0 oracle episodes; SmolLM2's tokenizer and chat
+  template, the teacher's rows from the trainer's teacher context), shared against unshared,
+  as ratios of update time and of peak RSS (each variant in a fresh process).
+
     python scripts/bench_trainer.py                                  # tiny-ish random Llama, CPU
+    python scripts/bench_trainer.py --episodes --model-like smollm2 --layers 4
     python scripts/bench_trainer.py --model-like smollm2 --batch 4 --seq 512
     python scripts/bench_trainer.py --model-like smollm2 --device cuda --batch 8 --seq 1024
 """
@@ -53,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-only", action="store_true", help="skip the step-time comparison")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="decoder layers recompute in the backward pass (--model.gradient-checkpointing)")
+    p.add_argument("--shared-prompt", type=float, default=1.0,
+                   help="fraction of the prompt half that is the same for every sequence (0: "
+                        "random ids everywhere, nothing to share)")
+    p.add_argument("--episodes", action="store_true",
+                   help="time the trainer's OPD update on real episodes, shared vs unshared")
+    p.add_argument("--envs", default="ToolWorld-Easy-v0,Sokoban-Step-v0,ToolWorld-Lite-v0",
+                   help="--episodes: the envs (8 episodes each)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -73,26 +91,33 @@ def build(args: argparse.Namespace):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     V = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, V, (args.batch, args.seq), generator=g).to(args.device)
+    ids = torch.randint(0, V, (args.batch, args.seq), generator=g)
+    common = int(args.seq // 2 * args.shared_prompt)
+    ids[:, :common] = ids[0, :common]  # one system prompt for the batch
+    ids = ids.to(args.device)
     attn = torch.ones_like(ids)
     mask = torch.zeros(args.batch, args.seq, device=args.device)
     mask[:, args.seq // 2:] = 1
     return model, ids, attn, mask
 
 
-def opd_step(model, teacher, opt, ids, attn, mask, chunk):
-    """One distillation update through the library's own functions."""
+def opd_step(model, teacher, opt, ids, attn, mask, chunk, share=False):
+    """One distillation update through the library's own functions (``share``: shared-prefix
+    forwards for the student and the teacher)."""
 
     from agentsd.distill import losses as L
+    from agentsd.distill.prefix import Sharing
     from agentsd.distill.teacher import TeacherRow, forward_logprobs, score_rows
 
     B, T = ids.shape
     rows = [TeacherRow(b, ids[b].tolist(), list(range(T // 2, T)), list(range(T // 2, T)))
             for b in range(B)]
     with teacher.scoring() as tm:
-        t_lp = score_rows(tm, rows, [T] * B, max_tokens=B * T, chunk_size=chunk)["teacher_logp_BT"]
+        t_lp = score_rows(tm, rows, [T] * B, max_tokens=B * T, chunk_size=chunk,
+                          share=Sharing(max_tokens=B * T) if share else None)["teacher_logp_BT"]
     t_lp = t_lp.to(ids.device)
-    out = forward_logprobs(model, ids, attn, chunk_size=chunk, want_entropy=True, positions_BT=mask)
+    out = forward_logprobs(model, ids, attn, chunk_size=chunk, want_entropy=True, positions_BT=mask,
+                           share=Sharing(max_tokens=B * T) if share else None)
     lp = out["logp_BT"]
     loss = L.masked_mean(L.sampled_token_reverse_kl(lp, t_lp, lp.detach(), mask).loss_BT, mask)
     opt.zero_grad(set_to_none=True)
@@ -213,10 +238,154 @@ def _peak_rss_kib() -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# the trainer's update on real episodes
+
+def _detour(k: int) -> str:
+    """A failing student's turn k: a short thought and a move that makes no progress."""
+    return f"Turn {k}: I check the board and try a move. <answer>{('Left', 'Right')[k % 2]}</answer>"
+
+
+def episodes(env_id: str, tok, n: int = 8) -> list:
+    """``n`` real episodes of ``env_id`` as token-level trajectories: the env's oracle (for
+    ToolWorld), or a ten-turn detouring student (Sokoban-Step); the privileged views the
+    teacher reads are recorded per turn, as in training."""
+    import itertools
+
+    import agentsd
+    from agentsd.demos import _end_of_turn_ids, _play, oracle_demos
+
+    seeds = agentsd.split_seeds(env_id, "train", n)
+    if not env_id.startswith("Sokoban"):
+        trajs = oracle_demos(env_id, seeds, tok)
+    else:
+        end, trajs = _end_of_turn_ids(tok), []
+        for seed in seeds:
+            env = agentsd.make(env_id, max_turns=10)
+            k = itertools.count()
+
+            def actor(k=k):
+                text = _detour(next(k))
+                return text, [int(t) for t in tok.encode(text, add_special_tokens=False)] + end
+
+            trajs.append(_play(env, env, env_id, int(seed), {"max_turns": 10}, tok, end, None, 10,
+                               actor, source="bench"))
+            env.close()
+    for t in trajs:  # as if sampled near-uniformly: importance weights not ~0
+        for turn in t.turns:
+            turn.action_logprobs = [-10.8] * len(turn.action_ids)
+    return trajs
+
+
+def _episode_setup(args: argparse.Namespace, env_id: str, share: bool):
+    import torch
+
+    from agentsd.distill.config import LossConfig, OptimConfig, RolloutSettings, TrainConfig
+    from agentsd.distill.teacher import Teacher
+    from agentsd.distill.update import build_batch
+    from agentsd.policy.models import load_tokenizer
+    from agentsd.teacher_context import TeacherContexts
+
+    tok = load_tokenizer("smollm2")
+    model, *_ = build(argparse.Namespace(**{**vars(args), "vocab": len(tok)}))
+    trajs = episodes(env_id, tok)
+    cfg = TrainConfig(algo="opd", progress=False, tensorboard=False,
+                      rollout=RolloutSettings(env=env_id, tasks_per_step=len(trajs), samples_per_task=1),
+                      loss=LossConfig(chunk_size=args.chunk),
+                      optim=OptimConfig(share_prefix=share, memory_budget_gb=-1.0))
+    ctx = TeacherContexts(cfg, tok)
+    data = build_batch(trajs, cfg, 1, ctx.rows)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    return model, Teacher(model, "frozen"), opt, data, cfg, tok
+
+
+def _episode_update(model, teacher, opt, data, cfg, tok) -> dict:
+    import contextlib
+
+    from agentsd.distill.update import update
+
+    m, _ = update(model, opt, teacher, data, cfg, tok.eos_token_id, lambda _m: contextlib.nullcontext())
+    return m
+
+
+def episode_bench(args: argparse.Namespace, argv: list[str]) -> dict:
+    """Per env: the update's median time with and without sharing (interleaved, same process),
+    then each variant's peak RSS in a fresh process."""
+    import dataclasses
+
+    out = {}
+    for env_id in args.envs.split(","):
+        model, teacher, opt, data, cfg, tok = _episode_setup(args, env_id, True)
+        off = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, share_prefix=False))
+        stats = {}
+
+        def run(c, key):
+            stats[key] = _episode_update(model, teacher, opt, data, c, tok)
+
+        t = time_interleaved({"shared": lambda: run(cfg, "shared"), "unshared": lambda: run(off, "unshared")},
+                             args.repeats, args.device)
+        lengths = [len(x.token_ids()) for x in data.trajs]
+        mem = {v: _subprocess(argv, f"episodes:{env_id}:{v}") for v in ("shared", "unshared")}
+        key = "peak_cuda_mib" if args.device.startswith("cuda") else "peak_rss_mib"
+        out[env_id] = {
+            "episodes": len(lengths), "turns_mean": round(sum(len(x.turns) for x in data.trajs) / len(lengths), 1),
+            "tokens_mean": round(sum(lengths) / len(lengths)),
+            "shared_token_frac": round(stats["shared"]["prefix/shared_tokens"]
+                                       / stats["shared"]["prefix/total_tokens"], 3),
+            "update_s_shared": round(t["shared"], 3), "update_s_unshared": round(t["unshared"], 3),
+            "speedup": round(t["unshared"] / t["shared"], 2),
+            "peak_mib_shared": round(mem["shared"][key], 1), "peak_mib_unshared": round(mem["unshared"][key], 1),
+            "peak_unshared_over_shared": round(mem["unshared"][key] / mem["shared"][key], 2)}
+        del model, teacher, opt, data
+    return out
+
+
+def _subprocess(argv: list[str], worker: str) -> dict:
+    # glibc keeps freed heap and raises its mmap threshold as blocks are freed, so a process's
+    # peak RSS would count transients already released; a fixed threshold hands every large
+    # block back on free, and peak RSS tracks live memory
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536")}
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--worker", worker],
+                       capture_output=True, text=True, check=True, env=env)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def worker_episode_memory(args: argparse.Namespace) -> dict:
+    """Runs in a subprocess: one OPD update on an env's episodes; reports peak memory."""
+    import resource
+
+    import torch
+
+    _, env_id, variant = args.worker.split(":")
+    model, teacher, opt, data, cfg, tok = _episode_setup(args, env_id, variant == "shared")
+    reset = _reset_peak_rss()
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    _episode_update(model, teacher, opt, data, cfg, tok)
+    _sync(args.device)
+    peak = _peak_rss_kib() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"variant": args.worker, "peak_rss_mib": peak / 1024, "peak_reset": reset}
+    if args.device.startswith("cuda"):
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.worker.startswith("episodes:"):
+        print(json.dumps(worker_episode_memory(args)))
+        return 0
     if args.worker:
         print(json.dumps(worker_memory(args)))
+        return 0
+    if args.episodes:
+        import torch
+
+        passthrough = list(argv if argv is not None else sys.argv[1:])
+        res = {"device": args.device, "threads": torch.get_num_threads(),
+               "load_1min": round(os.getloadavg()[0], 2), "repeats": args.repeats,
+               "envs": episode_bench(args, passthrough)}
+        print(json.dumps(res, indent=1))
         return 0
     import torch
 
@@ -231,12 +400,18 @@ def main(argv: list[str] | None = None) -> int:
         teacher = Teacher(model, "frozen")
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         t = time_interleaved({
-            "step": lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk),
+            "step": lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk, share=True),
+            "unshared": lambda: opd_step(model, teacher, opt, ids, attn, mask, args.chunk),
             "floor": lambda: floor_step(model, ids, attn),
             "masked": lambda: floor_masked_step(model, ids, attn, mask)}, args.repeats, args.device)
         t_step, t_floor, t_masked = t["step"], t["floor"], t["masked"]
+        # the floors run over the unshared tokens: sharing is allowed to beat them
         res.update({"opd_step_s": round(t_step, 4), "floor_s": round(t_floor, 4),
+                    "shared_prompt_tokens": int(args.seq // 2 * args.shared_prompt),
                     "step_over_floor": round(t_step / t_floor, 3),
+                    "unshared_step_s": round(t["unshared"], 4),
+                    "unshared_step_over_floor": round(t["unshared"] / t_floor, 3),
+                    "unshared_over_shared": round(t["unshared"] / t_step, 3),
                     "floor_action_head_s": round(t_masked, 4),
                     "step_over_action_head_floor": round(t_step / t_masked, 3),
                     "opd_tokens_per_s": round(args.batch * args.seq / t_step, 1)})

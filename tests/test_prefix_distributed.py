@@ -84,7 +84,7 @@ def test_two_sharing_processes_match_one_unshared_process(tmp_path, fsdp):
     mp.spawn(_worker, args=(2, _free_port(), fsdp, str(tmp_path / "p")), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"p.rank{r}", weights_only=True) for r in range(2)]
     for name, want in single.items():
-        for got in ranks:
+        for got in ranks[:1] if fsdp else ranks:  # FSDP: rank 0 holds the gathered tensors
             assert torch.allclose(got[name], want, atol=TOL, rtol=0), name
     m = ranks[0]
     shared, total = float(m["_m/prefix/shared_tokens"]), float(m["_m/prefix/total_tokens"])
