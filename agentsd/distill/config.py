@@ -414,8 +414,8 @@ class TeacherConfig:
                                       "token is softmax_n(scale * log pT_n(y)), the target their "
                                       "weighted mixture (0: plain mixture, large: the most "
                                       "confident teacher)")
-    refine: str = _f("none", "none, or vpd (Variational Policy Distillation): after each update "
-                             "the teacher's own weights (mode ema or sync) take a trust-region "
+    refine: str = _f("none", "none, or vpd (VPD, Variational Policy Distillation): after each "
+                             "update the teacher's own weights (mode ema or sync) take a trust-region "
                              "policy-gradient step on the trajectories' outcomes in its context "
                              "(E-step) while the student distills it (M-step)")
     vpd_lr: float = _f(1e-4, "VPD: SGD learning rate of the teacher's E-step")
