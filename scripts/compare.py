@@ -81,6 +81,27 @@ VARIANTS: dict[str, dict] = {
     # off-policy context distillation (Snell et al. 2022): SFT on the skills teacher's own
     # successful samples of the train tasks, re-rendered in the student's plain prompt
     "sft-teacher": {"algo": "sft", "views": ("skills",), "context_distill": True},
+    # issue 25. CEPO: token credit where the correct-answer teacher favours and a wrong-answer
+    # teacher (a rejected rollout of the group as its reference) disfavours the token
+    "cepo": {"algo": "opd", "loss": {"cepo": True}},
+    # VPD: the SD-Zero reviser teacher (skills + the group's other attempt) refined on outcomes
+    # by a trust-region policy-gradient step on its own (EMA) weights after every update
+    "vpd": {"algo": "opd", "teacher": {"feedback": "reviser", "mode": "ema", "refine": "vpd"},
+            "views": ("skills", "feedback")},
+    # CurioSFT: SFT on the oracle demos plus self-distillation toward the student's own
+    # entropy-tempered distribution (as the warm start: scripts/curio_sft_check.py)
+    "curio-sft": {"algo": "sft", "loss": {"curio_sft": True}},
+    # ground-truth target mixing: the reference step's tokens get at least half the target's mass
+    "gt-mix": {"algo": "opd", "loss": {"gt_floor": 0.5}},
+    # MAD-OPD: the reference and plan teachers, weighted per token by their confidence in it
+    "mad-opd": {"algo": "opd", "teacher": {"score_views": ("reference", "plan"), "combine": "confidence"},
+                "views": ("skills", "reference", "plan")},
+    # OPAD: the divergence by the task: JSD on agentic envs, reverse KL on code
+    "opad": {"algo": "opd", "loss": {"task_divergence": True}},
+    # π-Play: the teacher reads how the task was generated (generated envs only: ToolWorld, Code-Gen)
+    "pi-play": {"algo": "opd", "views": ("skills", "construction")},
+    # TSD-KD: distill only the tokens where the teacher is relatively more confident
+    "tsd-kd": {"algo": "opd", "loss": {"tsd_select": True}},
 }
 ALGOS = ("grpo", "rft", "opsd", "opd", *VARIANTS)
 #: arms whose teacher context the step-0 check can measure (every arm with a teacher)

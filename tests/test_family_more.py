@@ -459,3 +459,23 @@ def test_curio_sft_keeps_entropy_at_an_equal_parse_rate(tmp_path):
     print(res)
     assert res["curio"]["entropy"] >= 1.5 * res["sft"]["entropy"], res
     assert res["curio"]["parse_rate"] >= res["sft"]["parse_rate"], res
+
+
+def test_compare_script_has_a_variant_per_new_method():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare.py"
+    spec = importlib.util.spec_from_file_location("compare_script", path)
+    cmp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cmp)
+    names = ("cepo", "vpd", "curio-sft", "gt-mix", "mad-opd", "opad", "pi-play", "tsd-kd")
+    args = cmp.parse_args(["--model", "tiny-random", "--env", "ToolWorld-Lite-v0", "--steps", "4",
+                           "--algos", *names])
+    cfg = {a: cmp.run_config(args, a, 0, "unused", args.steps) for a in names}
+    assert cfg["cepo"].loss.cepo and cfg["tsd-kd"].loss.tsd_select and cfg["opad"].loss.task_divergence
+    assert (cfg["vpd"].teacher.refine, cfg["vpd"].teacher.mode) == ("vpd", "ema")
+    assert cfg["curio-sft"].algo == "sft" and cfg["curio-sft"].loss.curio_sft
+    assert cfg["gt-mix"].loss.gt_floor == 0.5
+    assert cfg["mad-opd"].teacher.combine == "confidence"
+    assert "construction" in cfg["pi-play"].teacher.context.views
