@@ -366,6 +366,7 @@ CONSTRUCTION = TeacherConfig(context=TeacherContextConfig(views=("skills", "cons
     (lambda: dict(teacher=CONSTRUCTION, rollout=RolloutSettings(env="Code-HumanEval-v0")),
      r"^π-Play .*Code-HumanEval-v0 has no construction path"),
     (lambda: dict(algo="rft", loss=LossConfig(tsd_select=True)), r"^TSD-KD .*needs a teacher"),
+    (lambda: dict(algo="sft", teacher=CONSTRUCTION), r"^π-Play .*no construction path"),
 ])
 def test_issue_25_methods_missing_a_piece_fail_in_one_line(kw, message):
     with pytest.raises(ValueError, match=message) as e:

@@ -48,9 +48,7 @@ def _needs_a_teacher(cfg: Any) -> None:
              (lc.tsd_select, "TSD-KD token selection (loss.tsd_select)"),
              (tc.refine == "vpd", "VPD (teacher.refine='vpd')"),
              (tc.combine == "confidence" and bool(tc.score_views),
-              "MAD-OPD confidence weights (teacher.combine='confidence')"),
-             ("construction" in tc.context.views or "construction" in tc.score_views,
-              "π-Play (the 'construction' view)")]
+              "MAD-OPD confidence weights (teacher.combine='confidence')")]
     for on, name in needs:
         if on and not cfg.uses_teacher:
             raise ValueError(f"{name} needs a teacher: algo 'opd' or 'opsd', got {cfg.algo!r}")
@@ -227,8 +225,9 @@ def _mad_opd(cfg: Any) -> None:
 
 
 def _pi_play(cfg: Any) -> None:
-    """π-Play's construction view exists only for envs whose tasks are generated."""
-    if not cfg.uses_teacher or "construction" not in _shown(cfg):
+    """π-Play's construction view exists only for envs whose tasks are generated (any algo
+    that shows it: sft renders demos in the teacher's context too)."""
+    if "construction" not in _shown(cfg):
         return
     C = _config()
     has = C._probe_env(cfg.rollout.env, lambda env: bool(getattr(env.privileged(), "construction",

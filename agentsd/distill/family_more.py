@@ -213,20 +213,23 @@ def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
                autocast: Callable[[Any], Any]) -> dict[str, float]:
     """VPD's E-step on the teacher's own weights (see the module docstring): ``vpd_steps`` SGD
     steps of :func:`~agentsd.distill.family_losses.vpd_teacher_loss` over the batch's teacher
-    rows, the student's weights restored afterwards. Returns ``vpd/*`` metrics."""
+    rows, the student's weights restored afterwards. Under torchrun every rank's rows count:
+    the gradients are summed over ranks, so the teacher copies stay equal. Returns ``vpd/*``
+    metrics."""
     import torch
 
+    from agentsd.distill import distributed
     from agentsd.distill.family_losses import vpd_teacher_loss
     from agentsd.distill.teacher import forward_logprobs, pad_rows
 
     tc = cfg.teacher
     items = [(i, r) for i, rows in enumerate(batch.rows) for r in rows
              if batch.advantages[i] != 0 and r.row_pos]
-    if teacher.snapshot is None or not items:
+    n_tok = distributed.sum_scalar(float(sum(len(r.row_pos) for _, r in items)))
+    if teacher.snapshot is None or n_tok == 0:
         return {"vpd/updated": 0.0}
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     chunks = _teacher_chunks(items, tc.max_tokens_per_forward)
-    n_tok = float(sum(len(r.row_pos) for _, r in items))
     temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
     dev = next(model.parameters()).device
     student = {n: p.detach().clone() for n, p in params.items()}
@@ -260,10 +263,11 @@ def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
                     if g is not None:
                         grads[n] += g
                 total += float(loss.detach())
+            _sum_over_ranks(grads)
             with torch.no_grad():
                 for n, p in params.items():
                     p.sub_(tc.vpd_lr * grads[n])
-            stats["vpd/loss"] = total
+            stats["vpd/loss"] = distributed.sum_scalar(total)
         with torch.no_grad():
             stats["vpd/step_norm"] = float(torch.sqrt(sum(
                 ((p - teacher.snapshot[n]) ** 2).sum() for n, p in params.items())))
@@ -275,6 +279,23 @@ def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
                 p.copy_(student[n])
         model.train(was_training)
     return {**stats, "vpd/updated": 1.0}
+
+
+def _sum_over_ranks(grads: dict[str, torch.Tensor]) -> None:
+    """Sum ``grads`` over the torchrun ranks in place (one flat buffer; a no-op alone)."""
+    from agentsd.distill import distributed
+
+    if not distributed.active() or not grads:
+        return
+    import torch
+    import torch.distributed as dist
+
+    flat = torch.cat([g.reshape(-1).float() for g in grads.values()])
+    dist.all_reduce(flat)
+    i = 0
+    for g in grads.values():
+        g.copy_(flat[i:i + g.numel()].view_as(g).to(g.dtype))
+        i += g.numel()
 
 
 # ---------------------------------------------------------------------------------------------
