@@ -127,7 +127,9 @@ def test_merged_lora_weights_carry_hf_names_and_reproduce_the_adapted_model(tok)
     assert not missing.unexpected_keys
     ids = torch.tensor([tok.encode("the box is on the goal", add_special_tokens=False)])
     with torch.no_grad():
-        assert torch.allclose(fresh(input_ids=ids).logits, peft(input_ids=ids).logits, atol=1e-5)
+        # float32: the merged weight rounds once, the adapter adds its delta per forward (measured
+        # 1.3e-5 apart on logits of size ~10); the base model is ~10 away
+        assert torch.allclose(fresh(input_ids=ids).logits, peft(input_ids=ids).logits, atol=1e-4)
         assert not torch.allclose(base(input_ids=ids).logits, peft(input_ids=ids).logits, atol=1e-3)
     full = dict(merged_hf_weights(peft, changed_only=False))
     assert set(full) == set(dict(base.named_parameters()))
