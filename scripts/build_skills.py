@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also add this many real model rollouts per env (0 = scripted only)")
     p.add_argument("--model", default="smollm2", help="model for --model-episodes / --summarizer llm")
     p.add_argument("--max-tokens", type=int, default=96, help="tokens per model action")
+    p.add_argument("--workflow-detail", choices=["sources", "names"], default="sources",
+                   help="tool workflows: each argument with where its value comes from (sources), or "
+                        "the calls by name only (names; a 135M model copies placeholders verbatim)")
     p.add_argument("--summarizer", choices=["deterministic", "llm", "both"], default="deterministic",
                    help="which summarizer writes the skills")
     p.add_argument("--traj-dir", default="runs/skill_sources",
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"+ {args.episodes} example-action scripted episodes on train seeds"
                  + (f", {n_tmpl} oracle/noisy episodes of the train templates" if n_tmpl else "")
                  + (f", {n_model} {args.model} rollouts" if n_model else "") + ".")
-        rep = build(env_id, [str(src)], out, args.summarizer, policy, command=command, notes=notes)
+        rep = build(env_id, [str(src)], out, args.summarizer, policy, command=command, notes=notes,
+                    workflow_detail=args.workflow_detail)
         rep.pop("_library")
         print(f"{env_id}: {rep['trajectories']} trajectories ({rep['solved']} solved) -> "
               f"{len(rep['skills'])} skills {rep['skills']} rejected={len(rep['rejected'])} "

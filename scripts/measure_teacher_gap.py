@@ -297,8 +297,10 @@ def log_prob_gap(args: argparse.Namespace, env_id: str, view: str, trajs: list, 
 
 
 def measure_env(args: argparse.Namespace, env_id: str, split: str, model: Any, tok: Any,
-                library: Any) -> list[dict]:
-    """Every row of one env and split: the student, then each view."""
+                library: Any, done: list[dict] | None = None) -> list[dict]:
+    """Every row of one env and split: the student, then each view (each row also appended to
+    ``done`` and written to ``--out`` as it comes: a long run killed midway keeps its rows)."""
+    done = [] if done is None else done
     from agentsd.policy.hf import HFPolicy
     from agentsd.rollout import Task, split_tasks
 
@@ -309,6 +311,7 @@ def measure_env(args: argparse.Namespace, env_id: str, split: str, model: Any, t
     plain = [Task(env_id, x.seed, {**x.kwargs, "max_turns": args.max_turns}) for x in tasks]
     trajs = act(policy, plain, args)
     rows = [_row("student (plain task)", env_id, split, rates(trajs), time.perf_counter() - t)]
+    _keep(args, done, rows[-1])
     for view in args.views:
         t = time.perf_counter()
         r = _row(f"teacher context: {view}", env_id, split,
@@ -317,8 +320,15 @@ def measure_env(args: argparse.Namespace, env_id: str, split: str, model: Any, t
         if not args.no_gap and view in GAP_VIEWS:
             r["gap_mean"] = log_prob_gap(args, env_id, view, trajs, model, tok, policy.pad_token_id)
         rows.append(r)
-        print(table(rows[-1:], header=False), flush=True)
+        _keep(args, done, r)
     return rows
+
+
+def _keep(args: argparse.Namespace, done: list[dict], row: dict) -> None:
+    done.append(row)
+    print(table([row], header=False), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": done}, indent=1))
 
 
 def _row(name: str, env_id: str, split: str, r: dict, wall: float) -> dict:
@@ -361,9 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             library = SkillLibrary()
         for split in args.splits:
-            rows += measure_env(args, env_id, split, model, tok, library)
-            if args.out:  # results as they come: a long run killed midway keeps its rows
-                Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+            measure_env(args, env_id, split, model, tok, library, rows)
     print(table(rows), flush=True)
     return 0
 

@@ -256,3 +256,26 @@ def test_refresh_without_new_trajectories_is_a_no_op(sok_trajs):
     assert again.message == ("Sokoban-Easy-v0: no new trajectories to summarize (every one was summarized "
                              "before); the library is unchanged")
     assert [render_skill_md(s) for s in lib] == snapshot
+
+
+def test_names_detail_writes_workflows_as_tool_names_in_order(tw_trajs, tw_skills):
+    names = DeterministicSummarizer(now="2026-01-01T00:00:00+00:00",
+                                    workflow_detail="names").summarize(tw_trajs, TW)
+    flows = {s.name: s for s in names if s.kind == "workflow"}
+    full = {s.name: s for s in tw_skills if s.kind == "workflow"}
+    assert flows and flows.keys() == full.keys()
+    for name, s in flows.items():
+        # no placeholder for the model to copy into a call, the same calls in the same order
+        assert "<" not in s.body and "=" not in s.body and "(" not in s.body, s.body
+        assert s.body.startswith(("First call ", "Call "))
+        called = [w.strip(" ,.") for w in s.body.replace("First call ", "").replace("Call ", "")
+                  .split(", then ")]
+        first_full = full[name].body.replace("First call ", "").replace("Call ", "").split("(")[0]
+        assert called[0] == first_full.strip(" ,.")
+
+
+def test_unknown_workflow_detail_is_refused(tw_trajs):
+    from agentsd.skills.summarize import summarize_deterministic
+
+    with pytest.raises(ValueError, match="workflow_detail must be one of"):
+        summarize_deterministic(tw_trajs, TW, workflow_detail="prose")

@@ -126,7 +126,8 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
 def build(env_id: str, sources: list[str], out: Path, summarizer: str = "deterministic",
           policy: Any = None, prompt_version: int | None = None, max_skills: int = 4,
-          dedupe: float = 0.6, command: str = "", write: bool = True, notes: str = "") -> dict[str, Any]:
+          dedupe: float = 0.6, command: str = "", write: bool = True, notes: str = "",
+          workflow_detail: str = "sources") -> dict[str, Any]:
     """Summarize the ``env_id`` trajectories in ``sources`` and merge the skills into the library
     at ``out`` (loaded first when it exists: updates are incremental). Returns a report."""
     from agentsd.skills.library import SkillLibrary, env_dir_name, load_library
@@ -151,7 +152,8 @@ def build(env_id: str, sources: list[str], out: Path, summarizer: str = "determi
     report["skills"], report["_library"] = [s.name for s in lib.for_env(env_id)], lib
     summarizers: list[Any] = []
     if summarizer in ("deterministic", "both"):
-        summarizers.append(DeterministicSummarizer(command=command, notes=notes))
+        summarizers.append(DeterministicSummarizer(command=command, notes=notes,
+                                                   workflow_detail=workflow_detail))
     if summarizer in ("llm", "both"):
         summarizers.append(LLMSummarizer(policy, prompt_version=prompt_version, max_skills=max_skills,
                                          command=command, notes=notes))

@@ -308,7 +308,14 @@ def _labels(seqs: Sequence[list[SourcedCall]], n_tasks: int = 1) -> list[tuple[s
     return steps
 
 
-def _tool_workflow_body(wins: Sequence[Trajectory]) -> tuple[str, list[str]] | None:
+#: how a tool workflow names its arguments: ``sources`` (each argument with a placeholder saying
+#: where its value comes from) or ``names`` (the calls by name only, in order). A 135M model
+#: copied ``sources`` placeholders verbatim into its calls (``"query": "<the quoted text from the
+#: task>"``); a rule that names the tools is the kind a probe found it follows
+WORKFLOW_DETAILS = ("sources", "names")
+
+
+def _tool_workflow_body(wins: Sequence[Trajectory], detail: str = "sources") -> tuple[str, list[str]] | None:
     seqs = {t.id: [c for c in episode_calls(t) if c.ok] for t in wins}
     shapes = Counter(tuple(c.name for c in s) for s in seqs.values() if s)
     if not shapes:
@@ -318,6 +325,8 @@ def _tool_workflow_body(wins: Sequence[Trajectory]) -> tuple[str, list[str]] | N
     steps = _labels([seqs[t.id] for t in chosen], len({task_key(t) for t in chosen}))
     variants = [_sequence_text(steps, 2), *(_sequence_text(steps, 1, k) for k in range(len(steps), 0, -1)),
                 _sequence_text(steps, 0), _sequence_text(steps, -1)]
+    if detail == "names":
+        variants = variants[-1:]
     names = _sequence_text(steps, -1)[len("First call "):-1].split(", then ")
     variants += [f"First call {', then '.join(names[:k])}, then …, then {names[-1]}."
                  for k in range(len(names) - 2, 0, -1)]  # the first calls matter most
@@ -362,12 +371,13 @@ def _text_workflow_body(wins: Sequence[Trajectory]) -> tuple[str, list[str]]:
 
 
 def _workflow_skill(env_id: str, template: str, trajs: Sequence[Trajectory], plans: dict[str, Any],
-                    values: set[str], command: str, now: str, multi: bool) -> Skill | None:
+                    values: set[str], command: str, now: str, multi: bool,
+                    detail: str = "sources") -> Skill | None:
     wins = [t for t in trajs if t.success]
     tools = any(parse_calls(tu.action_text) for t in trajs for tu in t.turns)
     made = None
     if wins:
-        made = _tool_workflow_body(wins) if tools else _text_workflow_body(wins)
+        made = _tool_workflow_body(wins, detail) if tools else _text_workflow_body(wins)
     if made is None:
         made = _plan_workflow_body([p for p in (plans.get(t.id) for t in trajs) if p])
     if made is None:
@@ -622,9 +632,12 @@ def _text_conventions(env_id: str, trajs: Sequence[Trajectory], command: str, no
 def summarize_deterministic(trajectories: Sequence[Trajectory], env_id: str | None = None,
                             command: str = "", max_pitfalls: int = 4, min_episodes: int = 2,
                             use_privileged: bool = True, now: str | None = None,
-                            notes: str = "") -> list[Skill]:
+                            notes: str = "", workflow_detail: str = "sources") -> list[Skill]:
     """Workflow, pitfall and convention skills from ``trajectories`` of one env (see the module
-    docstring). Deterministic: the same trajectories give the same skills (``now`` aside)."""
+    docstring). Deterministic: the same trajectories give the same skills (``now`` aside).
+    ``workflow_detail`` (:data:`WORKFLOW_DETAILS`) picks how tool workflows name arguments."""
+    if workflow_detail not in WORKFLOW_DETAILS:
+        raise ValueError(f"workflow_detail must be one of {WORKFLOW_DETAILS}, got {workflow_detail!r}")
     trajs = [t for t in trajectories if env_id is None or t.env_id == env_id]
     if not trajs:
         raise ValueError(f"no trajectories{' of ' + env_id if env_id else ''} to summarize")
@@ -648,7 +661,8 @@ def summarize_deterministic(trajectories: Sequence[Trajectory], env_id: str | No
     multi = len(groups) > 1
     skills: list[Skill] = []
     for template in sorted(groups):
-        s = _workflow_skill(env_id, template, groups[template], plans, values, command, now, multi)
+        s = _workflow_skill(env_id, template, groups[template], plans, values, command, now, multi,
+                            workflow_detail)
         if s is not None:
             skills.append(s)
     skills += _pitfall_skills(env_id, trajs, values, command, now, max_pitfalls, min_episodes)

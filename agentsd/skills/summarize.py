@@ -99,11 +99,14 @@ class DeterministicSummarizer:
     use_privileged: bool = True
     now: str | None = None
     name: str = DETERMINISTIC_VERSION
+    #: ``sources`` (arguments with where their values come from) or ``names`` (calls by name)
+    workflow_detail: str = "sources"
 
     def summarize(self, trajectories: Sequence[Trajectory], env_id: str | None = None) -> list[Skill]:
         return summarize_deterministic(trajectories, env_id, command=self.command,
                                        max_pitfalls=self.max_pitfalls, min_episodes=self.min_episodes,
-                                       use_privileged=self.use_privileged, now=self.now, notes=self.notes)
+                                       use_privileged=self.use_privileged, now=self.now, notes=self.notes,
+                                       workflow_detail=self.workflow_detail)
 
 
 # ---------------------------------------------------------------------------------------------
