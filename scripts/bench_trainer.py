@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="time the trainer's OPD update on real episodes, shared vs unshared")
     p.add_argument("--envs", default="ToolWorld-Easy-v0,Sokoban-Step-v0,ToolWorld-Lite-v0",
                    help="--episodes: the envs (8 episodes each)")
+    p.add_argument("--share-min-tokens", type=int, default=1024,
+                   help="--episodes: --optim.share-prefix-min-tokens (a forward shares only when "
+                        "it saves this many tokens)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -292,7 +295,8 @@ def _episode_setup(args: argparse.Namespace, env_id: str, share: bool):
     cfg = TrainConfig(algo="opd", progress=False, tensorboard=False,
                       rollout=RolloutSettings(env=env_id, tasks_per_step=len(trajs), samples_per_task=1),
                       loss=LossConfig(chunk_size=args.chunk),
-                      optim=OptimConfig(share_prefix=share, memory_budget_gb=-1.0))
+                      optim=OptimConfig(share_prefix=share, memory_budget_gb=-1.0,
+                                        share_prefix_min_tokens=args.share_min_tokens))
     ctx = TeacherContexts(cfg, tok)
     data = build_batch(trajs, cfg, 1, ctx.rows)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -312,31 +316,35 @@ def episode_bench(args: argparse.Namespace, argv: list[str]) -> dict:
     """Per env: the update's median time with and without sharing (interleaved, same process),
     then each variant's peak RSS in a fresh process."""
     import dataclasses
+    import functools
 
     out = {}
     for env_id in args.envs.split(","):
-        model, teacher, opt, data, cfg, tok = _episode_setup(args, env_id, True)
+        setup = _episode_setup(args, env_id, True)
+        model, teacher, opt, data, cfg, tok = setup
         off = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, share_prefix=False))
-        stats = {}
+        stats: dict[str, dict] = {}
 
-        def run(c, key):
-            stats[key] = _episode_update(model, teacher, opt, data, c, tok)
+        def run(c, key, setup=setup, stats=stats):
+            m, t, o, d, _, k = setup
+            stats[key] = _episode_update(m, t, o, d, c, k)
 
-        t = time_interleaved({"shared": lambda: run(cfg, "shared"), "unshared": lambda: run(off, "unshared")},
-                             args.repeats, args.device)
+        t = time_interleaved({"shared": functools.partial(run, cfg, "shared"),
+                              "unshared": functools.partial(run, off, "unshared")}, args.repeats, args.device)
         lengths = [len(x.token_ids()) for x in data.trajs]
         mem = {v: _subprocess(argv, f"episodes:{env_id}:{v}") for v in ("shared", "unshared")}
         key = "peak_cuda_mib" if args.device.startswith("cuda") else "peak_rss_mib"
         out[env_id] = {
             "episodes": len(lengths), "turns_mean": round(sum(len(x.turns) for x in data.trajs) / len(lengths), 1),
             "tokens_mean": round(sum(lengths) / len(lengths)),
-            "shared_token_frac": round(stats["shared"]["prefix/shared_tokens"]
-                                       / stats["shared"]["prefix/total_tokens"], 3),
+            "shared_token_frac": round(stats["shared"].get("prefix/shared_tokens", 0.0)
+                                       / stats["shared"].get("prefix/total_tokens", 1.0), 3),
             "update_s_shared": round(t["shared"], 3), "update_s_unshared": round(t["unshared"], 3),
             "speedup": round(t["unshared"] / t["shared"], 2),
             "peak_mib_shared": round(mem["shared"][key], 1), "peak_mib_unshared": round(mem["unshared"][key], 1),
             "peak_unshared_over_shared": round(mem["unshared"][key] / mem["shared"][key], 2)}
-        del model, teacher, opt, data
+        print(json.dumps({env_id: out[env_id]}), file=sys.stderr, flush=True)  # as it goes
+        del setup, model, teacher, opt, data
     return out
 
 

@@ -14,7 +14,8 @@ The micro-batch size and gradient checkpointing come from the memory budget
 the rows' common prefixes are computed once (:mod:`agentsd.distill.prefix`), the student's
 with gradients flowing through the one prefix computation. Then :func:`optimizer_step`
 (gradient clipping; skipped, and reported, when nothing has a gradient, e.g. GRPO on a group
-with equal rewards) and :func:`summarize_stats` (the terms' stats as metrics). Micro-batching never changes the update. The batch itself is built once a step
+with equal rewards) and :func:`summarize_stats` (the terms' stats as metrics). Micro-batching
+(and sharing) never changes the update. The batch itself is built once a step
 (:mod:`agentsd.distill.batch`), the loss terms live in :mod:`agentsd.distill.objectives`; both
 are importable from here as before.
 """
