@@ -310,27 +310,32 @@ def shared_hidden(decoder: Any, rows: Sequence[Sequence[int]], root: Node,
 
     n_layers = len(decoder.layers)
     device = decoder.embed_tokens.weight.device
-    hidden: dict[int, Any] = {}
+    # each node forward's output flattened to [m * S, D], and where each node's span starts in
+    # it: requests are read with one index_select per forward (one slice per node would give
+    # every node a full-size gradient buffer in the backward)
+    outs: list[Any] = []
+    where: dict[int, tuple[int, int]] = {}
     stack: list[tuple[Node, list[tuple[Any, Any]] | None]] = [(root, None)]
     with _cache_through_checkpointing(decoder):
         while stack:
             node, past = stack.pop()
             for group in _groups(node.children, max_tokens):
                 h, cache = _node_forward(decoder, rows, group, past, node.end, device, n_layers)
+                outs.append(h.reshape(-1, h.shape[-1]))
                 for i, c in enumerate(group):
                     L = c.end - c.start
-                    hidden[id(c)] = h[i, :L]
+                    where[id(c)] = (len(outs) - 1, i * h.shape[1])
                     if c.children:  # its path's keys and values, batch 1
                         new = [layer.new for layer in cache.layers]
                         stack.append((c, [
                             (torch.cat([past[j][0], k[i:i + 1, :, :L]], dim=-2) if past else k[i:i + 1, :, :L],
                              torch.cat([past[j][1], v[i:i + 1, :, :L]], dim=-2) if past else v[i:i + 1, :, :L])
                             for j, (k, v) in enumerate(new)]))
-    return _gather(root, hidden, requests, device)
+    return _gather(root, outs, where, requests, device)
 
 
-def _gather(root: Node, hidden: dict[int, Any], requests: Sequence[tuple[int, int]],
-            device: Any) -> torch.Tensor:
+def _gather(root: Node, outs: list[Any], where: dict[int, tuple[int, int]],
+            requests: Sequence[tuple[int, int]], device: Any) -> torch.Tensor:
     """Each request's hidden state, read off the node on its row's path holding the position."""
     import bisect
 
@@ -347,20 +352,19 @@ def _gather(root: Node, hidden: dict[int, Any], requests: Sequence[tuple[int, in
             walk(c, path)
 
     walk(root, [])
-    by_node: dict[int, list[tuple[int, int]]] = {}
-    nodes: dict[int, Node] = {}
+    starts = {r: [p.start for p in path] for r, path in paths.items()}
+    by_out: dict[int, list[tuple[int, int]]] = {}
     for q, (b, t) in enumerate(requests):
-        path = paths[b]
-        n = path[bisect.bisect_right([p.start for p in path], t) - 1]
-        by_node.setdefault(id(n), []).append((q, t - n.start))
-        nodes[id(n)] = n
+        n = paths[b][bisect.bisect_right(starts[b], t) - 1]
+        g, off = where[id(n)]
+        by_out.setdefault(g, []).append((q, off + t - n.start))
     parts, order = [], []
-    for key, items in by_node.items():
-        idx = torch.tensor([t for _, t in items], dtype=torch.long, device=device)
-        parts.append(hidden[key].index_select(0, idx))
+    for g, items in by_out.items():
+        idx = torch.tensor([i for _, i in items], dtype=torch.long, device=device)
+        parts.append(outs[g].index_select(0, idx))
         order += [q for q, _ in items]
     if not parts:
-        return torch.zeros(0, next(iter(hidden.values())).shape[-1], device=device)
+        return torch.zeros(0, outs[0].shape[-1] if outs else 0, device=device)
     out = torch.cat(parts)
     inv = torch.empty(len(order), dtype=torch.long, device=device)
     inv[torch.tensor(order, dtype=torch.long, device=device)] = torch.arange(len(order), device=device)
