@@ -339,7 +339,16 @@ def test_real_smollm2_weights_match_the_unshared_path(tok):
     a = _logp_and_grads(model, ids, attn, pos, None)
     b = _logp_and_grads(model, ids, attn, pos, share)
     assert share.shared_tokens > 1000
-    _assert_same(a, b, pos)
+    # 30 float32 layers and SmolLM2's large activations: the attention over a cached prefix
+    # sums in another order than the full forward, ~2e-5 absolute on log-probs of ~8 (~3e-6
+    # relative; the tiny models stay under 1e-5), varying from run to run at 2 threads
+    m = pos.bool()
+    diff = _close(a[0]["logp_BT"][m], b[0]["logp_BT"][m])
+    print(f"real weights: logp max |shared - unshared| {diff:.2e}")
+    assert diff < 5e-5
+    assert abs(a[1] - b[1]) < TOL * max(1.0, abs(a[1]))
+    for k in a[2]:  # gradients: relative to their scale
+        assert _close(a[2][k], b[2][k]) <= max(TOL, 1e-4 * float(a[2][k].abs().max())), k
 
 
 def test_config_switch_and_validation():
