@@ -209,6 +209,51 @@ def _teacher_chunks(items: list[tuple[int, Any]], max_tokens: int) -> list[list[
     return out
 
 
+def _chunk_tensors(chunk: list[tuple[int, Any]], pad_id: int, dev: Any) -> tuple[Any, Any, Any]:
+    """A chunk's padded ids, attention mask and scored-position mask."""
+    import torch
+
+    from agentsd.distill.teacher import pad_rows
+
+    ids, attn = pad_rows([r.input_ids for _, r in chunk], pad_id, device=dev)
+    pos = torch.zeros(ids.shape, dtype=torch.float32)
+    for b, (_, r) in enumerate(chunk):
+        pos[b, r.row_pos] = 1.0
+    return ids, attn, pos.to(dev)
+
+
+def _vpd_gradient(model: Any, params: dict[str, Any], chunks: list, old: list, batch: Any, cfg: Any,
+                  pad_id: int, autocast: Callable[[Any], Any], n_tok: float) -> tuple[dict, float]:
+    """One E-step iteration's gradient of the teacher loss over every chunk (``old``: the
+    log-probs before the first iteration, filled on the first call) and its summed loss."""
+    import torch
+
+    from agentsd.distill.family_losses import vpd_teacher_loss
+    from agentsd.distill.teacher import forward_logprobs
+
+    tc = cfg.teacher
+    temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    dev = next(model.parameters()).device
+    grads = {n: torch.zeros_like(p) for n, p in params.items()}
+    total = 0.0
+    for c, chunk in enumerate(chunks):
+        ids, attn, pos = _chunk_tensors(chunk, pad_id, dev)
+        with autocast(model):
+            lp = forward_logprobs(model, ids, attn, chunk_size=cfg.loss.chunk_size,
+                                  temperature=temp, positions_BT=pos)["logp_BT"]
+        if len(old) <= c:
+            old.append(lp.detach())
+        adv = torch.tensor([batch.advantages[i] for i, _ in chunk], device=dev)
+        loss = vpd_teacher_loss(lp, old[c], adv, pos, tc.vpd_clip, tc.vpd_kl) * (
+            float(pos.sum()) / n_tok)
+        gs = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        for (n, _), g in zip(params.items(), gs, strict=True):
+            if g is not None:
+                grads[n] += g
+        total += float(loss.detach())
+    return grads, total
+
+
 def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
                autocast: Callable[[Any], Any]) -> dict[str, float]:
     """VPD's E-step on the teacher's own weights (see the module docstring): ``vpd_steps`` SGD
@@ -219,8 +264,6 @@ def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
     import torch
 
     from agentsd.distill import distributed
-    from agentsd.distill.family_losses import vpd_teacher_loss
-    from agentsd.distill.teacher import forward_logprobs, pad_rows
 
     tc = cfg.teacher
     items = [(i, r) for i, rows in enumerate(batch.rows) for r in rows
@@ -230,8 +273,6 @@ def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
         return {"vpd/updated": 0.0}
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     chunks = _teacher_chunks(items, tc.max_tokens_per_forward)
-    temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
-    dev = next(model.parameters()).device
     student = {n: p.detach().clone() for n, p in params.items()}
     was_training = model.training
     model.eval()  # dropout off, as in every teacher forward
@@ -241,28 +282,9 @@ def vpd_e_step(model: Any, teacher: Any, batch: Any, cfg: Any, pad_id: int,
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(teacher.snapshot[n])
-        for k in range(tc.vpd_steps):
-            grads = {n: torch.zeros_like(p) for n, p in params.items()}
-            total = 0.0
-            for c, chunk in enumerate(chunks):
-                ids, attn = pad_rows([r.input_ids for _, r in chunk], pad_id, device=dev)
-                pos = torch.zeros(ids.shape, dtype=torch.float32)
-                for b, (_, r) in enumerate(chunk):
-                    pos[b, r.row_pos] = 1.0
-                pos = pos.to(dev)
-                with autocast(model):
-                    lp = forward_logprobs(model, ids, attn, chunk_size=cfg.loss.chunk_size,
-                                          temperature=temp, positions_BT=pos)["logp_BT"]
-                if k == 0:
-                    old.append(lp.detach())
-                adv = torch.tensor([batch.advantages[i] for i, _ in chunk], device=dev)
-                loss = vpd_teacher_loss(lp, old[c], adv, pos, tc.vpd_clip, tc.vpd_kl) * (
-                    float(pos.sum()) / n_tok)
-                gs = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-                for (n, _), g in zip(params.items(), gs, strict=True):
-                    if g is not None:
-                        grads[n] += g
-                total += float(loss.detach())
+        for _ in range(tc.vpd_steps):
+            grads, total = _vpd_gradient(model, params, chunks, old, batch, cfg, pad_id, autocast,
+                                         n_tok)
             _sum_over_ranks(grads)
             with torch.no_grad():
                 for n, p in params.items():

@@ -106,30 +106,41 @@ def forward_logprobs(model: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor,
         if rows is not None:
             h = h.index_select(0, rows.to(h.device))
     lp, ent = token_logprobs(head, h, tgt, chunk_size, temperature, want_entropy)
-
-    def place(v: torch.Tensor) -> torch.Tensor:
-        full = v if rows is None else torch.zeros(B * (T - 1), dtype=v.dtype,
-                                                  device=v.device).index_put((rows,), v)
-        zero = h.new_zeros(B, 1, dtype=torch.float32)
-        return torch.cat([zero, full.view(B, T - 1)], dim=1) if T > 1 else zero
-
-    out = {"logp_BT": place(lp)}
+    out = {"logp_BT": _place(lp, rows, h, B, T)}
     if want_entropy:
-        out["entropy_BT"] = place(ent)
+        out["entropy_BT"] = _place(ent, rows, h, B, T)
     if want_logits and positions_BT is not None:
-        from agentsd.distill.losses import RowLogits
-
-        index = torch.full((B, T), -1, dtype=torch.long, device=h.device)
-        if rows is None:  # T == 1: no position predicts anything
-            vals = h.new_zeros(0, head.out_features)
-        else:  # flat row r of the shifted [B, T - 1] grid is position (r // (T-1), r % (T-1) + 1)
-            index[rows // (T - 1), rows % (T - 1) + 1] = torch.arange(rows.numel(), device=h.device)
-            vals = head(h) / temperature
-        out["logits_rows"] = RowLogits(vals, index)
+        out["logits_rows"] = _row_logits(head, h, rows, B, T, temperature)
     elif want_logits:
         logits = head(hidden[:, :-1]) / temperature
         out["logits_BTV"] = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
     return out
+
+
+def _place(v: torch.Tensor, rows: torch.Tensor | None, h: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """Per-row values ``v`` (at the flat shifted positions ``rows``, or all of them) as ``[B, T]``,
+    0 at position 0 and wherever no row was computed."""
+    import torch
+
+    full = v if rows is None else torch.zeros(B * (T - 1), dtype=v.dtype,
+                                              device=v.device).index_put((rows,), v)
+    zero = h.new_zeros(B, 1, dtype=torch.float32)
+    return torch.cat([zero, full.view(B, T - 1)], dim=1) if T > 1 else zero
+
+
+def _row_logits(head: Any, h: torch.Tensor, rows: torch.Tensor | None, B: int, T: int,
+                temperature: float) -> Any:
+    """The logits at the computed positions only, as :class:`~agentsd.distill.losses.RowLogits`."""
+    import torch
+
+    from agentsd.distill.losses import RowLogits
+
+    index = torch.full((B, T), -1, dtype=torch.long, device=h.device)
+    if rows is None:  # T == 1: no position predicts anything
+        return RowLogits(h.new_zeros(0, head.out_features), index)
+    # flat row r of the shifted [B, T - 1] grid is position (r // (T-1), r % (T-1) + 1)
+    index[rows // (T - 1), rows % (T - 1) + 1] = torch.arange(rows.numel(), device=h.device)
+    return RowLogits(head(h) / temperature, index)
 
 
 def score_rows(model: Any, rows: list[TeacherRow], student_lengths: list[int], pad_id: int = 0,
