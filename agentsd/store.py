@@ -173,7 +173,11 @@ def _with_stable_id(d: dict, raw: bytes) -> dict:
 
 
 def read_trajectories(path: str | os.PathLike, *, strict: bool = False) -> list[Trajectory]:
-    """All trajectories of a JSONL file (see :func:`iter_trajectories`)."""
+    """All trajectories of a trajectory file: JSONL (see :func:`iter_trajectories`) or, by its
+    ``.parquet`` suffix, Parquet (:func:`read_parquet`; read as text it is only "corrupt
+    lines")."""
+    if Path(path).suffix == ".parquet":
+        return read_parquet(path)
     return list(iter_trajectories(path, strict=strict))
 
 

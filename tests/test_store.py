@@ -223,3 +223,21 @@ def test_metrics_resume_never_duplicates_a_row(tmp_path):
     w.log(3, {"loss/total": 0.4})
     w.close()
     assert [r["step"] for r in read_metrics(tmp_path)] == [0, 1, 2, 3]
+
+
+def test_read_trajectories_reads_parquet_by_its_suffix(tmp_path):
+    """The reader the README shows takes a Parquet export too (it gave [] and 'corrupt line'
+    warnings)."""
+    import warnings
+
+    from agentsd.demos import oracle_demos
+    from agentsd.policy.models import load_tokenizer
+    from agentsd.store import read_trajectories, write_parquet
+
+    demos = oracle_demos("Sokoban-Easy-v0", [1, 2], load_tokenizer("smollm2"))
+    path = tmp_path / "x.parquet"
+    write_parquet(demos, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = read_trajectories(path)
+    assert [t.token_ids() for t in got] == [t.token_ids() for t in demos]
