@@ -115,3 +115,10 @@ def test_no_warning_from_the_registry_on_import():
         warnings.simplefilter("error")
         agentsd.list_envs()
         agentsd.spec("Sokoban-v0")
+
+
+def test_agentsd_train_writes_the_report_by_default():
+    from agentsd.distill.cli import parse_train_args
+
+    assert parse_train_args(["--steps", "1"])[1].report is True
+    assert parse_train_args(["--steps", "1", "--report", "false"])[1].report is False

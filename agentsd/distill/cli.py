@@ -24,8 +24,9 @@ class TrainOptions:
     threads: int = field(default=0, metadata={
         "help": "torch CPU threads (0 = auto: 1 when other jobs keep the cores busy, else the "
                 "cores, at most 4; see agentsd.threads)"})
-    report: bool = field(default=False, metadata={
-        "help": "write the learning curve and HTML report into the run folder at the end"})
+    report: bool = field(default=True, metadata={
+        "help": "write the learning curve and HTML report into the run folder at the end "
+                "(--report false skips it)"})
 
 
 def parse_train_args(argv: list[str] | None = None, prog: str = "agentsd train") -> tuple[Any, TrainOptions]:
