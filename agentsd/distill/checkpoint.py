@@ -167,13 +167,41 @@ def _trainable_state(model: Any) -> dict[str, Any]:
             for n, p in model.named_parameters() if p.requires_grad}
 
 
+#: the public id of each embedded model, written as a PEFT adapter's base model (the adapter
+#: must not name the folder this machine happened to load the weights from)
+PUBLIC_BASE = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "default": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def portable_base(model_name: str) -> str | None:
+    """What an adapter of ``model_name`` names as its base: the public id of an embedded model,
+    a hub id as given, ``None`` (keep PEFT's own) for a local folder or a test model."""
+    if model_name in PUBLIC_BASE:
+        return PUBLIC_BASE[model_name]
+    if model_name.count("/") == 1 and not Path(model_name).exists():
+        return model_name
+    return None
+
+
+def _set_adapter_base(adapter_dir: Path, base: str | None) -> None:
+    cfg_path = adapter_dir / "adapter_config.json"
+    if base is None or not cfg_path.is_file():
+        return
+    d = json.loads(cfg_path.read_text())
+    d["base_model_name_or_path"] = base
+    cfg_path.write_text(json.dumps(d, indent=2))
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
                     state: dict[str, Any], keep: int = 2,
-                    full: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Path:
+                    full: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                    base_model: str | None = None) -> Path:
     """Write checkpoint ``step`` atomically and prune all but the newest ``keep``. ``full``:
     the trainable tensors and optimizer state already gathered (FSDP,
     :func:`agentsd.distill.fsdp.checkpoint_tensors`), written instead of ``model``'s and
-    ``optimizer``'s own."""
+    ``optimizer``'s own. ``base_model``: what the PEFT adapter names as its base model
+    (:func:`portable_base`)."""
     from safetensors.torch import save_file
 
     root = Path(run_dir) / "checkpoints"
@@ -186,6 +214,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any,
     save_file(weights, str(tmp / "trainable.safetensors"))
     if hasattr(model, "peft_config"):  # a standard PEFT adapter folder next to the private files
         model.save_pretrained(str(tmp / "adapter"))
+        _set_adapter_base(tmp / "adapter", base_model)
     _save_split(optim_state, tmp, "optimizer")
     _save_split({**state, "step": step, "rng": rng_state()}, tmp, "state")
     for f in tmp.rglob("*"):  # data on disk before the rename makes it visible

@@ -505,7 +505,7 @@ def _checkpoint(run: _Run, step: int) -> None:
     library version). FSDP: every
     rank gathers its shards (the teacher's too), rank 0 writes them."""
     from agentsd.distill import distributed, fsdp
-    from agentsd.distill.checkpoint import save_checkpoint
+    from agentsd.distill.checkpoint import portable_base, save_checkpoint
 
     cfg = run.cfg
     if step % cfg.checkpoint_every != 0 and step != cfg.steps:
@@ -519,7 +519,7 @@ def _checkpoint(run: _Run, step: int) -> None:
     full = fsdp.checkpoint_tensors(run.model, run.opt)
     if run.rank.is_main:
         save_checkpoint(run.run_dir, step, run.model, run.opt, state, keep=cfg.keep_checkpoints,
-                        full=full)
+                        full=full, base_model=portable_base(cfg.model.name))
         if run.skills is not None:
             run.skills.after_checkpoint(step)
     distributed.barrier()
