@@ -559,7 +559,12 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _say(cfg: TrainConfig, msg: str) -> None:
+    """One progress line; through tqdm, so a line printed while a bar is drawn gets its own line
+    instead of being glued to the bar's."""
     if cfg.progress:
         import sys
 
-        print(f"[{cfg.algo}] {msg}", file=sys.stderr, flush=True)
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"[{cfg.algo}] {msg}", file=sys.stderr)
+        sys.stderr.flush()
