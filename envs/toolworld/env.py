@@ -22,7 +22,7 @@ from agentsd.envs.toolworld.world import SIZES, World, generate_world
 from agentsd.tools import ParsedAction, Tool, parse_action
 from agentsd.types import ParseStatus, Privileged
 
-__all__ = ["ToolWorldEnv", "LEVELS", "DOCS_TOOL", "COMPLETE_TOOL", "all_tools", "replay_gold", "validate"]
+__all__ = ["ToolWorldEnv", "LEVELS", "DOCS_TOOL", "COMPLETE_TOOL", "all_tools", "replay_gold", "replay_failures", "validate"]
 
 #: task levels each difficulty draws from
 LEVELS: dict[str, tuple[int, ...]] = {"easy": (1,), "medium": (1, 2, 3), "hard": (2, 3)}
@@ -327,7 +327,13 @@ def replay_gold(env: ToolWorldEnv) -> tuple[Grade, dict[str, Any]]:
 def validate(template: str, seeds: range | list[int], difficulty: str = "medium") -> list[str]:
     """Replay the gold solution of ``template`` for every seed; return the failures (empty when the
     template is sound: every gold call succeeds and the grade is full marks)."""
-    env = ToolWorldEnv(difficulty=difficulty, task_split="all", template=template)
+    return replay_failures(ToolWorldEnv(difficulty=difficulty, task_split="all", template=template),
+                           seeds)
+
+
+def replay_failures(env: ToolWorldEnv, seeds: range | list[int]) -> list[str]:
+    """Reset ``env`` on every seed and replay its gold calls: the episodes whose gold run fails or
+    scores less than full marks, each named by its task id."""
     failures = []
     for seed in seeds:
         env.reset(seed=seed)

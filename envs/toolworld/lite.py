@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from agentsd.envs.toolworld.api import APIS, Api, Param
-from agentsd.envs.toolworld.env import ToolWorldEnv, replay_gold
+from agentsd.envs.toolworld.env import ToolWorldEnv, replay_failures
 from agentsd.envs.toolworld.grader import Added, Expectation, Removed
 from agentsd.envs.toolworld.tasks import TEMPLATES, Template, template
 from agentsd.envs.toolworld.world import NOTE_WORDS, World, add_event, add_note
@@ -262,15 +262,4 @@ class ToolWorldLiteEnv(ToolWorldEnv):
 def validate_lite(template: str, seeds: range | list[int], difficulty: str = "easy") -> list[str]:
     """Replay the gold solution of a Lite template for every seed; return the failures (empty
     when every gold call succeeds and the grade is full marks)."""
-    env = ToolWorldLiteEnv(templates=[template], difficulty=difficulty)
-    failures = []
-    for seed in seeds:
-        env.reset(seed=seed)
-        try:
-            g, _ = replay_gold(env)
-        except AssertionError as e:
-            failures.append(f"{env.task_id}: {e}")
-            continue
-        if not g.success:
-            failures.append(f"{env.task_id}: {g.to_dict()}")
-    return failures
+    return replay_failures(ToolWorldLiteEnv(templates=[template], difficulty=difficulty), seeds)
