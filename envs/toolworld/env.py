@@ -22,7 +22,8 @@ from agentsd.envs.toolworld.world import SIZES, World, generate_world
 from agentsd.tools import ParsedAction, Tool, parse_action
 from agentsd.types import ParseStatus, Privileged
 
-__all__ = ["ToolWorldEnv", "LEVELS", "DOCS_TOOL", "COMPLETE_TOOL", "all_tools", "replay_gold", "replay_failures", "validate"]
+__all__ = ["ToolWorldEnv", "LEVELS", "DOCS_TOOL", "COMPLETE_TOOL", "all_tools", "replay_gold",
+           "replay_failures", "validate"]
 
 #: task levels each difficulty draws from
 LEVELS: dict[str, tuple[int, ...]] = {"easy": (1,), "medium": (1, 2, 3), "hard": (2, 3)}
