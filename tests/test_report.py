@@ -122,3 +122,14 @@ def test_render_html_escapes_tokens(tmp_path):
     (run / "samples" / "step_000003.jsonl").write_text(json.dumps(sample) + "\n")
     page = render_html(run)
     assert "<script>x" not in page and "&lt;script&gt;" in page
+
+
+def test_headline_names_the_task_count_and_a_spread():
+    from agentsd.distill.report import _headline
+
+    rows = [{"step": 0, "eval/success": 0.25, "eval/parse_rate": 0.5},
+            {"step": 3, "eval/success": 0.5, "eval/parse_rate": 1.0}]
+    text = _headline(rows, 4)
+    assert "on 4 held-out tasks (one task = 25.0%" in text
+    assert "25.0%</b> &plusmn; 21.7%" in text and "50.0%</b> &plusmn; 25.0%" in text
+    assert "tasks" not in _headline(rows)  # no count known: none claimed

@@ -176,14 +176,27 @@ def _pct(x: Any) -> str:
     return f"{x:.1%}" if isinstance(x, int | float) else "–"
 
 
-def _headline(rows: list[dict[str, Any]]) -> str:
-    """First and last held-out numbers in words, next to the curve."""
+def _spread(p: Any, n: int) -> str:
+    """`` ± s.e.`` of a success rate over ``n`` tasks (binomial: one run has no seed spread)."""
+    if not isinstance(p, int | float) or n < 1:
+        return ""
+    return f" &plusmn; {(p * (1 - p) / n) ** 0.5:.1%}"
+
+
+def _headline(rows: list[dict[str, Any]], n_tasks: int = 0) -> str:
+    """First and last held-out numbers in words, next to the curve, with the task count (one
+    task's worth of points) and each rate's binomial standard error."""
     evals = [r for r in rows if isinstance(r.get("eval/success"), int | float)]
     if not evals:
         return "<p class='headline'>No held-out evaluation was logged.</p>"
     first, last = evals[0], evals[-1]
-    text = (f"Held-out success (greedy) <b>{_pct(first['eval/success'])}</b> at step "
-            f"{first.get('step', 0)} &rarr; <b>{_pct(last['eval/success'])}</b> at step "
+    n = int(n_tasks or 0)
+    count = (f" on {n} held-out tasks (one task = {1 / n:.1%}; &plusmn; = binomial standard "
+             "error, one run)") if n else ""
+    text = (f"Held-out success (greedy){count} <b>{_pct(first['eval/success'])}</b>"
+            f"{_spread(first['eval/success'], n)} at step "
+            f"{first.get('step', 0)} &rarr; <b>{_pct(last['eval/success'])}</b>"
+            f"{_spread(last['eval/success'], n)} at step "
             f"{last.get('step', 0)}; parse rate {_pct(first.get('eval/parse_rate'))} &rarr; "
             f"{_pct(last.get('eval/parse_rate'))}")
     if isinstance(last.get("eval/success_t1"), int | float):
@@ -286,7 +299,7 @@ def render_html(run_dir: str | Path) -> str:
              f"<b>{html.escape(str(cfg.get('model', {}).get('name', '?')))}</b>, teacher "
              f"<b>{html.escape(str(cfg.get('teacher', {}).get('mode', '?')))}</b>, "
              f"{len({r['step'] for r in rows if r.get('step', 0) > 0})} steps logged.</p>",
-             _headline(rows)]
+             _headline(rows, (cfg.get('rollout') or {}).get('eval_tasks', 0))]
     if (run_dir / "learning_curve.png").exists():
         parts.append("<img src='learning_curve.png' alt='held-out success and parse rate vs step'>")
     if (run_dir / "training_curves.png").exists():
