@@ -28,21 +28,8 @@ from agentsd.distill.trainer import train
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ENV = "Sokoban-Easy-v0"
-SKILLS = {
-    "push-toward-targets": ("workflow", "Use when a box stands next to a target.",
-                            "Push each box straight onto its nearest target, one box at a time."),
-    "avoid-corners": ("pitfall", "Use before every push.",
-                      "Never push a box into a corner that is not a target: it can not come out."),
-}
-
-
-def _library(root: Path) -> str:
-    for name, (kind, when, body) in SKILLS.items():
-        d = root / ENV / name
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "SKILL.md").write_text(f"---\nname: {name}\ndescription: '{when}'\nmetadata:\n"
-                                    f"  env: {ENV}\n  kind: {kind}\n---\n\n{body}\n")
-    return str(root)
+# the same small library the golden runs read
+from test_step_golden import SKILLS, _library  # noqa: E402
 
 
 def _cfg(tmp_path: Path, name: str = "run", steps: int = 3, **skills) -> TrainConfig:

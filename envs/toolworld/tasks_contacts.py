@@ -11,6 +11,15 @@ from agentsd.envs.toolworld.world import FIRST, LAST, RELATIONSHIPS
 __all__ = ["ContactPhone", "CountRelationship", "AddContact", "UpdateContactPhone", "ContactFromEmail"]
 
 
+def _unused_name(w, rng):
+    """A first and last name no contact has yet (drawn in pairs until one is free)."""
+    names = {_full(c) for c in w.tables["contacts"].values()}
+    while True:
+        first, last = _pick(rng, FIRST), _pick(rng, LAST)
+        if f"{first} {last}" not in names:
+            return first, last
+
+
 @template(1, "train", ("contacts",), "Search by the full name: another contact may share the first name.")
 class ContactPhone:
     def setup(w, rng, d):
@@ -45,11 +54,7 @@ class CountRelationship:
 @template(1, "train", ("contacts",), "Pass every field, including the relationship.")
 class AddContact:
     def setup(w, rng, d):
-        names = {_full(c) for c in w.tables["contacts"].values()}
-        while True:
-            first, last = _pick(rng, FIRST), _pick(rng, LAST)
-            if f"{first} {last}" not in names:
-                break
+        first, last = _unused_name(w, rng)
         return {"first": first, "last": last, "email": f"{first[0]}{last}@work.example".lower(),
                 "phone": f"+1-555-{int(rng.integers(1000, 9999))}", "relationship": _pick(rng, RELATIONSHIPS)}
 
@@ -87,11 +92,7 @@ class UpdateContactPhone:
           "The phone number is in the email signature; the sender is not a contact yet.")
 class ContactFromEmail:
     def setup(w, rng, d):
-        names = {_full(c) for c in w.tables["contacts"].values()}
-        while True:
-            first, last = _pick(rng, FIRST), _pick(rng, LAST)
-            if f"{first} {last}" not in names:
-                break
+        first, last = _unused_name(w, rng)
         email = f"{first}.{last}@studio.example".lower()
         phone = f"+1-555-{int(rng.integers(1000, 9999))}"
         _plant_mail(w, rng, email, ["Nice to meet you"], [1], read=False,
