@@ -59,6 +59,30 @@ def test_warm_group_teaches_copying_answers_and_changes():
     assert answering >= 4 and changing >= 2
 
 
+
+def _gold_tools(group):
+    env = ToolWorldLiteEnv(group=group)
+    out = {}
+    for name in GROUPS[group]:
+        env.reset(seed=0, options={"template": name})
+        out[name] = [g.name for g in env.gold if g.name != "complete_task"]
+    return out
+
+
+def test_warm_group_carries_values_between_calls_without_the_train_workflows():
+    """The warm start must teach the whole loop: some warm templates take two calls, the second
+    using a value (an id, an email, a phone) read out of the first one's result. It must not teach
+    what the skills teach: no warm template logs in or calls a tool that a train template calls
+    after its search (the search tools themselves are format, shared on purpose)."""
+    warm, train = _gold_tools("warm"), _gold_tools("train")
+    chains = [n for n, calls in warm.items() if len(calls) >= 2]
+    assert len(chains) >= 3, warm
+    env = ToolWorldLiteEnv(group="warm")
+    assert any(env.reset(seed=0, options={"template": n}) and env.gold_answer is not None for n in chains)
+    shared = {t for calls in warm.values() for t in calls} & {t for calls in train.values() for t in calls}
+    assert shared <= {"contacts__search_contacts", "calendar__search_events"}, shared
+    assert not any("login" in t or "passwords" in t for calls in warm.values() for t in calls)
+
 def test_lite_only_templates_stay_out_of_toolworld():
     assert not set(LITE_TEMPLATES) & set(TEMPLATES)
     for levels in LEVELS.values():

@@ -9,7 +9,9 @@ results, counts from ``total_results`` and answer formats are rules a skill can 
 Templates come in three disjoint groups (:data:`GROUPS`):
 
 - ``warm``: format demonstrations only (one-call lookups whose answer is copied out of the tool
-  result, and one-call changes); never trained on or evaluated;
+  result, one-call changes, and two-call chains whose second call uses a value read out of the
+  first result: an attendee's email, a phone number, a contact id); never trained on or
+  evaluated;
 - ``train``: trained on (split ``train``) and evaluated on new instances (split ``test``);
 - ``heldout``: new kinds of task under the same rules (split ``test_templates``).
 
@@ -51,8 +53,9 @@ import numpy as np
 
 from agentsd.envs.toolworld.api import APIS, Api, Param
 from agentsd.envs.toolworld.env import ToolWorldEnv, replay_failures
-from agentsd.envs.toolworld.grader import Added, Expectation, Removed
+from agentsd.envs.toolworld.grader import Added, Contains, Expectation, Removed
 from agentsd.envs.toolworld.tasks import TEMPLATES, Template, template
+from agentsd.envs.toolworld.tasks_base import _full, fresh_person
 from agentsd.envs.toolworld.world import NOTE_WORDS, World, add_event, add_note
 
 __all__ = ["ToolWorldLiteEnv", "LITE_TEMPLATES", "CATALOG", "GROUPS", "LOGIN_APPS", "shown_apps",
@@ -147,6 +150,67 @@ class DeleteNote:
         return Expectation(removed=[Removed("notes", p["id"], "note deleted")])
 
 
+# --- warm-start chains: carry a value out of one tool result into the next call (format only; the
+# train templates' workflows are not among them: no login, no update/delete after a calendar
+# search, no file reading)
+
+@template(2, "lite", ("calendar", "contacts"),
+          "The attendee is an email address; look it up in the contacts.", into=LITE_TEMPLATES)
+class AttendeePhone:
+    def setup(w, rng, d):
+        person = fresh_person(w, rng, d)
+        title = f"{_pick(rng, ['Coffee with', 'Review with', 'Walk with', 'Call with'])} " \
+                f"{person['first_name']} #{int(rng.integers(10, 99))}"
+        day = _day(w, int(rng.integers(1, 30)))
+        add_event(w, title, f"{day}T10:00", f"{day}T10:30", "", [person["email"]])
+        return {"title": title, "phone": person["phone"]}
+
+    def instruction(p):
+        return f"What is the phone number of the person invited to my '{p['title']}' event?"
+
+    def solve(c, p):
+        email = c("calendar__search_events", query=p["title"])["results"][0]["attendees"][0]
+        return c("contacts__search_contacts", query=email)["results"][0]["phone"]
+
+    def expect(w, p):
+        return Expectation(answer=p["phone"])
+
+
+@template(2, "lite", ("contacts", "notes"), "Copy the phone number from the contact.", into=LITE_TEMPLATES)
+class NoteContactPhone:
+    def setup(w, rng, d):
+        person = fresh_person(w, rng, d)
+        return {"name": _full(person), "phone": person["phone"], "title": f"Phone of {person['first_name']}"}
+
+    def instruction(p):
+        return f"Create a note titled '{p['title']}' whose content is the phone number of my contact {p['name']}."
+
+    def solve(c, p):
+        phone = c.contact(p["name"])["phone"]
+        c("notes__create_note", title=p["title"], content=phone)
+
+    def expect(w, p):
+        return Expectation(added=[Added("notes", {"title": p["title"], "content": Contains(p["phone"])},
+                                        "note created")])
+
+
+@template(2, "lite", ("contacts",), "Find the contact's id with a search; delete only that contact.",
+          into=LITE_TEMPLATES)
+class DeleteContact:
+    def setup(w, rng, d):
+        person = fresh_person(w, rng, d)
+        return {"name": _full(person), "id": person["id"]}
+
+    def instruction(p):
+        return f"Delete {p['name']} from my contacts."
+
+    def solve(c, p):
+        c("contacts__delete_contact", contact_id=c.contact(p["name"])["id"])
+
+    def expect(w, p):
+        return Expectation(removed=[Removed("contacts", p["id"], "contact deleted")])
+
+
 #: every template ToolWorld-Lite can draw or grade by name
 CATALOG: dict[str, Template] = {**TEMPLATES, **LITE_TEMPLATES}
 
@@ -160,7 +224,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
              "current_weekday",    # 1: show_current_datetime -> weekday
              "add_contact",        # 1: add_contact
              "create_note",        # 1: create_note
-             "create_event"),      # 1: create_event
+             "create_event",       # 1: create_event
+             "attendee_phone",     # 2: search_events -> search_contacts(attendee email) -> phone
+             "note_contact_phone",  # 2: search_contacts -> create_note(content=phone)
+             "delete_contact"),    # 2: search_contacts -> delete_contact(id)
     # trained on; evaluated on new instances
     "train": ("bank_balance",          # 4: login chain -> show_balance
               "count_unread",          # 4: login chain -> search_emails(unread_only) -> total_results
