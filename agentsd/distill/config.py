@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentsd.distill.config_fields import _check, _f, _nonneg, _pos_int
+from agentsd.distill.config_fields import _check, _f, check_fields
 from agentsd.distill.config_loss import LossConfig, TeacherConfig
+from agentsd.distill.samplers import LOGPROBS, SAMPLERS
 from agentsd.hints import TeacherContextConfig
 
 __all__ = ["ModelConfig", "RolloutSettings", "LossConfig", "TeacherConfig", "OptimConfig",
@@ -116,13 +116,15 @@ class ModelConfig:
 
     name: str = _f("smollm2", "model: a short name (smollm2), a local path or hub id; "
                               "'tiny-random' builds a small random-weight Llama with the "
-                              "smollm2 tokenizer (tests, smoke runs)")
+                              "smollm2 tokenizer (tests, smoke runs)",
+                   nonempty=True, note="(a model name, path or hub id)")
     lora: bool = _f(True, "train a LoRA adapter (false: full fine-tuning)")
-    lora_rank: int = _f(16, "LoRA rank")
-    lora_alpha: float = _f(32.0, "LoRA scaling numerator (scale = alpha / rank)")
-    lora_dropout: float = _f(0.0, "LoRA dropout (the teacher always runs with dropout off)")
+    lora_rank: int = _f(16, "LoRA rank", kind=int, ge=1)
+    lora_alpha: float = _f(32.0, "LoRA scaling numerator (scale = alpha / rank)", gt=0)
+    lora_dropout: float = _f(0.0, "LoRA dropout (the teacher always runs with dropout off)",
+                             ge=0, lt=1)
     dtype: str = _f("auto", "parameter dtype: auto (bf16 autocast on CUDA with bf16, else "
-                            "fp32), fp32 or bf16")
+                            "fp32), fp32 or bf16", choices=("auto", "fp32", "bf16"))
     device: str = _f("auto", "where the student, teacher scoring and losses run: auto (cuda "
                              "when a GPU is visible, else cpu), cpu, cuda or cuda:N")
     init_from: str = _f("", "start from an earlier run: a run folder (its latest checkpoint) or "
@@ -133,25 +135,18 @@ class ModelConfig:
                                              "the backward pass: activation memory of about one "
                                              "layer instead of all, for roughly a third more "
                                              "compute (long sequences, large micro-batches)")
-    tiny_hidden: int = _f(32, "hidden size of the 'tiny-random' model")
-    tiny_layers: int = _f(2, "layers of the 'tiny-random' model")
+    tiny_hidden: int = _f(32, "hidden size of the 'tiny-random' model", kind=int, ge=1)
+    tiny_layers: int = _f(2, "layers of the 'tiny-random' model", kind=int, ge=1)
     fsdp: bool = _f(False, "full fine-tuning under torchrun: shard the student's weights, "
                            "gradients and optimizer state across the processes (FSDP2, a unit per "
                            "decoder layer) instead of a whole copy in each; needs model.lora=false; "
                            "a no-op in one process")
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.name, str) and bool(self.name.strip()), "ModelConfig", "name",
-               "must be a non-empty model name", self.name)
+        check_fields(self)
         _check(not (self.fsdp and self.lora), "ModelConfig", "fsdp",
                "shards full fine-tuning only (a LoRA adapter is small: plain data parallelism "
                "under torchrun is the tool); add --model.lora false or drop --model.fsdp", self.fsdp)
-        _pos_int("ModelConfig", self, "lora_rank", "tiny_hidden", "tiny_layers")
-        _check(self.lora_alpha > 0, "ModelConfig", "lora_alpha", "must be > 0", self.lora_alpha)
-        _check(0 <= self.lora_dropout < 1, "ModelConfig", "lora_dropout", "must be in [0, 1)",
-               self.lora_dropout)
-        _check(self.dtype in ("auto", "fp32", "bf16"), "ModelConfig", "dtype",
-               "must be 'auto', 'fp32' or 'bf16'", self.dtype)
         _check_device(self.device)
         if self.init_from:
             from agentsd.distill.checkpoint import resolve_init_from
@@ -163,16 +158,17 @@ class ModelConfig:
 class RolloutSettings:
     """On-policy sampling: which env, how many tasks and samples per step, limits."""
 
-    env: str = _f("Sokoban-Easy-v0", "registered env id to train on")
-    tasks_per_step: int = _f(4, "distinct tasks (train-split seeds) per step")
-    samples_per_task: int = _f(4, "samples per task (the GRPO group size G)")
-    max_turns: int = _f(4, "turn limit per episode")
-    max_tokens: int = _f(64, "max sampled tokens per turn")
-    max_episode_tokens: int = _f(2048, "prompt + action token budget per episode")
-    temperature: float = _f(1.0, "sampling temperature for training rollouts")
-    top_p: float = _f(1.0, "nucleus sampling for training rollouts")
-    eval_tasks: int = _f(8, "held-out (test split) tasks per evaluation")
-    eval_temperature: float = _f(0.0, "sampling temperature for evaluation (0 = greedy)")
+    env: str = _f("Sokoban-Easy-v0", "registered env id to train on", nonempty=True,
+                  note="(a registered env id)")
+    tasks_per_step: int = _f(4, "distinct tasks (train-split seeds) per step", kind=int, ge=1)
+    samples_per_task: int = _f(4, "samples per task (the GRPO group size G)", kind=int, ge=1)
+    max_turns: int = _f(4, "turn limit per episode", kind=int, ge=1)
+    max_tokens: int = _f(64, "max sampled tokens per turn", kind=int, ge=1)
+    max_episode_tokens: int = _f(2048, "prompt + action token budget per episode", kind=int, ge=1)
+    temperature: float = _f(1.0, "sampling temperature for training rollouts", ge=0)
+    top_p: float = _f(1.0, "nucleus sampling for training rollouts", gt=0, le=1)
+    eval_tasks: int = _f(8, "held-out (test split) tasks per evaluation", kind=int, ge=1)
+    eval_temperature: float = _f(0.0, "sampling temperature for evaluation (0 = greedy)", ge=0)
     eval_sampled: bool = _f(True, "also evaluate at temperature 1 (eval/success_t1): greedy "
                                   "success alone hides a policy that is right only sometimes")
     sampler: str = _f("hf", "what samples the training rollouts: hf (transformers in this "
@@ -180,7 +176,8 @@ class RolloutSettings:
                             "update; GPU) or openai (OpenAI-compatible servers, --rollout.servers; "
                             "the LoRA adapter is loaded through /v1/load_lora_adapter after every "
                             "update) or llamacpp (local llama.cpp servers this run starts, "
-                            "restarted on the student's weights written as GGUF after every update)")
+                            "restarted on the student's weights written as GGUF after every update)",
+                    choices=tuple(sorted(SAMPLERS)))
     servers: tuple[str, ...] = _f((), "openai sampler: server base URLs (e.g. "
                                       "http://127.0.0.1:8000/v1), requests spread across them")
     server_model: str = _f("", "openai sampler: the base model name the servers serve (default: "
@@ -188,10 +185,11 @@ class RolloutSettings:
     server_logprobs: str = _f("raw", "openai sampler: which log-probs the servers return: raw "
                                      "(vLLM's default) or processed (vLLM --logprobs-mode "
                                      "processed_logprobs); temperature != 1 or top-p < 1 needs "
-                                     "processed. Checked against the trainer's model on start")
+                                     "processed. Checked against the trainer's model on start",
+                            choices=tuple(sorted(LOGPROBS)))
     server_check: bool = _f(True, "openai sampler: on start, sample a few tokens from each server "
                                   "and check their log-probs against the trainer's model")
-    server_timeout_s: float = _f(300.0, "openai sampler: seconds per request")
+    server_timeout_s: float = _f(300.0, "openai sampler: seconds per request", gt=0)
     adapter_dir: str = _f("", "openai sampler: folder the adapter is saved into for the servers "
                               "to load (they must read it at the same path; default "
                               "<out_dir>/sampler_adapter)")
@@ -201,34 +199,28 @@ class RolloutSettings:
     llamacpp_gguf: str = _f("", "llamacpp sampler: GGUF file of the student's base model (default: "
                                 "the model's own GGUF, e.g. the embedded smollm2)")
     llamacpp_servers: int = _f(1, "llamacpp sampler: local llama-server processes, requests spread "
-                                  "across them")
+                                  "across them", kind=int, ge=1)
     llamacpp_threads: int = _f(0, "llamacpp sampler: threads per server (0: the trainer's torch "
-                                  "thread count)")
+                                  "thread count)", kind=int, ge=0,
+                               note="(0: the trainer's torch thread count)")
     llamacpp_ctx: int = _f(0, "llamacpp sampler: context tokens per parallel slot (0: "
-                              "max_episode_tokens + max_tokens + 256, the most an episode holds)")
+                              "max_episode_tokens + max_tokens + 256, the most an episode holds)",
+                           kind=int, ge=0, note="(0: the episode budget)")
     llamacpp_parallel: int = _f(16, "llamacpp sampler: parallel slots per server; its KV cache is "
-                                    "parallel x ctx tokens (SmolLM2: 23 KB a token in f16)")
+                                    "parallel x ctx tokens (SmolLM2: 23 KB a token in f16)",
+                                kind=int, ge=1)
     llamacpp_dtype: str = _f("f16", "llamacpp sampler: f16 | f32, how the served weights are "
-                                    "written (a LoRA adapter file is always f32)")
-    vllm_gpu_memory: float = _f(0.3, "vllm sampler: share of GPU memory the engine may take")
+                                    "written (a LoRA adapter file is always f32)",
+                             choices=("f16", "f32"))
+    vllm_gpu_memory: float = _f(0.3, "vllm sampler: share of GPU memory the engine may take",
+                                gt=0, le=1)
     overlap: bool = _f(False, "sample step k+1's rollouts while step k updates (one step "
                               "off-policy, corrected by the importance weight; staleness in "
                               "rollout/staleness). hf: a second copy of the model and a thread, "
                               "no faster on a CPU; meant for the server samplers and GPUs")
 
     def __post_init__(self) -> None:
-        _pos_int("RolloutSettings", self, "tasks_per_step", "samples_per_task", "max_turns",
-                 "max_tokens", "max_episode_tokens", "eval_tasks", "llamacpp_servers", "llamacpp_parallel")
-        _check(self.llamacpp_ctx >= 0, "RolloutSettings", "llamacpp_ctx", "must be >= 0 (0: the "
-               "episode budget)", self.llamacpp_ctx)
-        _check(self.llamacpp_threads >= 0, "RolloutSettings", "llamacpp_threads", "must be >= 0 "
-               "(0: the trainer's torch thread count)", self.llamacpp_threads)
-        _check(self.llamacpp_dtype in ("f32", "f16"), "RolloutSettings", "llamacpp_dtype",
-               "must be f32 or f16", self.llamacpp_dtype)
-        _nonneg("RolloutSettings", self, "temperature", "eval_temperature")
-        _check(0 < self.top_p <= 1, "RolloutSettings", "top_p", "must be in (0, 1]", self.top_p)
-        _check(isinstance(self.env, str) and bool(self.env), "RolloutSettings", "env",
-               "must be a registered env id", self.env)
+        check_fields(self)
         from agentsd.distill.samplers import check_settings
 
         object.__setattr__(self, "servers", tuple(self.servers) if not isinstance(self.servers, str)
@@ -241,21 +233,21 @@ class DemoConfig:
     """Demonstrations for ``algo='sft'`` (the warm start)."""
 
     source: str = _f("oracle", "oracle (each env's oracle on train seeds) or a trajectory file "
-                               "(.jsonl/.parquet; its successful episodes)")
+                               "(.jsonl/.parquet; its successful episodes)",
+                     nonempty=True, note="('oracle' or a trajectory file)")
     teacher_frac: float = _f(0.5, "share of demos rendered in the teacher's context (skills + the "
-                                  "per-turn reference reply), so the teacher learns to use it")
+                                  "per-turn reference reply), so the teacher learns to use it",
+                             ge=0, le=1)
     split: str = _f("train", "oracle demos: the env split whose seeds *and* kwargs they are drawn "
                              "from (e.g. ToolWorld-Lite-v0's 'warm': templates never trained or "
-                             "evaluated on); never the held-out 'test' split")
+                             "evaluated on); never the held-out 'test' split",
+                    nonempty=True, note="(a split of the env)")
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.source, str) and bool(self.source), "DemoConfig", "source",
-               "must be 'oracle' or a trajectory file", self.source)
-        _check(isinstance(self.split, str) and bool(self.split) and self.split != "test",
+        check_fields(self)
+        _check(self.split != "test",
                "DemoConfig", "split", "must name a split of the env other than the held-out "
                "'test' split (demos from it would train on the evaluation tasks)", self.split)
-        _check(0 <= self.teacher_frac <= 1, "DemoConfig", "teacher_frac", "must be in [0, 1]",
-               self.teacher_frac)
         if self.source != "oracle":
             from agentsd.demos import load_demos
 
@@ -276,26 +268,21 @@ class SkillsConfig:
 
     refresh_every: int = _f(0, "summarize the student's recent rollouts into the run's skill "
                                "library every N steps (0 = off: the library stays as the run "
-                               "started)")
+                               "started)", kind=int, ge=0)
     window: int = _f(4, "how many recent steps' rollouts a refresh summarizes (those not "
-                        "summarized by an earlier refresh)")
+                        "summarized by an earlier refresh)", kind=int, ge=1)
     summarizer: str = _f("deterministic", "deterministic (offline, no model) | llm (the "
                                           "trainer's own model, in process) | openai (an "
-                                          "OpenAI-compatible server: skills.base_url, skills.model)")
+                                          "OpenAI-compatible server: skills.base_url, skills.model)",
+                         choices=SKILL_SUMMARIZERS)
     base_url: str = _f("", "openai summarizer: the server's base URL (e.g. http://127.0.0.1:8000/v1)")
     model: str = _f("", "openai summarizer: the model name the server serves")
     max_new: int = _f(0, "most skills one refresh adds (0 = no cap; merged and replaced skills "
-                         "do not count)")
-    llm_max_tokens: int = _f(400, "llm/openai summarizer: tokens per answer")
+                         "do not count)", kind=int, ge=0)
+    llm_max_tokens: int = _f(400, "llm/openai summarizer: tokens per answer", kind=int, ge=1)
 
     def __post_init__(self) -> None:
-        for n in ("refresh_every", "max_new"):
-            v = getattr(self, n)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, "SkillsConfig", n,
-                   "must be an int >= 0", v)
-        _pos_int("SkillsConfig", self, "window", "llm_max_tokens")
-        _check(self.summarizer in SKILL_SUMMARIZERS, "SkillsConfig", "summarizer",
-               f"must be one of {SKILL_SUMMARIZERS}", self.summarizer)
+        check_fields(self)
         _check(self.summarizer != "openai" or bool(self.base_url and self.model), "SkillsConfig",
                "summarizer", "'openai' needs --skills.base-url and --skills.model (or use "
                "--skills.summarizer deterministic)", self.summarizer)
@@ -305,18 +292,20 @@ class SkillsConfig:
 class OptimConfig:
     """Optimizer and batching."""
 
-    lr: float = _f(1e-4, "AdamW learning rate")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    beta1: float = _f(0.9, "AdamW beta1")
-    beta2: float = _f(0.999, "AdamW beta2")
-    grad_clip: float = _f(1.0, "max global gradient norm (0 = off)")
+    lr: float = _f(1e-4, "AdamW learning rate", gt=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay", ge=0)
+    beta1: float = _f(0.9, "AdamW beta1", ge=0, lt=1)
+    beta2: float = _f(0.999, "AdamW beta2", ge=0, lt=1)
+    grad_clip: float = _f(1.0, "max global gradient norm (0 = off)", ge=0)
     lr_schedule: str = _f("constant", "learning rate over the run: constant, or linear decay to 0 "
                                       "at the last step (a short warm start then ends on a "
-                                      "settled model instead of wherever the last step left it)")
+                                      "settled model instead of wherever the last step left it)",
+                          choices=("constant", "linear"))
     max_tokens_per_micro_batch: int = _f(4096, "padded tokens per forward/backward micro-batch "
-                                                "(gradients accumulate over micro-batches)")
+                                                "(gradients accumulate over micro-batches)",
+                                         kind=int, ge=1)
     updates_per_step: int = _f(1, "optimizer updates per rollout batch (>1 makes later updates "
-                                  "off-policy; the IS weight corrects for it)")
+                                  "off-policy; the IS weight corrects for it)", kind=int, ge=1)
     share_prefix: bool = _f(True, "compute the identical token prefixes of a micro-batch's rows "
                                   "once (system prompt, tools, task; a teacher's step-wise "
                                   "history) and reuse their keys/values, for the student (with "
@@ -325,26 +314,16 @@ class OptimConfig:
     share_prefix_min_tokens: int = _f(1024, "share only a forward that saves at least this many "
                                             "tokens (a smaller saving does not pay for the extra "
                                             "forwards; such forwards stay bit-identical to the "
-                                            "unshared path)")
+                                            "unshared path)", kind=int, ge=0)
     memory_budget_gb: float = _f(0.0, "memory the update may use (GB): picks the micro-batch "
                                       "size (when max_tokens_per_micro_batch is left at its "
                                       "default) and gradient checkpointing (when too few tokens "
                                       "fit without it); 0 = auto, half the available RAM or 80% "
-                                      "of the free GPU memory; < 0 = off (the flags as given)")
+                                      "of the free GPU memory; < 0 = off (the flags as given)",
+                                kind=float, note="of GB (0 = auto, < 0 = off)")
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0 and math.isfinite(self.lr), "OptimConfig", "lr", "must be > 0", self.lr)
-        _nonneg("OptimConfig", self, "weight_decay", "grad_clip")
-        for n in ("beta1", "beta2"):
-            _check(0 <= getattr(self, n) < 1, "OptimConfig", n, "must be in [0, 1)", getattr(self, n))
-        _pos_int("OptimConfig", self, "max_tokens_per_micro_batch", "updates_per_step")
-        _check(isinstance(self.share_prefix_min_tokens, int) and self.share_prefix_min_tokens >= 0,
-               "OptimConfig", "share_prefix_min_tokens", "must be an int >= 0",
-               self.share_prefix_min_tokens)
-        _check(math.isfinite(self.memory_budget_gb), "OptimConfig", "memory_budget_gb",
-               "must be a finite number of GB (0 = auto, < 0 = off)", self.memory_budget_gb)
-        _check(self.lr_schedule in ("constant", "linear"), "OptimConfig", "lr_schedule",
-               "must be 'constant' or 'linear'", self.lr_schedule)
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -353,21 +332,22 @@ class TrainConfig:
     baselines run on the same code path."""
 
     algo: str = _f("opd", "opd (teacher sees skills + hints) | opsd (hints only) | grpo | rft | "
-                          "sft (demonstrations; the warm start)")
-    steps: int = _f(20, "optimizer steps (one rollout batch each)")
-    seed: int = _f(0, "run seed (task choice, sampling, initialization)")
+                          "sft (demonstrations; the warm start)", choices=ALGOS)
+    steps: int = _f(20, "optimizer steps (one rollout batch each)", kind=int, ge=1)
+    seed: int = _f(0, "run seed (task choice, sampling, initialization)", kind=int)
     out_dir: str = _f("runs/opd", "run folder (metrics, checkpoints, report)")
     eval_every: int = _f(5, "held-out evaluation every N steps (and at the end); 0 = only at "
-                            "the end")
+                            "the end", kind=int, ge=0)
     eval_at_start: bool = _f(True, "evaluate once before training (step 0)")
     eval_at_end: bool = _f(True, "evaluate after the last step (off: a warm start whose model "
                                  "the next run evaluates at its step 0 anyway)")
-    checkpoint_every: int = _f(5, "checkpoint every N steps (and at the end)")
-    keep_checkpoints: int = _f(2, "checkpoints kept on disk (oldest deleted first)")
+    checkpoint_every: int = _f(5, "checkpoint every N steps (and at the end)", kind=int, ge=1)
+    keep_checkpoints: int = _f(2, "checkpoints kept on disk (oldest deleted first)", kind=int, ge=1)
     resume: bool = _f(True, "resume from the latest checkpoint in out_dir if there is one")
     tensorboard: bool = _f(True, "also write TensorBoard events (if tensorboard is installed)")
     progress: bool = _f(True, "show progress bars")
-    samples_to_keep: int = _f(4, "scored trajectories saved per evaluation for the report")
+    samples_to_keep: int = _f(4, "scored trajectories saved per evaluation for the report",
+                              kind=int, ge=0)
     model: ModelConfig = _f(ModelConfig(), "model")
     rollout: RolloutSettings = _f(RolloutSettings(), "rollouts")
     loss: LossConfig = _f(LossConfig(), "loss")
@@ -385,13 +365,7 @@ class TrainConfig:
     skills: SkillsConfig = _f(SkillsConfig(), "dynamic skills (Skill-SD refresh)")
 
     def __post_init__(self) -> None:
-        _check(self.algo in ALGOS, "TrainConfig", "algo", f"must be one of {ALGOS}", self.algo)
-        _pos_int("TrainConfig", self, "steps", "checkpoint_every", "keep_checkpoints")
-        _check(isinstance(self.eval_every, int) and self.eval_every >= 0, "TrainConfig",
-               "eval_every", "must be an int >= 0", self.eval_every)
-        _check(isinstance(self.seed, int), "TrainConfig", "seed", "must be an int", self.seed)
-        _check(isinstance(self.samples_to_keep, int) and self.samples_to_keep >= 0, "TrainConfig",
-               "samples_to_keep", "must be an int >= 0", self.samples_to_keep)
+        check_fields(self)
         if self.algo == "grpo" and self.rollout.samples_per_task < 2:
             raise ValueError("TrainConfig.rollout.samples_per_task must be >= 2 for algo='grpo' "
                              "(group-relative advantages need a group)")

@@ -47,16 +47,21 @@ def _split_items(words: list[str]) -> tuple[str, ...]:
 
 
 def _field_help(cls: type, f: dataclasses.Field) -> Any:
-    """The field's ``help`` metadata, else (lazily) its docstring or ``#:`` comment."""
+    """The field's ``help`` metadata, else (lazily) its docstring or ``#:`` comment; either with
+    the field's declared bounds appended (``(>= 1)``, :func:`~agentsd.distill.config_fields._f`)."""
+    from agentsd.distill.config_fields import help_with_range
+
     text = f.metadata.get("help") if f.metadata else None
-    return text or functools.partial(_comment_help, cls, f.name)
+    return help_with_range(text, f) if text else functools.partial(_comment_help, cls, f)
 
 
-def _comment_help(cls: type, name: str) -> str | None:
+def _comment_help(cls: type, f: dataclasses.Field) -> str | None:
+    from agentsd.distill.config_fields import help_with_range
+
     try:  # tyro's reader of field comments is not public API; without it the flag has no help
         from tyro._docstrings import get_field_docstring
 
-        return get_field_docstring(cls, name, ())
+        return help_with_range(get_field_docstring(cls, f.name, ()), f)
     except Exception:  # noqa: BLE001
         return None
 

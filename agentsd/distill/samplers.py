@@ -107,12 +107,8 @@ def check_logprobs(sampler: str, convention: str, temperature: float, top_p: flo
 
 
 def check_settings(rs: Any) -> None:
-    """Config-time checks of a ``RolloutSettings``' sampler fields (no network, no model)."""
-    if rs.sampler not in SAMPLERS:
-        raise ValueError(f"RolloutSettings.sampler must be one of {sorted(SAMPLERS)}, got {rs.sampler!r}")
-    if rs.server_logprobs not in LOGPROBS:
-        raise ValueError(f"RolloutSettings.server_logprobs must be one of {sorted(LOGPROBS)}, "
-                         f"got {rs.server_logprobs!r}")
+    """Config-time checks of a ``RolloutSettings``' sampler fields that relate fields (no
+    network, no model); ``sampler`` and ``server_logprobs`` are declared choices."""
     if rs.sampler == "openai":
         if not rs.servers:
             raise ValueError("RolloutSettings.servers: rollout.sampler='openai' needs at least one "
