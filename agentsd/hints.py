@@ -57,6 +57,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agentsd.distill.config_fields import _f, check_fields
 from agentsd.types import Message, Privileged
 
 if TYPE_CHECKING:
@@ -108,30 +109,31 @@ class TeacherContextConfig:
     #: hidden_tests, notes, feedback or extra:<key> (views an env lacks are skipped)
     views: tuple[str, ...] = ("skills", "reference")
     #: share of a gold reference shown, 0..1 (first items of a plan, lines of a solution)
-    exposure: float = 1.0
+    exposure: float = _f(1.0, ge=0, le=1)
     #: step (the context follows the episode turn by turn) or episode (one prefix per episode)
-    exposure_mode: str = "step"
+    exposure_mode: str = _f("step", choices=("episode", "step"))
     #: most skills shown
-    max_skills: int = 3
+    max_skills: int = _f(3, kind=int, ge=0)
     #: the skills section is cut to this many characters in all (skills are shared rules, not
     #: a second task description; 800 characters is about 200 tokens)
-    max_skill_chars: int = 800
+    max_skill_chars: int = _f(800, kind=int, ge=50)
     #: how skills are picked: bm25, embedding or none (library order)
-    retrieval: str = "bm25"
+    retrieval: str = _f("bm25", choices=("bm25", "embedding", "none"))
     #: weight of the skill-usefulness bandit's UCB term in the ranking
-    usefulness: float = 0.0
+    usefulness: float = _f(0.0, ge=0)
     #: where the guidance block goes: system (the task's system message) or before_task
-    placement: str = "system"
+    placement: str = _f("system", choices=("system", "before_task"))
     #: where the skills section goes: system (the task's system message) or user (the end of the
     #: latest user/observation message of every turn, before that turn's hint)
-    skills_at: str = "system"
+    skills_at: str = _f("system", choices=SKILLS_AT)
     #: first line of the guidance block
     header: str = DEFAULT_HEADER
     #: each rendered view is cut to this many characters (a long hidden-test file or solution
     #: must not crowd the task out of the context)
-    max_view_chars: int = 3000
+    max_view_chars: int = _f(3000, kind=int, ge=100)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         views = tuple(self.views) if not isinstance(self.views, str) else (self.views,)
         object.__setattr__(self, "views", views)
         for v in views:
@@ -140,32 +142,6 @@ class TeacherContextConfig:
                                  f"{', '.join(VIEW_NAMES)} or 'extra:<key>'")
         if len(set(views)) != len(views):
             raise ValueError(f"TeacherContextConfig.views lists a view twice: {views}")
-        for name, ok, msg in _RULES:
-            if not ok(getattr(self, name)):
-                raise ValueError(f"TeacherContextConfig.{name} {msg}, got {getattr(self, name)!r}")
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, int | float)
-
-
-def _int_at_least(n: int) -> Any:
-    return lambda x: isinstance(x, int) and x >= n
-
-
-#: ``(field, test, what it must be)`` for :class:`TeacherContextConfig`'s scalar fields
-_RULES: tuple[tuple[str, Any, str], ...] = (
-    ("exposure", lambda x: _number(x) and 0.0 <= float(x) <= 1.0, "must be in [0, 1]"),
-    ("exposure_mode", lambda x: x in ("episode", "step"), "must be 'episode' or 'step'"),
-    ("max_skills", _int_at_least(0), "must be an int >= 0"),
-    ("retrieval", lambda x: x in ("bm25", "embedding", "none"),
-     "must be 'bm25', 'embedding' or 'none'"),
-    ("usefulness", lambda x: _number(x) and x >= 0, "must be >= 0"),
-    ("placement", lambda x: x in ("system", "before_task"), "must be 'system' or 'before_task'"),
-    ("skills_at", lambda x: x in SKILLS_AT, "must be 'system' or 'user'"),
-    ("max_skill_chars", _int_at_least(50), "must be an int >= 50"),
-    ("max_view_chars", _int_at_least(100), "must be an int >= 100"),
-)
 
 
 @dataclass

@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentsd.distill.config_fields import _f, check_fields
 from agentsd.policy.base import Generation, Policy, SamplingParams
 from agentsd.renderer import ChatRenderer
 from agentsd.teacher_context import turn_views
@@ -91,21 +91,21 @@ class RolloutConfig:
     """Engine limits and scheduling; validated on construction."""
 
     #: stop after this many turns (``None``: the env's own limit from its spec)
-    max_turns: int | None = None
+    max_turns: int | None = _f(None, kind=int, ge=1, optional=True)
     #: budget of prompt + action tokens per episode (``None``: unlimited)
-    max_episode_tokens: int | None = None
+    max_episode_tokens: int | None = _f(None, kind=int, ge=1, optional=True)
     #: context window (``None``: the policy's ``context_length`` attribute, if it has one)
-    context_length: int | None = None
+    context_length: int | None = _f(None, kind=int, ge=1, optional=True)
     #: end an episode after this many consecutive non-``ok`` parses (``None``: never)
-    max_parse_failures: int | None = None
+    max_parse_failures: int | None = _f(None, kind=int, ge=1, optional=True)
     #: episodes in flight at once (the largest generation batch)
-    max_concurrent: int = 64
+    max_concurrent: int = _f(64, kind=int, ge=1)
     #: threads running env reset/step
-    env_workers: int = 8
+    env_workers: int = _f(8, kind=int, ge=1)
     #: after a generation batch, wait this long for pending env steps to join the next batch;
     #: a very large value waits for all of them, so batches (and seeded samples) do not depend
     #: on thread timing, at the cost of letting the slowest env set the pace
-    batch_wait_s: float = 0.05
+    batch_wait_s: float = _f(0.05, ge=0)
     #: tqdm progress bar over episodes
     progress: bool = False
     #: also pass the env's tool schemas to the chat template (``tools=``); off by default since
@@ -123,16 +123,7 @@ class RolloutConfig:
     kv_reuse: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_turns", "max_episode_tokens", "context_length", "max_parse_failures"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"RolloutConfig.{name} must be a positive int or None, got {v!r}")
-        for name in ("max_concurrent", "env_workers"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"RolloutConfig.{name} must be a positive int, got {v!r}")
-        if not (self.batch_wait_s >= 0 and math.isfinite(self.batch_wait_s)):
-            raise ValueError(f"RolloutConfig.batch_wait_s must be >= 0, got {self.batch_wait_s}")
+        check_fields(self)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from agentsd.distill.config import (
     TeacherConfig,
     TrainConfig,
 )
+from agentsd.distill.config_fields import _f, check_fields
 
 __all__ = ["PipelineConfig", "run_pipeline", "quickstart_config"]
 
@@ -47,26 +48,16 @@ class PipelineConfig:
     context); ``warm_steps=0`` skips it."""
 
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    warm_steps: int = 10
-    warm_demos: int = 8
-    warm_lr: float = 1e-3
-    demo_teacher_frac: float = 0.5
+    warm_steps: int = _f(10, kind=int, ge=0)
+    warm_demos: int = _f(8, kind=int, ge=1)
+    warm_lr: float = _f(1e-3, gt=0)
+    demo_teacher_frac: float = _f(0.5, ge=0, le=1)
     #: oracle episodes on train seeds the skill summarizer reads (no model needed)
-    skill_demos: int = 16
+    skill_demos: int = _f(16, kind=int, ge=1)
     shipped_skills: bool = True
 
     def __post_init__(self) -> None:
-        for n in ("warm_demos", "skill_demos"):
-            v = getattr(self, n)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"PipelineConfig.{n} must be a positive int, got {v!r}")
-        if not isinstance(self.warm_steps, int) or self.warm_steps < 0:
-            raise ValueError(f"PipelineConfig.warm_steps must be an int >= 0, got {self.warm_steps!r}")
-        if not (self.warm_lr > 0):
-            raise ValueError(f"PipelineConfig.warm_lr must be > 0, got {self.warm_lr!r}")
-        if not 0 <= self.demo_teacher_frac <= 1:
-            raise ValueError("PipelineConfig.demo_teacher_frac must be in [0, 1], got "
-                             f"{self.demo_teacher_frac!r}")
+        check_fields(self)
 
     def warm_config(self, skills_dir: str) -> TrainConfig:
         """The warm-start run: SFT on oracle demos into ``<run>/warm_start``."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from agentsd.distill.config_fields import _f, check_fields
+
 __all__ = ["SamplingParams", "Generation", "Policy"]
 
 
@@ -17,22 +19,15 @@ __all__ = ["SamplingParams", "Generation", "Policy"]
 class SamplingParams:
     """Sampling settings; validated on construction."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    max_tokens: int = 256
+    temperature: float = _f(1.0, ge=0, note="(0 = greedy)")
+    top_p: float = _f(1.0, gt=0, le=1)
+    top_k: int = _f(0, kind=int, ge=0, note="(0 = off)")
+    max_tokens: int = _f(256, kind=int, ge=1)
     stop: tuple[str, ...] = ()
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        check_fields(self)
 
 
 @dataclass
