@@ -7,7 +7,11 @@ thing on the page), ``training_curves.png`` and ``report.html`` next to them. Ob
 their whitespace (a Sokoban board reads as a board). In the HTML, each action token is coloured
 by ``log p_teacher - log p_student``: green where the teacher likes the token more than the
 student (the update pushes it up), red where less (pushed down); env and prompt tokens are grey.
-Hovering a token shows both log-probabilities.
+Hovering a token shows both log-probabilities. Beside each sample, collapsed, is the context the
+teacher scored it with: the text its row adds over the student's tokens (skills, hints, the
+reference reply), read from ``samples/step_N.teacher.json`` (:func:`save_teacher_contexts`) when
+the run wrote one. That file sits next to ``step_N.jsonl`` rather than inside it: the samples
+file's bytes are pinned (``tests/test_step_golden.py``).
 
 ``plot_comparison`` draws several algorithms' held-out curves, mean ± std over seeds
 (``scripts/compare.py``).
@@ -20,15 +24,18 @@ the episodes whose teacher saw it did (:func:`skill_history`).
 
 from __future__ import annotations
 
+import difflib
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agentsd.distill.metrics import Series, mean_curve, metric_series, read_metrics
 
 __all__ = ["write_report", "plot_learning_curve", "plot_training_curves", "plot_comparison",
-           "render_html", "token_spans", "skill_history", "HELDOUT_CURVES"]
+           "render_html", "token_spans", "skill_history", "teacher_additions",
+           "save_teacher_contexts", "read_teacher_contexts", "HELDOUT_CURVES", "TEACHER_SUFFIX"]
 
 #: what the held-out panels draw: (key, label, line style); keys absent from the metrics are skipped
 HELDOUT_CURVES: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -163,13 +170,115 @@ def token_spans(sample: dict[str, Any], max_abs_gap: float = 3.0) -> str:
     return "".join(out)
 
 
+#: the teacher contexts of ``samples/step_N.jsonl`` are in ``samples/step_N`` + this suffix
+TEACHER_SUFFIX = ".teacher.json"
+
+
+def teacher_additions(student_ids: Sequence[int], row_ids: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """``(student position, ids)`` of each run of tokens a teacher row holds where the student's
+    sequence has none (or others): what the teacher's context adds over the student's prompt.
+    The row is the student's tokens plus insertions (:func:`agentsd.teacher_context.teacher_row`),
+    so a diff finds them; the student tokens a row lacks (a step-wise row ends at its turn) are
+    not additions. An insertion that could sit a few tokens later (the student's ``.`` matched
+    to the one ending an added sentence) is moved there, so it reads as the text it added."""
+    a, b = list(student_ids), list(row_ids)
+    ops = difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+    out = []
+    for k, (op, i1, _, j1, j2) in enumerate(ops):
+        if op == "insert" and k + 1 < len(ops) and ops[k + 1][0] == "equal":
+            room = ops[k + 1][2] - ops[k + 1][1]  # the equal run after it: how far it can move
+            while room and b[j1] == b[j2]:
+                i1, j1, j2, room = i1 + 1, j1 + 1, j2 + 1, room - 1
+        if op in ("insert", "replace"):
+            out.append((i1, b[j1:j2]))
+    return out
+
+
+def _context_labels(cfg: Any, n_views: int) -> list[str]:
+    """One name per teacher: ``teacher.score_views`` (several teachers), else the context's views."""
+    if cfg is None:
+        return ["teacher"] * n_views
+    if cfg.teacher.score_views:
+        return list(cfg.teacher.score_views)
+    return ["+".join(cfg.teacher_views().views)]
+
+
+def save_teacher_contexts(samples_path: str | Path, batch: Any, tokenizer: Any,
+                          cfg: Any = None) -> Path | None:
+    """Write what each kept sample's teacher read beyond the student's prompt next to the samples
+    file (``step_N.jsonl`` -> ``step_N.teacher.json``): ``{"samples": {trajectory id: [{"view":
+    name, "added": [{"at": student token position, "text": decoded text}]}]}}``, one entry per
+    teacher (``teacher.score_views``), from the step's teacher rows (``batch.rows``). ``None``
+    (nothing written) without a samples file or without teacher rows. The samples file itself is
+    only read (for the ids it kept)."""
+    samples_path = Path(samples_path)
+    by_view = batch.rows_by_view or ([batch.rows] if batch.rows else [])
+    if not samples_path.exists() or not by_view:
+        return None
+    labels = _context_labels(cfg, len(by_view))
+    index = {t.id: i for i, t in enumerate(batch.trajs)}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for line in samples_path.read_text(encoding="utf-8").splitlines():
+        tid = json.loads(line).get("id") if line.strip() else None
+        if tid not in index:
+            continue
+        i = index[tid]
+        student = batch.trajs[i].token_ids()
+        contexts = []
+        for label, rows in zip(labels, by_view, strict=True):
+            added: list[dict[str, Any]] = []
+            for row in rows[i]:
+                for at, ids in teacher_additions(student, row.input_ids):
+                    item = {"at": at, "text": tokenizer.decode(ids)}
+                    if item not in added:  # step-wise rows repeat the earlier turns' hints
+                        added.append(item)
+            contexts.append({"view": label, "added": added})
+        out[tid] = contexts
+    path = samples_path.with_suffix(TEACHER_SUFFIX)
+    path.write_text(json.dumps({"samples": out}, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def read_teacher_contexts(samples_path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The teacher contexts :func:`save_teacher_contexts` wrote next to ``samples_path``, by
+    trajectory id (empty when there is no such file)."""
+    path = Path(samples_path).with_suffix(TEACHER_SUFFIX)
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("samples", {})
+
+
+def _where(at: int, mask: Sequence[int]) -> str:
+    """Where an addition at student position ``at`` sits, counted in the sample's actions (runs
+    of action tokens in ``mask``)."""
+    ends = [j + 1 for j in range(len(mask)) if mask[j] and (j + 1 == len(mask) or not mask[j + 1])]
+    before = sum(1 for e in ends if e <= at)
+    return "after the last action" if ends and before == len(ends) else f"before action {before + 1}"
+
+
+def _teacher_context_html(sample: dict[str, Any], contexts: list[dict[str, Any]]) -> str:
+    """A collapsed block with each teacher's additions, escaped, in sequence order."""
+    parts = []
+    for c in contexts:
+        added = c.get("added", [])
+        chars = sum(len(a["text"]) for a in added)
+        body = "".join(f"<div class='at'>{_where(a['at'], sample.get('mask', []))}</div>"
+                       f"<div class='traj hint'>{html.escape(a['text'])}</div>" for a in added)
+        parts.append(f"<details class='teacher'><summary>teacher context "
+                     f"<code>{html.escape(str(c.get('view', 'teacher')))}</code>: {len(added)} "
+                     f"addition{'s' if len(added) != 1 else ''}, {chars} characters, over the "
+                     f"student's prompt</summary>{body or '<p>(nothing added)</p>'}</details>")
+    return "".join(parts)
+
+
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1.2em auto;color:#222}
 h1{font-size:1.3em;margin:.2em 0}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 .traj{font-family:monospace;font-size:13px;line-height:1.45;border:1px solid #ddd;padding:8px;
 margin:8px 0;white-space:pre-wrap;overflow-wrap:anywhere;tab-size:4}.env{color:#999}.act{color:#000}
 .headline{font-size:1.05em;margin:.3em 0}details{margin:6px 0}summary{cursor:pointer}
-img{max-width:100%}"""
+img{max-width:100%}details.teacher{margin-left:1.2em}.at{color:#666;font-size:.9em;margin-top:4px}
+.hint{background:#f6f3e8;margin:2px 0}"""
 
 
 def _pct(x: Any) -> str:
@@ -313,16 +422,23 @@ def render_html(run_dir: str | Path) -> str:
                  "teacher prefers</span>, <span style='background:rgba(220,50,50,.6)'>teacher "
                  "disprefers</span>; grey = prompt/env tokens; &crarr; marks a line break. Hover "
                  "for values.</p>")
-    for f in sorted((run_dir / "samples").glob("step_*.jsonl"), reverse=True):
+    files = sorted((run_dir / "samples").glob("step_*.jsonl"), reverse=True)
+    if files and cfg.get("algo") in ("opd", "opsd") and not any(
+            f.with_suffix(TEACHER_SUFFIX).exists() for f in files):
+        parts.append("<p>This run did not record its teacher's context next to the samples "
+                     f"(<code>samples/step_N{TEACHER_SUFFIX}</code>).</p>")
+    for f in files:
         samples = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        contexts = read_teacher_contexts(f)
         parts.append(f"<h3>{html.escape(f.stem)}</h3>")
         for s in samples:
             head = (f"seed {s.get('seed')} &middot; {'success' if s.get('success') else 'failure'}"
                     f" &middot; reward {s.get('reward', 0):.2f}")
             if s.get("skills"):
                 head += " &middot; skills: " + html.escape(", ".join(s["skills"]))
-            parts.append(f"<details><summary>{head}</summary><div class='traj'>{token_spans(s)}"
-                         "</div></details>")
+            hint = _teacher_context_html(s, contexts[s["id"]]) if s.get("id") in contexts else ""
+            parts.append(f"<details><summary>{head}</summary>{hint}<div class='traj'>"
+                         f"{token_spans(s)}</div></details>")
     parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(cfg, indent=1)) + "</pre>")
     return "\n".join(parts)
 
