@@ -95,6 +95,16 @@ class LossConfig:
                                  "is relatively more confident than the student, log pT(y) - "
                                  "log pS(y) > tsd_margin")
     tsd_margin: float = _f(0.0, "TSD-KD: the log-ratio margin a token must exceed", kind=float)
+    tsd_rerank_weight: float = _f(0.0, "TSD-KD indirect feedback: weight of a ranking loss "
+                                       "added to the distillation term; the teacher ranks each "
+                                       "task's candidates (the group's samples) by their mean "
+                                       "teacher log-prob per action token, and a pairwise "
+                                       "Bradley-Terry loss on the student's mean log-probs pushes "
+                                       "up the ones it ranks higher (0 = off; needs "
+                                       "rollout.samples_per_task >= 2)", ge=0)
+    tsd_rerank_margin: float = _f(0.0, "TSD-KD re-ranking: two candidates whose teacher scores "
+                                       "differ by at most this (nats per token) are tied: no "
+                                       "pair", ge=0)
 
     def __post_init__(self) -> None:
         check_fields(self)

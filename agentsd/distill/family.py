@@ -46,6 +46,7 @@ def _needs_a_teacher(cfg: Any) -> None:
               "ground-truth target mixing (loss.gt_mix / loss.gt_floor)"),
              (lc.task_divergence, "OPAD's task-adaptive divergence (loss.task_divergence)"),
              (lc.tsd_select, "TSD-KD token selection (loss.tsd_select)"),
+             (lc.tsd_rerank_weight > 0, "TSD-KD re-ranking (loss.tsd_rerank_weight > 0)"),
              (tc.refine == "vpd", "VPD (teacher.refine='vpd')"),
              (tc.combine == "confidence" and bool(tc.score_views),
               "MAD-OPD confidence weights (teacher.combine='confidence')")]
@@ -238,10 +239,27 @@ def _pi_play(cfg: Any) -> None:
                          "a generated env (ToolWorld, ToolWorld-Lite, Code-Gen)")
 
 
+def _tsd_rerank(cfg: Any) -> None:
+    """TSD-KD's re-ranking orders a task's candidates against each other: a group; its scoring
+    pass runs outside FSDP's matched collectives."""
+    if cfg.loss.tsd_rerank_weight <= 0 or not cfg.uses_teacher:
+        return
+    if (G := cfg.rollout.samples_per_task) < 2:
+        raise ValueError("TSD-KD re-ranking (loss.tsd_rerank_weight > 0) ranks a task's own "
+                         f"candidates against each other: rollout.samples_per_task >= 2, got {G}")
+    if cfg.loss.distill_coef <= 0:
+        raise ValueError("TSD-KD re-ranking (loss.tsd_rerank_weight > 0) ranks the candidates the "
+                         "distillation term covers: loss.distill_coef must be > 0, got "
+                         f"{cfg.loss.distill_coef}")
+    if cfg.model.fsdp:
+        raise ValueError("TSD-KD re-ranking (loss.tsd_rerank_weight > 0) does not run under FSDP "
+                         "(model.fsdp): its scoring pass is not one of FSDP's matched forwards")
+
+
 #: the checks, in the order they run
 FAMILY_CHECKS: tuple[Callable[[Any], None], ...] = (
     _needs_a_teacher, _feedback_view, _trace, _sod, _groups, _atesd, _several_teachers, _cepo,
-    _curio, _gt_mix, _opad, _vpd, _mad_opd, _pi_play)
+    _curio, _gt_mix, _opad, _vpd, _mad_opd, _pi_play, _tsd_rerank)
 
 
 def check_family(cfg: Any) -> None:

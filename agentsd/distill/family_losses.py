@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 __all__ = ["turn_weights", "pi_distill_divergence", "sampled_token_forward_kl", "trace_kl_scale",
            "agreement_weights", "avsd_teacher_logp", "divergence_clip_mask", "cepo_advantages",
            "cepo_loss", "curio_temperatures", "curio_divergence", "gt_mix_teacher_logp",
-           "confidence_teacher_logp", "opad_divergence", "tsd_select_mask", "vpd_teacher_loss"]
+           "confidence_teacher_logp", "opad_divergence", "tsd_select_mask", "vpd_teacher_loss",
+           "rerank_pairs", "tsd_rerank_loss"]
 
 
 def turn_weights(divergence_BT: torch.Tensor, turn_BT: torch.Tensor, mask_BT: torch.Tensor,
@@ -320,6 +321,55 @@ def tsd_select_mask(logp_BT: torch.Tensor, teacher_logp_BT: torch.Tensor, mask_B
     Returns a 0/1 ``[B, T]`` mask (detached; the input mask where kept)."""
     gap = (teacher_logp_BT - logp_BT).detach()
     return mask_BT.to(gap.dtype) * (gap > margin).to(gap.dtype)
+
+
+def rerank_pairs(teacher_G: torch.Tensor, valid_G: torch.Tensor | None = None,
+                 margin: float = 0.0) -> torch.Tensor:
+    """TSD-KD's indirect feedback, the teacher's ranking of one task's ``G`` candidates (the
+    student's own samples) by their teacher scores ``t`` (each candidate's mean teacher log-prob
+    per action token, in the teacher's context)::
+
+        P[i, j] = 1  if  t_i - t_j > margin  (candidates i and j both valid), else 0
+
+    ``P[i, j] = 1`` reads "the teacher ranks ``i`` above ``j``"; ties (within ``margin``) and
+    invalid candidates make no pair. ``[G, G]`` 0/1, detached.
+
+    >>> import torch
+    >>> rerank_pairs(torch.tensor([-1.0, -3.0, -1.0])).tolist()
+    [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    """
+    import torch
+
+    t = teacher_G.detach().float()
+    v = torch.ones_like(t) if valid_G is None else valid_G.detach().float()
+    return ((t[:, None] - t[None, :]) > margin).float() * v[:, None] * v[None, :]
+
+
+def tsd_rerank_loss(student_G: torch.Tensor, teacher_G: torch.Tensor,
+                    valid_G: torch.Tensor | None = None, margin: float = 0.0) -> torch.Tensor:
+    """TSD-KD's ranking loss: a pairwise Bradley-Terry loss on the student's candidate scores
+    ``s`` (each candidate's mean log-prob per action token under the student) over the pairs the
+    teacher orders (:func:`rerank_pairs`)::
+
+        L = sum_ij P[i, j] * softplus(s_j - s_i) / max(sum_ij P[i, j], 1)
+          = mean over teacher-ordered pairs (i above j) of -log sigmoid(s_i - s_j)
+
+    Its gradient pushes up every candidate the teacher ranks higher and down every one it ranks
+    lower: ``dL/ds_i = (sum_j P[j, i] sigmoid(s_i - s_j) - sum_j P[i, j] sigmoid(s_j - s_i)) /
+    |P|``, negative on the teacher's top candidate, positive on its bottom one. All candidates
+    tied: no pair, ``L = 0`` with zero gradient; a strict order with the student indifferent
+    (all ``s`` equal): ``L = log 2``. Only the order of ``t`` counts, not its gaps. Scalar.
+
+    Mean log-probs, not sums: a summed log-prob falls with every extra token, so the teacher
+    would rank the shorter candidate higher whatever it said; the mean compares how much the
+    teacher endorses each candidate's choices per token, and the student's score is normalized
+    the same way.
+    """
+    import torch
+
+    P = rerank_pairs(teacher_G, valid_G, margin).to(student_G.dtype)
+    diff = student_G[None, :] - student_G[:, None]  # [i, j] = s_j - s_i
+    return (P * torch.nn.functional.softplus(diff)).sum() / P.sum().clamp_min(1.0)
 
 
 def vpd_teacher_loss(teacher_logp_BT: torch.Tensor, old_logp_BT: torch.Tensor,

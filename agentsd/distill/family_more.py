@@ -22,10 +22,18 @@
   teacher's own context (its rows), with a KL penalty to the teacher before the step. This is
   an honest reduction of the paper's variational E-step (a trust-region update of the
   feedback-reading posterior toward reward), not its exact estimator.
-- **TSD-KD** token selection is applied in :mod:`agentsd.distill.objectives`; the teacher
-  re-ranking the student's own candidates is not done: a group's samples fall in different
-  micro-batches, so a ranking needs every teacher score before the objective runs (a second
-  pass of :mod:`agentsd.distill.update`).
+- **TSD-KD** token selection is applied in :mod:`agentsd.distill.objectives`. Its indirect
+  feedback, the teacher re-ranking the student's own candidates (``loss.tsd_rerank_weight``),
+  needs every candidate of a group scored before any micro-batch's objective runs (a group's
+  samples fall in different micro-batches), so :func:`rerank_batch` runs a scoring pass first
+  (no grad: the teacher's and the student's mean log-prob per action token of every
+  trajectory, one extra forward of each) and puts into the batch, per trajectory, the ranking
+  loss's gradient with respect to that trajectory's student score (:func:`rerank_terms`, from
+  :func:`~agentsd.distill.family_losses.tsd_rerank_loss`). The ``tsd_rerank`` term is then
+  ``sum_i c_i * (s_i - sg(s_i)) + l_i`` per micro-batch: its gradient summed over the
+  micro-batches is exactly the ranking loss's, and its value sums to the loss (``l_i``: each
+  ranked candidate's share). The scores are taken at the weights the update starts from, with
+  dropout off.
 
 :func:`summarize` turns their per-token diagnostics into metrics.
 """
@@ -43,12 +51,13 @@ if TYPE_CHECKING:
     from agentsd.trajectory import Trajectory
 
 __all__ = ["ANSWER_VIEWS", "rejected_for", "wrong_answer_view", "batch_extras", "padded",
-           "score_extra_rows", "loss_kind", "curio_loss", "vpd_e_step", "summarize", "STATS"]
+           "score_extra_rows", "loss_kind", "curio_loss", "vpd_e_step", "summarize", "STATS",
+           "rerank_terms", "rerank_batch"]
 
 #: views that carry the task's answer: CEPO's wrong-answer teacher reads a rejected rollout there
 ANSWER_VIEWS = ("reference", "answer", "solution", "plan", "next_step")
 #: the per-token diagnostics these methods collect (summarized by :func:`summarize`)
-STATS = ("cepo", "tsdkeep", "gtlam", "confw", "curiotau", "curiokl")
+STATS = ("cepo", "tsdkeep", "gtlam", "confw", "curiotau", "curiokl", "rerankagree", "rerankin")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +152,142 @@ def score_extra_rows(family: dict[str, Any], score: Callable[[list[list[Any]]], 
     ``score`` as the usual teacher's rows."""
     return {f"{k}_logp_BT": score(rows)["teacher_logp_BT"]
             for k, rows in family.get("rows", {}).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# TSD-KD: the teacher re-ranks the student's own candidates
+
+@dataclasses.dataclass(frozen=True)
+class RerankTerms:
+    """What the ``tsd_rerank`` objective reads per trajectory (task-major): ``coef`` (the
+    weighted ranking loss's gradient with respect to the trajectory's student score), ``s0``
+    (that score at the pass), ``share`` (its share of the loss value), ``agree`` (per
+    teacher-ordered pair it tops: 1 when the student already scores it higher) and ``ranked``
+    (1 when it is a valid candidate of a group with at least one pair)."""
+
+    coef: list[float]
+    s0: list[float]
+    share: list[float]
+    agree: list[list[float]]
+    ranked: list[float]
+
+
+def rerank_terms(student: Sequence[float], teacher: Sequence[float], valid: Sequence[bool],
+                 G: int, margin: float = 0.0, weight: float = 1.0,
+                 n_groups: float | None = None) -> RerankTerms:
+    """The ranking loss of every group of ``G`` candidates (:func:`~agentsd.distill.
+    family_losses.tsd_rerank_loss` on the student's scores ``student``, the teacher's order of
+    ``teacher``, candidates with ``valid`` false left out), ``weight`` times its mean over the
+    ranked groups (``n_groups`` of them over every rank; default: this batch's), taken apart per
+    candidate. Groups without a pair (all tied) contribute nothing.
+
+    >>> r = rerank_terms([-1.0, -1.0], [-0.5, -2.0], [True, True], G=2)
+    >>> [round(c, 4) for c in r.coef], [round(x, 4) for x in r.share], r.agree
+    ([-0.5, 0.5], [0.3466, 0.3466], [[0.0], []])
+    """
+    import torch
+
+    from agentsd.distill.family_losses import rerank_pairs, tsd_rerank_loss
+
+    n = len(student)
+    coef, share, ranked = [0.0] * n, [0.0] * n, [0.0] * n
+    agree: list[list[float]] = [[] for _ in range(n)]
+    found = []
+    for a in range(0, n, G):
+        s = torch.tensor(student[a:a + G], dtype=torch.float64, requires_grad=True)
+        t = torch.tensor(teacher[a:a + G], dtype=torch.float64)
+        v = torch.tensor([float(x) for x in valid[a:a + G]], dtype=torch.float64)
+        P = rerank_pairs(t, v, margin)
+        if P.sum() == 0:
+            continue
+        loss = tsd_rerank_loss(s, t, v, margin)
+        (grad,) = torch.autograd.grad(loss, s)
+        found.append((a, float(loss.detach()), grad.tolist(), v.tolist()))
+        for i, j in P.nonzero().tolist():
+            agree[a + i].append(float(s[i] > s[j]))
+    scale = weight / max(n_groups if n_groups is not None else len(found), 1.0)
+    for a, loss, grad, v in found:
+        for k, (g, ok) in enumerate(zip(grad, v, strict=True)):
+            coef[a + k] = scale * g
+            share[a + k] = scale * loss * ok / sum(v)
+            ranked[a + k] = ok
+    return RerankTerms(coef, list(student), share, agree, ranked)
+
+
+def _ranked_groups(teacher: Sequence[float], valid: Sequence[bool], G: int, margin: float) -> int:
+    """How many groups hold at least one teacher-ordered pair."""
+    import torch
+
+    from agentsd.distill.family_losses import rerank_pairs
+
+    return sum(int(rerank_pairs(torch.tensor(teacher[a:a + G], dtype=torch.float64),
+                                torch.tensor([float(x) for x in valid[a:a + G]]), margin).sum() > 0)
+               for a in range(0, len(teacher), G))
+
+
+def _mean_over(lp_BT: torch.Tensor, mask_BT: torch.Tensor) -> list[float]:
+    m = mask_BT.float()
+    return ((lp_BT.float() * m).sum(-1) / m.sum(-1).clamp_min(1.0)).tolist()
+
+
+def _candidate_scores(model: Any, teacher: Any, data: Any, plan: Any, cfg: Any, pad_id: int,
+                      autocast: Callable[[Any], Any], max_tokens: int,
+                      ) -> tuple[list[float], list[float], list[bool]]:
+    """Every trajectory's student and teacher mean log-prob per action token (no grad, the
+    student with dropout off; the teacher over the positions its rows score), and whether it is
+    a candidate: distilled this step, with action tokens the teacher scored."""
+    import torch
+
+    from agentsd.distill.batch import micro_batch, micro_batches
+    from agentsd.distill.teacher import forward_logprobs, score_rows
+
+    n = len(data.trajs)
+    student, teach, valid = [0.0] * n, [0.0] * n, [False] * n
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in micro_batches(plan.lengths, max_tokens):
+            mb = micro_batch(data, idx, plan.tok_ids, plan.denom, cfg, pad_id, plan.device)
+            with torch.no_grad(), autocast(model):
+                lp = forward_logprobs(model, mb.ids_BT, mb.attn_BT, chunk_size=cfg.loss.chunk_size,
+                                      temperature=plan.temperature, positions_BT=mb.mask_BT)
+            rows = [dataclasses.replace(r, traj_index=j) for j, i in enumerate(idx)
+                    for r in data.rows[i]]
+            scored = torch.zeros_like(mb.mask_BT)
+            for r in rows:
+                scored[r.traj_index, r.student_pos] = 1.0
+            scored = scored * mb.mask_BT
+            with teacher.scoring() as tm, autocast(tm):
+                t_lp = score_rows(tm, rows, [plan.lengths[i] for i in idx], pad_id,
+                                  max_tokens=cfg.teacher.max_tokens_per_forward,
+                                  chunk_size=cfg.loss.chunk_size, temperature=plan.temperature,
+                                  )["teacher_logp_BT"].to(scored.device)
+            for j, (i, s, t) in enumerate(zip(idx, _mean_over(lp["logp_BT"], mb.mask_BT),
+                                              _mean_over(t_lp, scored), strict=True)):
+                student[i], teach[i] = s, t
+                valid[i] = bool(data.distill_w[i] > 0 and scored[j].sum() > 0)
+    finally:
+        model.train(was_training)
+    return student, teach, valid
+
+
+def rerank_batch(model: Any, teacher: Any, data: Any, plan: Any, cfg: Any, pad_id: int,
+                 autocast: Callable[[Any], Any], max_tokens: int) -> Any:
+    """TSD-KD's scoring pass (see the module docstring): ``data`` with the ``tsd_rerank``
+    objective's per-trajectory values added to ``Batch.family`` (``seq``: ``rerank_coef``,
+    ``rerank_s0``, ``rerank_loss``; ``rerank_stats``: ``agree`` and ``ranked``). Under torchrun
+    a rank holds whole groups; the loss is the mean over every rank's ranked groups."""
+    from agentsd.distill import distributed
+
+    lc, G = cfg.loss, cfg.rollout.samples_per_task
+    student, teach, valid = _candidate_scores(model, teacher, data, plan, cfg, pad_id, autocast,
+                                              max_tokens)
+    n_groups = distributed.sum_scalar(float(_ranked_groups(teach, valid, G, lc.tsd_rerank_margin)))
+    r = rerank_terms(student, teach, valid, G, lc.tsd_rerank_margin, lc.tsd_rerank_weight, n_groups)
+    seq = {**data.family.get("seq", {}), "rerank_coef": r.coef, "rerank_s0": r.s0,
+           "rerank_loss": r.share}
+    family = {**data.family, "seq": seq, "rerank_stats": {"agree": r.agree, "ranked": r.ranked}}
+    return dataclasses.replace(data, family=family)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +485,10 @@ def summarize(col: dict[str, list[float]]) -> dict[str, float]:
         m["cepo/credited_frac"] = _mean([float(x != 0.0) for x in col["cepo"]])
     if col.get("tsdkeep"):
         m["tsd/kept_frac"] = _mean(col["tsdkeep"])
+    if col.get("rerankin"):
+        m["tsd/rerank_ranked_frac"] = _mean(col["rerankin"])
+    if col.get("rerankagree"):
+        m["tsd/rerank_pair_agree"] = _mean(col["rerankagree"])
     if col.get("gtlam"):
         m["gtmix/weight_mean"] = _mean(col["gtlam"])
     if col.get("confw"):

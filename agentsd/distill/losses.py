@@ -477,7 +477,8 @@ def blend(distill: torch.Tensor | None, grpo: torch.Tensor | None, distill_coef:
 _FAMILY = ("turn_weights", "pi_distill_divergence", "sampled_token_forward_kl", "trace_kl_scale",
            "agreement_weights", "avsd_teacher_logp", "divergence_clip_mask", "cepo_advantages",
            "cepo_loss", "curio_temperatures", "curio_divergence", "gt_mix_teacher_logp",
-           "confidence_teacher_logp", "opad_divergence", "tsd_select_mask", "vpd_teacher_loss")
+           "confidence_teacher_logp", "opad_divergence", "tsd_select_mask", "vpd_teacher_loss",
+           "rerank_pairs", "tsd_rerank_loss")
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,9 @@ UniSD agreement and divergence clipping, AVSD's consensus target, TRACE's forwar
 routing and π-Distill (``loss.kind``); issue 25's: MAD-OPD's confidence-weighted teachers and
 ground-truth target mixing (the target), OPAD's task-adaptive divergence (the kind), CEPO's
 contrastive token credit (the loss), TSD-KD's token selection (the weights). CurioSFT is its own
-term (``curio``, summed with ``sft``); VPD's E-step runs after the update
+term (``curio``, summed with ``sft``), and so is TSD-KD's re-ranking (``tsd_rerank``, summed with
+``distill``; its values come from a scoring pass before the micro-batches,
+:func:`agentsd.distill.family_more.rerank_batch`); VPD's E-step runs after the update
 (:func:`agentsd.distill.family_more.vpd_e_step`).
 """
 
@@ -213,6 +215,19 @@ def _curio(mb: MicroBatch, cfg: TrainConfig) -> Term:
     return Term(lc.curio_coef * (loss_BT * mask * w).sum(), stats)
 
 
+def _tsd_rerank(mb: MicroBatch, cfg: TrainConfig) -> Term:
+    """TSD-KD's ranking loss through each trajectory's student score ``s`` (mean log-prob per
+    action token): ``sum c * (s - sg(s0)) + share``, whose gradient over the update's
+    micro-batches is the ranking loss's and whose value sums to it (``c``, ``s0``, ``share``
+    from :func:`agentsd.distill.family_more.rerank_batch`)."""
+    lp, m, x = mb.out["logp_BT"].float(), mb.mask_BT, mb.extra
+    s_B = (lp * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+    loss = (x["rerank_coef_B"] * (s_B - x["rerank_s0_B"]) + x["rerank_loss_B"]).sum()
+    st = mb.data.family["rerank_stats"]
+    return Term(loss, {"rerankagree": [v for i in mb.index for v in st["agree"][i]],
+                       "rerankin": [st["ranked"][i] for i in mb.index]})
+
+
 def _sft(mb: MicroBatch, cfg: TrainConfig) -> Term:
     from agentsd.distill import losses as L
 
@@ -230,6 +245,9 @@ OBJECTIVES: dict[str, Objective] = {
     "sft": Objective("sft", _sft, doc="negative log-likelihood of action tokens (demos, RFT)"),
     "curio": Objective("curio", _curio, needs_logits=True,
                        doc="CurioSFT: KL toward the student's own entropy-tempered distribution"),
+    "tsd_rerank": Objective("tsd_rerank", _tsd_rerank,
+                            doc="TSD-KD: pairwise ranking loss on the student's candidate scores "
+                                "in the teacher's order"),
 }
 
 #: each term's per-sequence weight in the batch: a micro-batch where all are 0 skips the term
@@ -239,8 +257,10 @@ _WEIGHT = {"grpo": "grpo_w", "sft": "sft_w", "curio": "sft_w"}
 def terms_for(cfg: TrainConfig) -> list[Objective]:
     """The loss terms an algorithm sums: opd/opsd distill (+ a GRPO blend), grpo, rft/sft nll."""
     if cfg.algo in ("opd", "opsd"):
-        return [OBJECTIVES["distill"]] + ([OBJECTIVES["grpo"]] if cfg.loss.grpo_coef > 0
-                                          or cfg.loss.success_routing or cfg.loss.trace else [])
+        rerank = [OBJECTIVES["tsd_rerank"]] if cfg.loss.tsd_rerank_weight > 0 else []
+        return [OBJECTIVES["distill"], *rerank] + (
+            [OBJECTIVES["grpo"]] if cfg.loss.grpo_coef > 0 or cfg.loss.success_routing
+            or cfg.loss.trace else [])
     curio = [OBJECTIVES["curio"]] if cfg.loss.curio_sft and cfg.algo in ("sft", "rft") else []
     return [OBJECTIVES[{"grpo": "grpo", "rft": "sft", "sft": "sft"}[cfg.algo]]] + curio
 

@@ -294,6 +294,10 @@ def update(model: Any, opt: Any, teacher: Any, data: Batch, cfg: TrainConfig, pa
     max_tokens = choice.max_tokens_per_micro_batch if choice else cfg.optim.max_tokens_per_micro_batch
     plan = _plan(model, data, cfg, max_tokens)
     memory.check_rows(plan.lengths, max_tokens, choice)
+    if cfg.loss.tsd_rerank_weight > 0:  # TSD-KD: the teacher ranks every group's candidates first
+        from agentsd.distill.family_more import rerank_batch
+
+        data = rerank_batch(model, teacher, data, plan, cfg, pad_id, autocast, max_tokens)
     col: dict[str, list[float]] = {k: [] for k in _STATS}
     totals = {t.name: 0.0 for t in plan.terms}
     scores: list[dict] = [{} for _ in data.trajs]
