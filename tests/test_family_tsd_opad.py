@@ -1,7 +1,8 @@
-"""TSD-KD's indirect feedback (the teacher re-ranks the student's own candidates) against closed
-forms: the ranking loss at its extremes, its gradient's sign and a hand-written reference; the
-update's gradient equal to the ranking loss's whatever the micro-batching; its config-time
-errors; one step of the loop."""
+"""TSD-KD's indirect feedback (the teacher re-ranks the student's own candidates) and OPAD's
+step-level sampling against closed forms: the ranking loss at its extremes, its gradient's sign
+and a hand-written reference; the update's gradient equal to the ranking loss's whatever the
+micro-batching; the step weights' sums and the one-step draw; their config-time errors; one step
+of the loop per option."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from agentsd.distill.config import (
     TeacherConfig,
     TrainConfig,
 )
+from agentsd.trajectory import Trajectory, Turn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -194,6 +196,105 @@ def test_update_gradient_is_the_ranking_loss_gradient_whatever_the_micro_batchin
         assert torch.allclose(d_split[n], d_one[n], atol=1e-5 * scale), n
 
 
+# ---- OPAD: step-level sampling -------------------------------------------------------------
+
+def _episode(*action_lens: int, seed: int = 7) -> Trajectory:
+    return Trajectory(env_id="e", seed=seed, turns=[
+        Turn(prompt_ids=[1] * (k + 2), action_ids=[2] * n, action_logprobs=[-1.0] * n)
+        for k, n in enumerate(action_lens)])
+
+
+def _spans(t: Trajectory, w: list[float]) -> list[float]:
+    """Per turn, the sum of its action tokens' weights (and 0 on every prompt token)."""
+    out, i = [], 0
+    for turn in t.turns:
+        assert w[i:i + len(turn.prompt_ids)] == [0.0] * len(turn.prompt_ids)
+        i += len(turn.prompt_ids)
+        out.append(sum(w[i:i + len(turn.action_ids)]))
+        i += len(turn.action_ids)
+    assert i == len(w) == len(t.token_ids())
+    return out
+
+
+def test_per_step_mean_gives_every_step_weight_one_whatever_its_length():
+    t = _episode(1, 4, 7)
+    w = FM.step_weights(t, "per-step-mean")
+    assert _spans(t, w) == pytest.approx([1.0, 1.0, 1.0], abs=1e-12)
+    assert set(w) == {0.0, 1.0, 0.25, 1 / 7}
+    # a turn without action tokens is no step
+    t0 = _episode(3, 0, 2)
+    assert _spans(t0, FM.step_weights(t0, "per-step-mean")) == pytest.approx([1.0, 0.0, 1.0])
+
+
+def test_one_step_keeps_exactly_one_action_span_deterministically():
+    t = _episode(2, 5, 3, 0)
+    picks = [FM.sampled_step(t, (0, step, 7, 1)) for step in range(300)]
+    assert picks == [FM.sampled_step(t, (0, step, 7, 1)) for step in range(300)]  # seeded
+    assert set(picks) == {0, 1, 2}  # never the turn without action tokens
+    assert all(60 <= picks.count(k) <= 140 for k in (0, 1, 2))  # uniform: 100 each expected
+    for k in (0, 1, 2):
+        assert _spans(t, FM.step_weights(t, "one-step", pick=k)) == pytest.approx(
+            [float(j == k) for j in range(4)], abs=1e-12)
+    assert FM.sampled_step(_episode(0, 0), (0, 1, 2, 3)) is None
+    assert FM.step_weights(_episode(2, 3), "one-step", pick=None) == [0.0] * 10
+
+
+def _step_cfg(mode: str, **kw) -> TrainConfig:
+    return TrainConfig(algo="opd", seed=3, progress=False, tensorboard=False,
+                       model=ModelConfig(name="tiny-random", tiny_hidden=16, lora_rank=4),
+                       rollout=RolloutSettings(tasks_per_step=2, samples_per_task=2, max_turns=3),
+                       loss=LossConfig(step_sampling=mode, **kw))
+
+
+def _normalized(mode: str, trajs: list[Trajectory], step: int = 5) -> tuple[list[list[float]], float]:
+    """Each trajectory's token weights as the micro-batches carry them (tok_w_BT), under the
+    update's own normalization (:func:`agentsd.distill.update._plan`)."""
+    from agentsd.distill.batch import build_batch, micro_batch, micro_batches
+    from agentsd.distill.trainer import build_student
+    from agentsd.distill.update import _plan
+
+    cfg = _step_cfg(mode)
+    data = build_batch(trajs, cfg, 2, None, step=step)
+    model, _ = build_student(cfg)
+    plan = _plan(model, data, cfg, 40)
+    out: list[list[float]] = [[] for _ in trajs]
+    for idx in micro_batches(plan.lengths, 40):  # several micro-batches: one global denominator
+        mb = micro_batch(data, idx, plan.tok_ids, plan.denom, cfg, 0, "cpu")
+        for b, i in enumerate(idx):
+            out[i] = mb.tok_w_BT[b, : plan.lengths[i]].tolist()
+    return out, plan.denom
+
+
+TRAJS = [_episode(1, 4, 7, seed=11), _episode(2, 2, seed=11), _episode(6, seed=12),
+         _episode(3, 1, 5, seed=12)]
+
+
+def test_per_step_mean_batch_weights_sum_to_one_with_each_step_one_over_the_steps():
+    w, denom = _normalized("per-step-mean", TRAJS)
+    assert denom == pytest.approx(9.0)  # 3 + 2 + 1 + 3 steps
+    spans = [_spans(t, x) for t, x in zip(TRAJS, w, strict=True)]
+    assert [s for sp in spans for s in sp] == pytest.approx([1 / 9] * 9, abs=1e-7)
+    assert sum(map(sum, w)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_one_step_batch_weights_pick_one_step_per_episode_each_one_over_the_episodes():
+    w, denom = _normalized("one-step", TRAJS)
+    assert denom == pytest.approx(4.0)
+    spans = [_spans(t, x) for t, x in zip(TRAJS, w, strict=True)]
+    for sp in spans:
+        assert sorted(sp)[-1] == pytest.approx(0.25, abs=1e-7) and sum(v > 0 for v in sp) == 1
+    assert w == _normalized("one-step", TRAJS)[0]  # the same draw for the same (seed, step)
+    picks = {tuple(tuple(_spans(t, x)) for t, x in zip(TRAJS, _normalized("one-step", TRAJS, s)[0],
+                                                       strict=True)) for s in range(6)}
+    assert len(picks) > 1  # another step draws other steps
+
+
+def test_step_sampling_off_leaves_the_batch_untouched():
+    from agentsd.distill.batch import build_batch
+
+    assert build_batch(TRAJS, _step_cfg("off"), 2, None).family == {}
+
+
 # ---- config-time errors ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw, message", [
@@ -203,6 +304,12 @@ def test_update_gradient_is_the_ranking_loss_gradient_whatever_the_micro_batchin
     (lambda: dict(loss=LossConfig(tsd_rerank_weight=1.0, distill_coef=0.0)),
      r"^TSD-KD re-ranking .*distill_coef must be > 0"),
     (lambda: dict(loss=LossConfig(tsd_rerank_weight=-1.0)), r"LossConfig\.tsd_rerank_weight"),
+    (lambda: dict(loss=LossConfig(step_sampling="one-step"), rollout=RolloutSettings(max_turns=1)),
+     r"^OPAD step-level sampling .*needs episodes of >= 2 turns"),
+    (lambda: dict(loss=LossConfig(step_sampling="per-step-mean", reduce="sequence")),
+     r"^OPAD step-level sampling .*sets the normalization itself: leave loss\.reduce at 'token'"),
+    (lambda: dict(loss=LossConfig(step_sampling="per-turn")), r"LossConfig\.step_sampling must be"),
+    (lambda: dict(algo="rft", loss=LossConfig(step_sampling="one-step")), r"^OPAD .*needs a teacher"),
 ])
 def test_missing_pieces_fail_in_one_line(kw, message):
     with pytest.raises(ValueError, match=message) as e:
@@ -212,14 +319,16 @@ def test_missing_pieces_fail_in_one_line(kw, message):
 
 def test_help_names_the_papers():
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(LossConfig)}
-    assert "TSD-KD" in helps["tsd_rerank_weight"]
+    assert "TSD-KD" in helps["tsd_rerank_weight"] and "OPAD" in helps["step_sampling"]
 
 
-# ---- one step of the loop -------------------------------------------------------------------
+# ---- one step of the loop per option --------------------------------------------------------
 
 @pytest.mark.parametrize("name, loss, keys", [
     ("rerank", LossConfig(tsd_select=True, tsd_rerank_weight=1.0),
      ("loss/tsd_rerank", "tsd/rerank_ranked_frac", "tsd/kept_frac")),
+    ("per_step", LossConfig(step_sampling="per-step-mean"), ("kl/mean",)),
+    ("one_step", LossConfig(step_sampling="one-step", grpo_coef=0.5), ("kl/mean", "loss/grpo")),
 ])
 def test_each_option_runs_one_step(tmp_path, name, loss, keys):
     from agentsd.distill.metrics import read_metrics

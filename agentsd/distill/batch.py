@@ -59,7 +59,8 @@ class Batch:
     trace_rev: list[list[float]] = field(default_factory=list)
     #: TRACE: the KL channel's strength this step (1 during the warm-up, then annealed to 0)
     kl_scale: float = 1.0
-    #: issue 25's methods (CEPO's wrong-answer rows, ground-truth marks): see
+    #: issue 25's methods (CEPO's wrong-answer rows, ground-truth marks, OPAD's step weights;
+    #: TSD-KD's re-ranking adds its values in the update): see
     #: :func:`agentsd.distill.family_more.batch_extras`; empty when none is on
     family: dict[str, Any] = field(default_factory=dict)
 
@@ -242,7 +243,7 @@ def build_batch(trajs: list[Trajectory], cfg: TrainConfig, G: int,
     spans = _spans(trajs, cfg, step) if cfg.uses_teacher else {}
     from agentsd.distill.family_more import batch_extras
 
-    family = batch_extras(trajs, cfg, G, feedback, teacher_rows) if cfg.uses_teacher else {}
+    family = batch_extras(trajs, cfg, G, feedback, teacher_rows, step) if cfg.uses_teacher else {}
     return Batch(trajs=list(trajs), **_weights(trajs, cfg, G, has_teacher), rows=rows,
                  rows_by_view=by_view, skills=[list(s) for s in skills], feedback=feedback,
                  family=family, **spans)
@@ -341,4 +342,6 @@ def micro_batch(data: Batch, idx: list[int], tok_ids: Sequence[Sequence[int]], d
         from agentsd.distill.family_more import padded
 
         extra.update(padded(data.family, idx, device))
+    if "stepw_BT" in extra:  # OPAD step-level sampling: each (sampled) step its tokens' mean
+        tok_w = extra["stepw_BT"] / denom
     return MicroBatch(idx, ids, attn, mask, s_lp, tok_w, data, extra)

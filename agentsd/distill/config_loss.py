@@ -10,7 +10,10 @@ from agentsd.distill.config_fields import _check, _f, check_fields
 from agentsd.distill.teacher import TEACHER_MODES
 from agentsd.hints import SKILLS_AT, TeacherContextConfig
 
-__all__ = ["LossConfig", "TeacherConfig"]
+__all__ = ["LossConfig", "TeacherConfig", "STEP_SAMPLING"]
+
+#: OPAD's step-level sampling modes (``loss.step_sampling``)
+STEP_SAMPLING = ("off", "per-step-mean", "one-step")
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,14 @@ class LossConfig:
     tsd_rerank_margin: float = _f(0.0, "TSD-KD re-ranking: two candidates whose teacher scores "
                                        "differ by at most this (nats per token) are tied: no "
                                        "pair", ge=0)
+    step_sampling: str = _f("off", "OPAD step-level sampling: off; per-step-mean (every step "
+                                   "(turn) of an episode is one sample: its action tokens' "
+                                   "mean, steps averaged over the batch, so long turns do not "
+                                   "dominate); one-step (one step per episode drawn uniformly "
+                                   "from (seed, step, task, sample), its tokens' mean, episodes "
+                                   "averaged: long episodes do not dominate); replaces the "
+                                   "token normalization of every term (reduce must be 'token')",
+                            choices=STEP_SAMPLING)
 
     def __post_init__(self) -> None:
         check_fields(self)

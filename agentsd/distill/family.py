@@ -47,6 +47,8 @@ def _needs_a_teacher(cfg: Any) -> None:
              (lc.task_divergence, "OPAD's task-adaptive divergence (loss.task_divergence)"),
              (lc.tsd_select, "TSD-KD token selection (loss.tsd_select)"),
              (lc.tsd_rerank_weight > 0, "TSD-KD re-ranking (loss.tsd_rerank_weight > 0)"),
+             (lc.step_sampling != "off",
+              f"OPAD step-level sampling (loss.step_sampling={lc.step_sampling!r})"),
              (tc.refine == "vpd", "VPD (teacher.refine='vpd')"),
              (tc.combine == "confidence" and bool(tc.score_views),
               "MAD-OPD confidence weights (teacher.combine='confidence')")]
@@ -256,10 +258,26 @@ def _tsd_rerank(cfg: Any) -> None:
                          "(model.fsdp): its scoring pass is not one of FSDP's matched forwards")
 
 
+def _step_sampling(cfg: Any) -> None:
+    """OPAD's step-level sampling treats an episode's steps (turns) as samples: episodes of two
+    turns or more (one turn is reduce='sequence')."""
+    mode = cfg.loss.step_sampling
+    if mode == "off" or not cfg.uses_teacher:
+        return
+    if cfg.loss.reduce != "token":
+        raise ValueError(f"OPAD step-level sampling (loss.step_sampling={mode!r}) sets the "
+                         "normalization itself: leave loss.reduce at 'token', got "
+                         f"{cfg.loss.reduce!r}")
+    if (turns := _config()._turn_limit(cfg.rollout)) < 2:
+        raise ValueError(f"OPAD step-level sampling (loss.step_sampling={mode!r}) samples an "
+                         f"episode's steps: needs episodes of >= 2 turns, {cfg.rollout.env} with "
+                         f"rollout.max_turns={cfg.rollout.max_turns} allows {turns}")
+
+
 #: the checks, in the order they run
 FAMILY_CHECKS: tuple[Callable[[Any], None], ...] = (
     _needs_a_teacher, _feedback_view, _trace, _sod, _groups, _atesd, _several_teachers, _cepo,
-    _curio, _gt_mix, _opad, _vpd, _mad_opd, _pi_play, _tsd_rerank)
+    _curio, _gt_mix, _opad, _vpd, _mad_opd, _pi_play, _tsd_rerank, _step_sampling)
 
 
 def check_family(cfg: Any) -> None:

@@ -34,6 +34,14 @@
   micro-batches is exactly the ranking loss's, and its value sums to the loss (``l_i``: each
   ranked candidate's share). The scores are taken at the weights the update starts from, with
   dropout off.
+- **OPAD step-level sampling** (``loss.step_sampling``): PAPERS.md names it ("step-level
+  sampling for agentic stability") without a definition, so this is the natural reading: an
+  episode's steps (turns with action tokens) are the samples, not the trajectory.
+  ``per-step-mean`` weighs each step's action tokens ``1/n_k`` (every step counts once,
+  whatever its length) and divides by the batch's number of steps; ``one-step`` keeps one step
+  per episode, drawn uniformly from ``(seed, step, task seed, sample)`` (:func:`sampled_step`),
+  and divides by the number of episodes. The weights (:func:`step_weights`) ride in the batch
+  (``Batch.family["tok"]["stepw"]``) and replace the token normalization of every term.
 
 :func:`summarize` turns their per-token diagnostics into metrics.
 """
@@ -52,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ANSWER_VIEWS", "rejected_for", "wrong_answer_view", "batch_extras", "padded",
            "score_extra_rows", "loss_kind", "curio_loss", "vpd_e_step", "summarize", "STATS",
-           "rerank_terms", "rerank_batch"]
+           "step_weights", "sampled_step", "rerank_terms", "rerank_batch"]
 
 #: views that carry the task's answer: CEPO's wrong-answer teacher reads a rejected rollout there
 ANSWER_VIEWS = ("reference", "answer", "solution", "plan", "next_step")
@@ -112,11 +120,58 @@ def _gt_marks(traj: Trajectory) -> list[float]:
     return out
 
 
+def _action_steps(traj: Trajectory) -> list[int]:
+    return [k for k, turn in enumerate(traj.turns) if turn.action_ids]
+
+
+def sampled_step(traj: Trajectory, words: Sequence[int]) -> int | None:
+    """OPAD ``one-step``: the turn (index into ``traj.turns``) whose action the update keeps,
+    drawn uniformly over the turns with action tokens by a generator seeded with ``words``
+    (``(seed, step, task seed, sample)``: reproducible, resumable, the same on every rank);
+    ``None`` without any action token."""
+    import numpy as np
+
+    steps = _action_steps(traj)
+    if not steps:
+        return None
+    rng = np.random.default_rng([int(w) % 2**32 for w in words])
+    return steps[int(rng.integers(len(steps)))]
+
+
+def step_weights(traj: Trajectory, mode: str, pick: int | None = None) -> list[float]:
+    """OPAD step-level sampling's per-token weights on ``traj.token_ids()``, before the batch's
+    normalization: ``per-step-mean`` puts ``1/n_k`` on each of turn ``k``'s ``n_k`` action
+    tokens (every step sums to 1, the episode to its number of steps); ``one-step`` does so on
+    turn ``pick`` only (the episode sums to 1, or 0 with ``pick=None``); 0 on prompt and env
+    tokens.
+
+    >>> from agentsd.trajectory import Trajectory, Turn
+    >>> t = Trajectory(env_id="e", turns=[Turn(prompt_ids=[1], action_ids=[2, 3]),
+    ...                                   Turn(prompt_ids=[4], action_ids=[5, 6, 7, 8])])
+    >>> step_weights(t, "per-step-mean"), step_weights(t, "one-step", pick=1)
+    ([0.0, 0.5, 0.5, 0.0, 0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 0.0, 0.25, 0.25, 0.25, 0.25])
+    """
+    out: list[float] = []
+    for k, turn in enumerate(traj.turns):
+        n = len(turn.action_ids)
+        on = n > 0 and (mode == "per-step-mean" or k == pick)
+        out += [0.0] * len(turn.prompt_ids) + [1.0 / n if on else 0.0] * n
+    return out
+
+
+def _step_sampling(trajs: Sequence[Trajectory], cfg: Any, G: int, step: int) -> list[list[float]]:
+    mode = cfg.loss.step_sampling
+    return [step_weights(t, mode, sampled_step(t, (cfg.seed, step, t.seed or 0, i % G))
+                         if mode == "one-step" else None) for i, t in enumerate(trajs)]
+
+
 def batch_extras(trajs: Sequence[Trajectory], cfg: Any, G: int, feedback: Sequence[str | None],
-                 teacher_rows: Callable[[Trajectory, int], list[Any]] | None) -> dict[str, Any]:
+                 teacher_rows: Callable[[Trajectory, int], list[Any]] | None,
+                 step: int = 0) -> dict[str, Any]:
     """What these methods add to the step's batch (``Batch.family``): ``rows`` (extra teachers'
-    rows per trajectory, by name), ``seq`` (per-sequence values), ``tok`` (per-token values).
-    Empty when none of them is on."""
+    rows per trajectory, by name), ``seq`` (per-sequence values), ``tok`` (per-token values:
+    ground-truth marks, OPAD's step weights, drawn from ``step``). Empty when none of them is
+    on."""
     from agentsd.teacher_context import with_feedback_view
 
     lc, out = cfg.loss, {}
@@ -129,6 +184,8 @@ def batch_extras(trajs: Sequence[Trajectory], cfg: Any, G: int, feedback: Sequen
         out.setdefault("seq", {})["cepo_has"] = [float(j is not None) for j in rej]
     if lc.gt_mix > 0 or lc.gt_floor > 0:
         out.setdefault("tok", {})["gt"] = [_gt_marks(t) for t in trajs]
+    if lc.step_sampling != "off":
+        out.setdefault("tok", {})["stepw"] = _step_sampling(trajs, cfg, G, step)
     return out
 
 

@@ -86,6 +86,8 @@ def _plan(model: Any, data: Batch, cfg: TrainConfig, max_tokens: int) -> _Plan:
     tok_ids = [t.token_ids() for t in data.trajs]  # built once (token_ids() rebuilds per call)
     n_action = [t.num_action_tokens() for t in data.trajs]
     denom = float(sum(n_action)) if cfg.loss.reduce == "token" else float(sum(1 for x in n_action if x))
+    if "stepw" in data.family.get("tok", {}):  # OPAD step-level sampling: steps (episodes) count
+        denom = float(sum(map(sum, data.family["tok"]["stepw"])))
     # FSDP: through the root unit's hooks (agentsd.distill.fsdp)
     fwd = getattr(model, "fsdp_forward_logprobs", None) or functools.partial(forward_logprobs, model)
     return _Plan(terms, any(t.needs_teacher for t in terms), needs_logits(cfg),
