@@ -2,13 +2,15 @@
 step-level sampling against closed forms: the ranking loss at its extremes, its gradient's sign
 and a hand-written reference; the update's gradient equal to the ranking loss's whatever the
 micro-batching; the step weights' sums and the one-step draw; their config-time errors; one step
-of the loop per option."""
+of the loop per option; the compare arms in ``scripts/family_arms.py``."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -322,7 +324,7 @@ def test_help_names_the_papers():
     assert "TSD-KD" in helps["tsd_rerank_weight"] and "OPAD" in helps["step_sampling"]
 
 
-# ---- one step of the loop per option --------------------------------------------------------
+# ---- one step of the loop per option, and the compare arms ----------------------------------
 
 @pytest.mark.parametrize("name, loss, keys", [
     ("rerank", LossConfig(tsd_select=True, tsd_rerank_weight=1.0),
@@ -346,3 +348,24 @@ def test_each_option_runs_one_step(tmp_path, name, loss, keys):
     [row] = read_metrics(tmp_path / name)
     for k in (*keys, "loss/total"):
         assert k in row and math.isfinite(row[k]), k
+
+
+def _arms():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "family_arms.py"
+    spec = importlib.util.spec_from_file_location("family_arms", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_family_arms_flags_build_the_configs_their_variants_name():
+    from agentsd.distill.flags import parse_config
+
+    arms = _arms()
+    assert set(arms.ARMS) == set(arms.VARIANTS) == {"tsd-kd-rerank", "opad-step", "opad-one-step"}
+    for name, flags in arms.ARMS.items():
+        cfg, _ = parse_config(flags)
+        v = arms.VARIANTS[name]
+        assert cfg.algo == v["algo"], name
+        for k, want in v["loss"].items():
+            assert getattr(cfg.loss, k) == want, (name, k)
