@@ -11,7 +11,7 @@ import os
 
 import pytest
 import torch
-from test_distributed import _batch, _free_port, _nullcontext
+from test_distributed import _batch, _nullcontext, _rendezvous
 
 from agentsd.distill.config import LossConfig, ModelConfig, OptimConfig, RolloutSettings, TrainConfig
 
@@ -90,11 +90,11 @@ def _resume(out: str) -> dict[str, torch.Tensor]:
     return weights | {f"_mom{i}": s["momentum_buffer"] for i, s in optim["state"].items()}
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    os.environ.update(OMP_NUM_THREADS="1")
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         params = _step(rank, world, out)
         if rank == 0:
@@ -117,7 +117,7 @@ def test_fsdp_two_gloo_processes_match_one_process_and_checkpoint_loads_unsharde
 
     single = _step(0, 1)
     assert single["_grad_norm"] > 1e-3
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _rendezvous(tmp_path), str(tmp_path)), nprocs=2, join=True)
     got = torch.load(tmp_path / "params.pt", weights_only=True)
     assert set(got) == set(single)
     for name, want in single.items():

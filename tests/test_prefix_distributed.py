@@ -11,7 +11,7 @@ import os
 
 import pytest
 import torch
-from test_distributed import _free_port
+from test_distributed import _rendezvous
 
 from agentsd.distill.config import LossConfig, ModelConfig, OptimConfig, RolloutSettings, TrainConfig
 
@@ -65,11 +65,11 @@ def _step(rank: int, world: int, share: bool, fsdp: bool) -> dict[str, torch.Ten
     return weights | extra | {"_loss": torch.tensor(m["loss/total"])}
 
 
-def _worker(rank: int, world: int, port: int, fsdp: bool, out: str) -> None:
+def _worker(rank: int, world: int, init: str, fsdp: bool, out: str) -> None:
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    os.environ.update(OMP_NUM_THREADS="1")
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         torch.save(_step(rank, world, True, fsdp), f"{out}.rank{rank}")
     finally:
@@ -81,7 +81,7 @@ def test_two_sharing_processes_match_one_unshared_process(tmp_path, fsdp):
     import torch.multiprocessing as mp
 
     single = _step(0, 1, False, fsdp)
-    mp.spawn(_worker, args=(2, _free_port(), fsdp, str(tmp_path / "p")), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _rendezvous(tmp_path), fsdp, str(tmp_path / "p")), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"p.rank{r}", weights_only=True) for r in range(2)]
     for name, want in single.items():
         for got in ranks[:1] if fsdp else ranks:  # FSDP: rank 0 holds the gathered tensors
