@@ -97,9 +97,9 @@ def test_nothing_is_written_without_teacher_rows(tmp_path, tok):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_tiny_run_records_each_teachers_context(tmp_path, monkeypatch):
-    """A real (one-step, tiny-random) run with the writer hooked in beside the trainer's samples
-    writer: several teachers (``teacher.score_views``) each get their own block."""
+def test_a_tiny_run_records_each_teachers_context(tmp_path):
+    """A real (one-step, tiny-random) run: the trainer writes each kept sample's teacher context
+    beside its samples file; several teachers (``teacher.score_views``) each get their own block."""
     import agentsd.distill.trainer as T
     from agentsd.distill.config import ModelConfig, RolloutSettings, TeacherConfig, TrainConfig
 
@@ -112,13 +112,6 @@ def test_a_tiny_run_records_each_teachers_context(tmp_path, monkeypatch):
                       teacher=TeacherConfig(context=TeacherContextConfig(
                           views=("reference", "plan"), exposure_mode="step"),
                           score_views=("reference", "plan"), combine="agreement"))
-    save = T._save_samples
-
-    def hooked(path, batch, scores, tokenizer, keep):
-        save(path, batch, scores, tokenizer, keep)
-        save_teacher_contexts(path, batch, tokenizer, cfg)
-
-    monkeypatch.setattr(T, "_save_samples", hooked)
     T.train(cfg)
     run = tmp_path / "run"
     contexts = read_teacher_contexts(run / "samples" / "step_000001.jsonl")

@@ -474,8 +474,11 @@ def _evaluate(run: _Run, step: int, batch: Batch, scores: list[dict]) -> dict[st
     if run.teacher is not None:
         run.teacher.report_eval(run.last_eval["eval/success"])
     if run.rank.is_main:
-        _save_samples(run.run_dir / "samples" / f"step_{step:06d}.jsonl", batch, scores,
-                      run.tokenizer, cfg.samples_to_keep)
+        samples = run.run_dir / "samples" / f"step_{step:06d}.jsonl"
+        _save_samples(samples, batch, scores, run.tokenizer, cfg.samples_to_keep)
+        from agentsd.distill.report import save_teacher_contexts
+
+        save_teacher_contexts(samples, batch, run.tokenizer, cfg)  # the hint beside its tokens
     return dict(run.last_eval)
 
 
