@@ -44,6 +44,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from family_arms import VARIANTS as _FAMILY_ARMS  # noqa: E402
+
 #: compared variants that are an algorithm plus loss / teacher options; ``views`` replaces the
 #: teacher's context views (default: skills + the per-turn reference)
 VARIANTS: dict[str, dict] = {
@@ -102,6 +105,10 @@ VARIANTS: dict[str, dict] = {
     "pi-play": {"algo": "opd", "views": ("skills", "construction")},
     # TSD-KD: distill only the tokens where the teacher is relatively more confident
     "tsd-kd": {"algo": "opd", "loss": {"tsd_select": True}},
+    # TSD-KD in full: token selection plus the teacher re-ranking each task's candidates (a
+    # pairwise ranking loss on the student's mean log-probs); OPAD's step-level sampling, every
+    # step one sample or one step drawn per episode (scripts/family_arms.py, their flags)
+    **_FAMILY_ARMS,
 }
 ALGOS = ("grpo", "rft", "opsd", "opd", *VARIANTS)
 #: arms whose teacher context the step-0 check can measure (every arm with a teacher)
