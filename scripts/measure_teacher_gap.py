@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-gap", action="store_true", help="skip the log-prob gap (acting only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = auto)")
     p.add_argument("--out", default="", help="also write the results as JSON here")
+    p.add_argument("--trajectories", default="",
+                   help="also write each row's episodes here, one JSONL per env, split and row "
+                        "(agentsd.store format: `agentsd show FILE` prints them)")
     args = p.parse_args(argv)
     if args.tasks < 1 or args.max_turns < 1 or args.max_tokens < 1:
         p.error("--tasks, --max-turns and --max-tokens must be >= 1")
@@ -310,18 +313,28 @@ def measure_env(args: argparse.Namespace, env_id: str, split: str, model: Any, t
     t = time.perf_counter()
     plain = [Task(env_id, x.seed, {**x.kwargs, "max_turns": args.max_turns}) for x in tasks]
     trajs = act(policy, plain, args)
+    _save_trajectories(args, env_id, split, "student", trajs)
     rows = [_row("student (plain task)", env_id, split, rates(trajs), time.perf_counter() - t)]
     _keep(args, done, rows[-1])
     for view in args.views:
         t = time.perf_counter()
-        r = _row(f"teacher context: {view}", env_id, split,
-                 rates(act(policy, view_tasks(env_id, tasks, view, plan, library, args), args)),
-                 time.perf_counter() - t)
+        acted = act(policy, view_tasks(env_id, tasks, view, plan, library, args), args)
+        _save_trajectories(args, env_id, split, view, acted)
+        r = _row(f"teacher context: {view}", env_id, split, rates(acted), time.perf_counter() - t)
         if not args.no_gap and view in GAP_VIEWS:
             r["gap_mean"] = log_prob_gap(args, env_id, view, trajs, model, tok, policy.pad_token_id)
         rows.append(r)
         _keep(args, done, r)
     return rows
+
+
+def _save_trajectories(args: argparse.Namespace, env_id: str, split: str, who: str, trajs: list) -> None:
+    if not args.trajectories:
+        return
+    from agentsd.store import write_jsonl
+
+    name = f"{env_id}_{split}_{who}".replace("/", "_").replace("@", "-at-")
+    write_jsonl(trajs, Path(args.trajectories) / f"{name}.jsonl")
 
 
 def _keep(args: argparse.Namespace, done: list[dict], row: dict) -> None:
