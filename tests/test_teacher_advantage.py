@@ -72,6 +72,36 @@ def test_teacher_advantage_is_teacher_minus_student_and_reuses_the_configured_vi
     assert no_advantage_message({**ev, **out}) is None  # the skills do help here
 
 
+
+def test_first_tool_advantage_is_logged_where_the_env_has_a_tool_call_reference():
+    """On ToolWorld the evaluation also has the right-first-tool rate: what a workflow rule
+    moves first, logged per view next to success."""
+    def acting(c):
+        return {"teacher/eval_success": 0.0, "teacher/eval_parse_rate": 1.0,
+                "teacher/eval_first_tool": 0.75}
+
+    ev = {"eval/success": 0.0, "eval/parse_rate": 0.5, "eval/first_tool": 0.5}
+    out = teacher_advantage(ev, acting, _ctx("skills"), ALL)
+    assert out["teacher/eval_first_tool/skills"] == 0.75
+    assert out["teacher/advantage_first_tool/skills"] == 0.25
+    assert out["teacher/advantage/skills"] == 0.0
+    del ev["eval/first_tool"]  # Sokoban: no such rate, no such key
+    assert not any("first_tool" in k for k in teacher_advantage(ev, acting, _ctx("skills"), ALL))
+
+
+def test_first_call_rates_compare_the_first_call_with_the_reference():
+    from agentsd.distill.episodes import first_call_rates
+    from agentsd.trajectory import Trajectory, Turn
+
+    gold = '<tool_call>{"name": "contacts__search_contacts", "arguments": {"query": "Ada Lee"}}</tool_call>'
+
+    def ep(action, ref=gold):
+        return Trajectory(env_id="ToolWorld-Lite-v0", turns=[Turn(action_text=action, privileged={"reference": ref})])
+
+    trajs = [ep(gold), ep(gold.replace("Ada Lee", "Ada")), ep(gold.replace("search", "show")), ep("no call")]
+    assert first_call_rates(trajs, "eval/") == {"eval/first_tool": 0.5, "eval/first_call": 0.25}
+    assert first_call_rates([ep("x", ref="LEFT")]) == {}  # a text reference (Sokoban): no rates
+
 def test_no_advantage_is_said_plainly():
     ev = {"eval/success": 0.25, "teacher/eval_success/skills": 0.25,
           "teacher/advantage/skills": 0.0, "teacher/eval_success/hints": 0.9,

@@ -141,21 +141,49 @@ def _rates(trajs: list[Trajectory], prefix: str) -> dict[str, float]:
     return {f"{prefix}success": sum(t.success for t in trajs) / n,
             f"{prefix}reward": sum(t.total_reward for t in trajs) / n,
             f"{prefix}turns": len(turns) / n,
-            f"{prefix}parse_rate": sum(t.parse == "ok" for t in turns) / max(len(turns), 1)}
+            f"{prefix}parse_rate": sum(t.parse == "ok" for t in turns) / max(len(turns), 1),
+            **first_call_rates(trajs, prefix)}
+
+
+def first_call_rates(trajs: list[Trajectory], prefix: str = "") -> dict[str, float]:
+    """``first_tool`` / ``first_call``: the share of episodes whose first action's first tool
+    call names the reference's first tool / equals it, arguments included. What a workflow rule
+    changes first, where success is too rare to show it. Only for episodes that recorded a
+    per-turn reference that is a tool call (ToolWorld); ``{}`` otherwise (Sokoban, code).
+
+    >>> from agentsd.trajectory import Trajectory, Turn
+    >>> call = '<tool_call>{"name": "a__b", "arguments": {"x": 1}}</tool_call>'
+    >>> t = Trajectory(env_id="e", turns=[Turn(action_text=call.replace("1", "2"),
+    ...                                        privileged={"reference": call})])
+    >>> first_call_rates([t])
+    {'first_tool': 1.0, 'first_call': 0.0}
+    """
+    from agentsd.skills.guidance import parse_calls
+
+    golds = [parse_calls((tr.turns[0].privileged or {}).get("reference") or "") if tr.turns else []
+             for tr in trajs]
+    if not any(golds):
+        return {}
+    acted = [parse_calls(tr.turns[0].action_text or "") if tr.turns else [] for tr in trajs]
+    n = max(len(trajs), 1)
+    return {f"{prefix}first_tool": sum(bool(a and g) and a[0][0] == g[0][0] for a, g in zip(acted, golds)) / n,
+            f"{prefix}first_call": sum(bool(a and g) and a[0] == g[0] for a, g in zip(acted, golds)) / n}
 
 
 def evaluate(policy: Any, cfg: TrainConfig, progress: bool = False, tasks: Sequence[Any] = (),
              prefix: str = "eval/") -> dict[str, float]:
-    """Held-out success, reward, turns and parse rate (share of turns whose action parsed),
-    greedy (``eval_temperature``) and, with ``rollout.eval_sampled``, at temperature 1
-    (``…_t1``), on :func:`eval_tasks` (or ``tasks``)."""
+    """Held-out success, reward, turns, parse rate (share of turns whose action parsed) and,
+    on ToolWorld, :func:`first_call_rates`, greedy (``eval_temperature``) and, with
+    ``rollout.eval_sampled``, at temperature 1 (``…_t1``), on :func:`eval_tasks` (or ``tasks``)."""
     tasks = list(tasks) or eval_tasks(cfg)
+    refs = cfg.rollout.env.startswith("ToolWorld")  # a tool-call reference: first-call rates
     trajs, _ = rollouts(policy, cfg, None, 1, cfg.rollout.eval_temperature,
-                         sample_seed=cfg.seed * 7919 + 17, progress=progress, tasks=tasks)
+                         sample_seed=cfg.seed * 7919 + 17, progress=progress, tasks=tasks,
+                         record_privileged=refs)
     out = _rates(trajs, prefix)
     if cfg.rollout.eval_sampled:
         trajs, _ = rollouts(policy, cfg, None, 1, 1.0, sample_seed=cfg.seed * 7919 + 29,
-                             progress=progress, tasks=tasks)
+                             progress=progress, tasks=tasks, record_privileged=refs)
         out.update({k + "_t1": v for k, v in _rates(trajs, prefix).items()})
     return out
 
@@ -214,6 +242,9 @@ def teacher_advantage(ev: dict[str, float], acting: Any, ctx: Any,
         out[f"teacher/eval_success/{name}"] = got["teacher/eval_success"]
         out[f"teacher/eval_parse_rate/{name}"] = got["teacher/eval_parse_rate"]
         out[f"teacher/advantage/{name}"] = got["teacher/eval_success"] - ev["eval/success"]
+        if "teacher/eval_first_tool" in got and "eval/first_tool" in ev:  # what a workflow rule moves first
+            out[f"teacher/eval_first_tool/{name}"] = got["teacher/eval_first_tool"]
+            out[f"teacher/advantage_first_tool/{name}"] = got["teacher/eval_first_tool"] - ev["eval/first_tool"]
     return out
 
 
