@@ -276,6 +276,7 @@ def _run_job(job: dict) -> dict:
     res = train(cfg, model=model, tokenizer=tok)
     out = {"algo": job["algo"], "seed": cfg.seed, **res.final_eval, **extra,
            "curve": [(h["step"], h["eval/success"]) for h in res.history if "eval/success" in h],
+           "curve_first_tool": [(h["step"], h["eval/first_tool"]) for h in res.history if "eval/first_tool" in h],
            "updated_steps": int(sum(h.get("optim/updated", 0) for h in res.history))}
     out.update(_split_evals(model, tok, cfg, job.get("eval_splits", ())))
     out["wall_s"] = round(time.perf_counter() - t, 1)
@@ -489,30 +490,36 @@ def markdown_table(results: dict) -> str:
     a = results["args"]
     splits = list(a.get("eval_splits") or [])
     per_ep = a["tasks"] * a["samples"]
+    # ToolWorld: the right first tool (what a workflow rule moves first), mean ± std and per seed
+    ft = any("eval/first_tool" in r for r in results["runs"])
     head = ("| policy | held-out success (greedy), mean ± std over seeds | per seed | parse rate |"
-            " success at T=1 |" + "".join(f" {sp} success |" for sp in splits)
+            + (" right first tool, mean ± std (per seed) |" if ft else "")
+            + " success at T=1 |" + "".join(f" {sp} success |" for sp in splits)
             + " steps with a non-zero gradient | episodes to GRPO's final | wall s per run |")
-    lines = [head, "|" + "---|" * (8 + len(splits))]
+    lines = [head, "|" + "---|" * (8 + ft + len(splits))]
+    ftc = (lambda x: f" {_opt(x)} |") if ft else (lambda x: "")
     w = results.get("warm")
     blank = " - |" * len(splits)
     if w:
         src = f"`{a['warm_from']}`" if a.get("warm_from") else f"{a['warm_steps']} steps"
         ws = results.get("warm_splits") or {}
         lines.append(f"| warm start (SFT, {src}) | {w['eval/success']:.3f} | - | "
-                     f"{w['eval/parse_rate']:.2f} | {_opt(w.get('eval/success_t1'))} |"
+                     f"{w['eval/parse_rate']:.2f} |{ftc(w.get('eval/first_tool'))} {_opt(w.get('eval/success_t1'))} |"
                      + "".join(f" {_opt(ws.get(f'eval_{sp}/success'))} |" for sp in splits)
                      + " - | - | - |")
     for t in results.get("teacher", []):
         adv = (f" (advantage {t['teacher/eval_success'] - w['eval/success']:+.3f})" if w else "")
         lines.append(f"| teacher acting ({t['algo']} context: {t['teacher_context']}) | "
-                     f"{t['teacher/eval_success']:.3f}{adv} | - | {t['teacher/eval_parse_rate']:.2f} | "
+                     f"{t['teacher/eval_success']:.3f}{adv} | - | {t['teacher/eval_parse_rate']:.2f} |"
+                     f"{ftc(t.get('teacher/eval_first_tool'))} "
                      f"{_opt(t.get('teacher/eval_success_t1'))} |{blank} - | - | - |")
     grpo_final = _final_mean(results, "grpo")
     for algo in dict.fromkeys(r["algo"] for r in results["runs"]):
         rs = sorted((r for r in results["runs"] if r["algo"] == algo), key=lambda r: r["seed"])
         done = [r for r in rs if "eval/success" in r]
         if not done:
-            lines.append(f"| {algo} | - ({'; '.join(r.get('skipped', '') for r in rs)}) |" + " - |" * (6 + len(splits)))
+            lines.append(f"| {algo} | - ({'; '.join(r.get('skipped', '') for r in rs)}) |"
+                         + " - |" * (6 + ft + len(splits)))
             continue
         m, sd = _mean_sd([r["eval/success"] for r in done])
         p, _ = _mean_sd([r["eval/parse_rate"] for r in done])
@@ -526,7 +533,11 @@ def markdown_table(results: dict) -> str:
             xs = [r[f"eval_{sp}/success"] for r in done if f"eval_{sp}/success" in r]
             cells.append("{:.3f} ± {:.3f}".format(*_mean_sd(xs)) if xs else "-")
         reach = _episodes_to(done, grpo_final, per_ep) if grpo_final is not None else None
-        lines.append(f"| {algo} | {m:.3f} ± {sd:.3f} | {per_seed} | {p:.2f} | {t1} |"
+        fts = [r["eval/first_tool"] for r in done if "eval/first_tool" in r]
+        ftcell = ("{:.3f} ± {:.3f} ({})".format(*_mean_sd(fts), ", ".join(f"{x:.3f}" for x in fts))
+                  if fts else "-")
+        lines.append(f"| {algo} | {m:.3f} ± {sd:.3f} | {per_seed} | {p:.2f} |"
+                     + (f" {ftcell} |" if ft else "") + f" {t1} |"
                      + "".join(f" {c} |" for c in cells)
                      + f" {sum(r['updated_steps'] for r in done)}/{len(done) * a['steps']} |"
                      f" {'-' if reach is None else reach} |"
