@@ -56,3 +56,6 @@ def test_tiny_comparison_on_lite_writes_every_arm(tmp_path):
     assert (out / "warm_demos.jsonl").stat().st_size > 0
     table = (out / "results.md").read_text()
     assert "test_templates success" in table and "Command: `python" in table
+    # ToolWorld: every run and the warm start report the right first tool, and the table shows it
+    assert all("eval/first_tool" in x and "curve_first_tool" in x for x in done)
+    assert "eval/first_tool" in res["warm"] and "right first tool" in table
