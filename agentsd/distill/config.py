@@ -297,6 +297,12 @@ class OptimConfig:
     beta1: float = _f(0.9, "AdamW beta1", ge=0, lt=1)
     beta2: float = _f(0.999, "AdamW beta2", ge=0, lt=1)
     grad_clip: float = _f(1.0, "max global gradient norm (0 = off)", ge=0)
+    min_grad_norm: float = _f(1e-5, "skip the optimizer step when the global gradient norm is at "
+                                    "most this. AdamW scales any gradient to a step of about lr "
+                                    "per weight, so rounding noise (a teacher that reads the "
+                                    "same as the student gave a norm of 3e-6) moved the weights "
+                                    "at random and broke a no-context control; 0 skips only "
+                                    "exact zeros", ge=0)
     lr_schedule: str = _f("constant", "learning rate over the run: constant, or linear decay to 0 "
                                       "at the last step (a short warm start then ends on a "
                                       "settled model instead of wherever the last step left it)",

@@ -206,23 +206,24 @@ def _scores(mb: MicroBatch, plan: _Plan) -> dict[int, dict[str, list[float]]]:
 # ---------------------------------------------------------------------------------------------
 # the optimizer step and the metrics
 
-def optimizer_step(model: Any, opt: Any, grad_clip: float) -> float:
-    """Clip and step; returns the gradient norm (0.0 and no step when no parameter has a
-    gradient, or only zero ones: AdamW would still decay the weights). The norm is global also
-    for FSDP's sharded gradients."""
+def optimizer_step(model: Any, opt: Any, grad_clip: float, min_norm: float = 0.0) -> tuple[float, bool]:
+    """Clip and step; returns the gradient norm and whether a step was taken: none when no
+    parameter has a gradient or the norm is at most ``min_norm`` (only zeros when 0: AdamW
+    would still decay the weights; and AdamW turns even a 1e-6 noise gradient into a full-size
+    step). The norm is global also for FSDP's sharded gradients."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
     if not params:
-        return 0.0
+        return 0.0, False
     if grad_clip > 0:
         norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
     else:
         norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
-    if norm == 0.0:
-        return 0.0
+    if norm <= min_norm:
+        return norm, False
     opt.step()
-    return norm
+    return norm, True
 
 
 def _frac(xs: Sequence[float]) -> float:
@@ -269,7 +270,7 @@ def _trace_metrics(data: Batch, n_action: Sequence[int]) -> dict[str, float]:
 
 
 def _metrics(totals: dict[str, float], col: dict[str, list[float]], grad_norm: float,
-             data: Batch, plan: _Plan) -> dict[str, float]:
+             data: Batch, plan: _Plan, stepped: bool) -> dict[str, float]:
     """The update's metrics, every rank's values reduced."""
     from agentsd.distill import distributed
 
@@ -277,7 +278,9 @@ def _metrics(totals: dict[str, float], col: dict[str, list[float]], grad_norm: f
     m = {f"loss/{k}": v for k, v in totals.items()}
     m["loss/total"] = sum(totals.values())
     m["optim/grad_norm"] = grad_norm
-    m["optim/updated"] = float(grad_norm > 0)  # e.g. GRPO with equal rewards: zero gradient
+    # 0 when no step was taken: GRPO with equal rewards (a zero gradient), or a norm at most
+    # optim.min_grad_norm (a teacher that reads like the student)
+    m["optim/updated"] = float(stepped)
     return {**m, **summarize_stats(distributed.gather_lists(col)), **_trace_metrics(data, plan.n_action),
             **_share_metrics(plan)}
 
@@ -327,6 +330,6 @@ def update(model: Any, opt: Any, teacher: Any, data: Batch, cfg: TrainConfig, pa
         for i, s in _scores(mb, plan).items():
             scores[i] = s
     distributed.all_reduce_grads([p for p in model.parameters() if p.requires_grad])
-    grad_norm = optimizer_step(model, opt, cfg.optim.grad_clip)
-    return _metrics(totals, col, grad_norm, data, plan), scores
+    grad_norm, stepped = optimizer_step(model, opt, cfg.optim.grad_clip, cfg.optim.min_grad_norm)
+    return _metrics(totals, col, grad_norm, data, plan, stepped), scores
 
