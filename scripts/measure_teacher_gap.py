@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import statistics
 import sys
 import time
@@ -219,29 +218,6 @@ def view_tasks(env_id: str, tasks: list, view: str, plan: list[dict], library: A
 # ---------------------------------------------------------------------------------------------
 # acting and scoring
 
-_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
-
-
-def first_call(text: str) -> tuple[str, Any] | None:
-    """``(name, arguments)`` of the first tool call written in ``text`` (None if none parses)."""
-    m = _CALL_RE.search(text or "")
-    if not m:
-        return None
-    try:
-        obj = json.loads(m.group(1))
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return None
-    args = obj.get("arguments", {})
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except ValueError:
-            pass
-    return obj["name"], args
-
-
 def rates(trajs: list) -> dict[str, Any]:
     """Success, parse rate and first-call accuracy of a set of episodes."""
     n = max(len(trajs), 1)
@@ -249,14 +225,9 @@ def rates(trajs: list) -> dict[str, Any]:
     out: dict[str, Any] = {"tasks": len(trajs),
                            "success": sum(t.success for t in trajs) / n,
                            "parse_rate": sum(t.parse == "ok" for t in turns) / max(len(turns), 1)}
-    golds = [first_call((tr.turns[0].privileged or {}).get("reference", "")) if tr.turns else None
-             for tr in trajs]
-    if any(g is not None for g in golds):
-        acted = [first_call(tr.turns[0].action_text) if tr.turns else None for tr in trajs]
-        out["first_tool"] = sum(a is not None and g is not None and a[0] == g[0]
-                                for a, g in zip(acted, golds)) / n
-        out["first_call"] = sum(a is not None and g is not None and a == g
-                                for a, g in zip(acted, golds)) / n
+    from agentsd.distill.episodes import first_call_rates
+
+    out.update(first_call_rates(trajs))  # the trainer's own first_tool / first_call
     return out
 
 
